@@ -1,0 +1,355 @@
+"""Domains for metatrace: mountain car with tile coding, drifting mountain car (spec §6.1-6.2),
+Atari and MinAtar games (§6.3).
+
+`make(name, seed=..., **options)` returns a gymnasium environment.  The learner's fast loop
+(`metatrace.run_linear_episode`) calls the Numba kernels below directly, one episode per call;
+the gymnasium classes wrap the same kernels, so both see identical dynamics and features.
+
+Mountain car kernels (Numba, float64 state as in gymnasium):
+    mc_reset(rng) -> (p, v)                 gymnasium MountainCar-v0 reset, same Generator draws
+    mc_step(p, v, a) -> (p, v, terminated)  gymnasium MountainCar-v0 step, same float operations
+    tile_indices(p, v, idx)                 16 tilings of 10x10 over (p, v) -> 16 indices in [0, 1600)
+    drift_flip(signs, nxt, drift, rng)      one environment step of the sign drift -> new nxt
+    linear_features(p, v, signs, n_noise, rng, idx, val) -> k   sparse features of one state
+
+The features of a state are computed from the float32 observation that gymnasium returns.
+
+Atari (spec §6.3; needs `ale-py` and `opencv-python-headless`, imported on first use):
+    asterix, beam_rider, freeway, seaquest, space_invaders -> `make_atari`, gymnasium's ALE v5 env
+    (ROMs ship inside ale-py) under gymnasium's own wrappers; observation float32 (4, 84, 84) in
+    [0, 1], channels first. Every choice is an option of `make(name, ...)`:
+    repeat_action_probability=0.25  sticky actions [P], drawn by ALE on every emulator frame; read
+                                    back: env.unwrapped.ale.getFloat("repeat_action_probability")
+    frame_skip=4                    the agent acts every 4th emulator frame, rewards summed [P]
+    max_pool=True                   observation = max of the last two emulator frames [R, DQN];
+                                    False: ALE skips internally and only the last frame is seen
+    frame_stack=4                   last 4 observations, 84x84 grayscale (INTER_AREA resize) [P]
+    full_action_space=False         minimal action set [R] (asterix 9, beam_rider 9, freeway 3,
+                                    seaquest 18, space_invaders 6)
+    terminal_on_life_loss=False     a lost life is not terminal [R]
+    max_frames=108_000              emulator frames per episode (30 min), reported as `truncated`
+                                    [R]; the learner treats it per spec §1.6; None = no cap
+    noop_max=0                      no random no-op starts [R]: sticky actions already randomize
+                                    the start (Machado et al. 2018, source of the paper's 0.25)
+    clip_rewards=True               reward clipped to [-1, 1] for learning [R]; the unclipped game
+                                    score of the step is always info["score"]
+
+MinAtar (needs `minatar`, imported on first use):
+    minatar-asterix, minatar-breakout, minatar-freeway, minatar-seaquest, minatar-space_invaders ->
+    `MinAtarEnv`; observation float32 (C, 10, 10) in {0, 1}, channels first;
+    info["score"] = reward.
+    Options: repeat_action_probability=0.1 (MinAtar's sticky default), difficulty_ramping=True
+    (MinAtar's default), minimal_action_set=False: all 6 actions, as in the MinAtar paper's results
+    (Young & Tian 2019, README: "results ... use the full action set of 6 actions").
+    MinAtar has no frame cap; its Freeway ends (terminated) after 2500 frames by its own rule.
+
+`obs_shape(name, **options)` and `n_actions(name, **options)` give a learner its input and output
+sizes. Seeding: `make(name, seed=s)` seeds the first `reset()`; `reset(seed=s)` reseeds; either
+way the same seed and the same actions give the same observations and rewards.
+"""
+import math
+
+import gymnasium as gym
+import numba as nb
+import numpy as np
+
+N_TILINGS = 16
+TILES = 10
+N_TILE_FEATURES = N_TILINGS * TILES * TILES  # 1600
+N_NOISE = 32
+MC_LOW = np.array([-1.2, -0.07])
+MC_HIGH = np.array([0.6, 0.07])
+MC_TIME_LIMIT = 200
+MC_ACTIONS = 3
+_FORCE, _GRAVITY, _MAX_SPEED, _GOAL = 0.001, 0.0025, 0.07, 0.5
+
+LINEAR_DOMAINS = ("mountaincar", "drifting_mountaincar")
+
+
+@nb.njit(cache=True)
+def mc_reset(rng):
+    """gymnasium MountainCar-v0 reset: p ~ U[-0.6, -0.4], v = 0."""
+    return rng.uniform(-0.6, -0.4), 0.0
+
+
+@nb.njit(cache=True)
+def mc_step(p, v, a):
+    """gymnasium MountainCar-v0 step, in gymnasium's order of floating-point operations."""
+    v = v + ((a - 1) * _FORCE + math.cos(3 * p) * (-_GRAVITY))
+    v = min(max(v, -_MAX_SPEED), _MAX_SPEED)
+    p = p + v
+    p = min(max(p, -1.2), 0.6)
+    if p == -1.2 and v < 0:
+        v = 0.0
+    return p, v, (p >= _GOAL and v >= 0.0)
+
+
+@nb.njit(cache=True)
+def tile_indices(p, v, idx):
+    """Spec §6.1 tile coder: scale to [0, 9], tiling k offset (k(2j+1) mod 16)/16, index 100k+10c0+c1."""
+    x0 = 9.0 * (p - (-1.2)) / (0.6 - (-1.2))
+    x1 = 9.0 * (v - (-0.07)) / (0.07 - (-0.07))
+    for k in range(N_TILINGS):
+        c0 = int(math.floor(x0 + (k % 16) / 16.0))
+        c1 = int(math.floor(x1 + ((3 * k) % 16) / 16.0))
+        c0 = min(max(c0, 0), TILES - 1)
+        c1 = min(max(c1, 0), TILES - 1)
+        idx[k] = TILES * TILES * k + TILES * c0 + c1
+
+
+@nb.njit(cache=True)
+def drift_flip(signs, nxt, drift, rng):
+    """Spec §6.2: every sign flips independently with probability `drift` on each environment step.
+
+    The Bernoulli trials of all steps form one stream; `nxt` is the position of the next success
+    relative to the start of this step, drawn by geometric gaps (same law, one draw per flip).
+    """
+    if drift <= 0.0:
+        return nxt
+    n = signs.shape[0]
+    while nxt < n:
+        signs[nxt] = -signs[nxt]
+        nxt += rng.geometric(drift)
+    return nxt - n
+
+
+@nb.njit(cache=True)
+def first_flip(drift, rng):
+    """Position of the first flip in the trial stream (see `drift_flip`)."""
+    if drift <= 0.0:
+        return 0
+    return rng.geometric(drift) - 1
+
+
+@nb.njit(cache=True)
+def linear_features(p, v, signs, n_noise, rng, idx, val):
+    """Sparse features of the state with observation (p, v): 16 tiles signed by `signs`, then noise.
+
+    Noise features (§6.2) are i.i.d. Bernoulli(0.5), redrawn on every call; only the active ones
+    are listed. Returns k, the number of entries written to idx/val.
+    """
+    tile_indices(np.float64(np.float32(p)), np.float64(np.float32(v)), idx)
+    for k in range(N_TILINGS):
+        val[k] = signs[idx[k]]
+    k = N_TILINGS
+    if n_noise > 0:
+        bits = np.uint64(rng.random() * 4294967296.0)  # 32 fair bits from 53 uniform bits
+        for j in range(n_noise):
+            if (bits >> np.uint64(j)) & np.uint64(1):
+                idx[k] = N_TILE_FEATURES + j
+                val[k] = 1.0
+                k += 1
+    return k
+
+
+def check_drift(drift):
+    """Validate a drift rate: a probability per feature per step."""
+    if not (0.0 <= drift <= 1.0):
+        raise ValueError(f"drift {drift} is outside the accepted range [0, 1]")
+    return float(drift)
+
+
+class LinearMountainCar(gym.Env):
+    """Mountain car (drifting or not) as a gymnasium env; observation = dense feature vector.
+
+    Same kernels as the learner's fast loop. `drift`=0 and `noise`=False give plain tile-coded
+    mountain car; the 200-step time limit is reported as `truncated`.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, drift=0.0, noise=False, seed=None):
+        self.drift = check_drift(drift)
+        self.n_noise = N_NOISE if noise else 0
+        self.n_features = N_TILE_FEATURES + self.n_noise
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (self.n_features,), np.float64)
+        self.action_space = gym.spaces.Discrete(MC_ACTIONS)
+        self.signs = np.ones(N_TILE_FEATURES)
+        self._idx = np.zeros(N_TILINGS + N_NOISE, np.int64)
+        self._val = np.zeros(N_TILINGS + N_NOISE)
+        self.rng = np.random.default_rng(seed)
+        self.nxt = first_flip(self.drift, self.rng)
+        self.state = (0.0, 0.0)
+        self.t = 0
+
+    def _obs(self):
+        k = linear_features(*self.state, self.signs, self.n_noise, self.rng, self._idx, self._val)
+        x = np.zeros(self.n_features)
+        x[self._idx[:k]] = self._val[:k]
+        return x
+
+    def reset(self, *, seed=None, options=None):
+        """Start an episode; signs persist, `seed` reseeds the env's Generator."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.state = mc_reset(self.rng)
+        self.t = 0
+        return self._obs(), {"state": np.array(self.state)}
+
+    def step(self, action):
+        """One gymnasium step, then the sign drift, then the next state's features."""
+        if not 0 <= int(action) < MC_ACTIONS:
+            raise ValueError(f"action {action} is outside the accepted range 0..{MC_ACTIONS - 1}")
+        p, v, term = mc_step(*self.state, int(action))
+        self.state = (p, v)
+        self.t += 1
+        self.nxt = drift_flip(self.signs, self.nxt, self.drift, self.rng)
+        truncated = (not term) and self.t >= MC_TIME_LIMIT
+        return self._obs(), -1.0, bool(term), bool(truncated), {"state": np.array(self.state)}
+
+
+ATARI_DOMAINS = ("asterix", "beam_rider", "freeway", "seaquest", "space_invaders")
+MINATAR_PREFIX = "minatar-"
+MINATAR_DOMAINS = tuple(MINATAR_PREFIX + g for g in
+                        ("asterix", "breakout", "freeway", "seaquest", "space_invaders"))
+
+
+def check_number(option, value, low, high=None, integer=False):
+    """Validate a numeric option, low <= value (<= high); else a one-line ValueError naming both."""
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    ok = isinstance(value, kinds) and not isinstance(value, (bool, np.bool_))
+    if not (ok and value >= low and (high is None or value <= high)):
+        accepted = f"[{low}, {high}]" if high is not None else f">= {low}"
+        kind = "integers " if integer else ""
+        raise ValueError(f"{option} {value!r} is outside the accepted range {kind}{accepted}")
+    return int(value) if integer else float(value)
+
+
+class SeedAndScore(gym.Wrapper):
+    """Seed the first `reset()` with the `make` seed; put the step's raw reward in info["score"].
+
+    Sits below any reward clipping, so info["score"] is the unclipped game score of the step.
+    """
+
+    def __init__(self, env, seed=None):
+        super().__init__(env)
+        self._first_seed = seed
+        if seed is not None:
+            self.action_space.seed(seed)
+
+    def reset(self, *, seed=None, options=None):
+        if seed is None:
+            seed, self._first_seed = self._first_seed, None
+        else:
+            self._first_seed = None
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info = dict(info, score=float(reward))
+        return obs, reward, terminated, truncated, info
+
+
+def make_atari(game, seed=None, *, repeat_action_probability=0.25, frame_skip=4, max_pool=True,
+               frame_stack=4, full_action_space=False, terminal_on_life_loss=False,
+               max_frames=108_000, noop_max=0, clip_rewards=True):
+    """Spec §6.3 ALE game: ALE v5 env under AtariPreprocessing and FrameStackObservation.
+
+    Observation float32 (frame_stack, 84, 84) in [0, 1]; options are documented in the module
+    docstring. With max_pool the ALE env runs one emulator frame per call (frameskip=1) and
+    AtariPreprocessing repeats the action frame_skip times, max-pooling the last two frames.
+    """
+    if game not in ATARI_DOMAINS:
+        raise ValueError(f"unknown Atari game {game!r}; accepted: {', '.join(ATARI_DOMAINS)}")
+    repeat_action_probability = check_number("repeat_action_probability",
+                                             repeat_action_probability, 0.0, 1.0)
+    frame_skip = check_number("frame_skip", frame_skip, 1, integer=True)
+    frame_stack = check_number("frame_stack", frame_stack, 1, integer=True)
+    noop_max = check_number("noop_max", noop_max, 0, integer=True)
+    if max_frames is not None:
+        max_frames = check_number("max_frames", max_frames, 1, integer=True)
+    import ale_py
+
+    gym.register_envs(ale_py)
+    env_id = "ALE/" + "".join(w.capitalize() for w in game.split("_")) + "-v5"
+    env = gym.make(env_id, frameskip=1 if max_pool else frame_skip,
+                   repeat_action_probability=repeat_action_probability,
+                   full_action_space=bool(full_action_space),
+                   max_num_frames_per_episode=0 if max_frames is None else max_frames)
+    env = gym.wrappers.AtariPreprocessing(
+        env, noop_max=noop_max, frame_skip=frame_skip if max_pool else 1, screen_size=84,
+        terminal_on_life_loss=bool(terminal_on_life_loss), grayscale_obs=True, scale_obs=True)
+    env = gym.wrappers.FrameStackObservation(env, frame_stack)
+    env = SeedAndScore(env, seed)
+    if clip_rewards:
+        env = gym.wrappers.ClipReward(env, -1.0, 1.0)
+    return env
+
+
+class MinAtarEnv(gym.Env):
+    """A MinAtar game as a gymnasium env; observation float32 (C, 10, 10) in {0, 1}.
+
+    Sticky actions are MinAtar's own (per step, `repeat_action_probability`); the sticky memory is
+    cleared to no-op at every reset, as ALE does, so a seeded reset does not depend on the past.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, game, repeat_action_probability=0.1, difficulty_ramping=True,
+                 minimal_action_set=False):
+        games = tuple(d[len(MINATAR_PREFIX):] for d in MINATAR_DOMAINS)
+        if game not in games:
+            raise ValueError(f"unknown MinAtar game {game!r}; accepted: {', '.join(games)}")
+        p = check_number("repeat_action_probability", repeat_action_probability, 0.0, 1.0)
+        from minatar import Environment
+
+        self.game = Environment(game, sticky_action_prob=p,
+                                difficulty_ramping=bool(difficulty_ramping))
+        self.actions = (self.game.minimal_action_set() if minimal_action_set
+                        else list(range(self.game.num_actions())))
+        h, w, c = self.game.state_shape()
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (c, h, w), np.float32)
+        self.action_space = gym.spaces.Discrete(len(self.actions))
+
+    def _obs(self):
+        return np.ascontiguousarray(np.moveaxis(self.game.state(), 2, 0), dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        """Start an episode; `seed` reseeds MinAtar's RandomState (game and sticky actions)."""
+        super().reset(seed=seed)
+        if seed is not None:
+            self.game.seed(int(seed))
+        self.game.reset()
+        self.game.last_action = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        """One MinAtar step; MinAtar has no time limit, so `truncated` is always False."""
+        if not 0 <= int(action) < len(self.actions):
+            raise ValueError(f"action {action} is outside the accepted range "
+                             f"0..{len(self.actions) - 1}")
+        reward, terminal = self.game.act(self.actions[int(action)])
+        return self._obs(), float(reward), bool(terminal), False, {"score": float(reward)}
+
+
+def make(name, seed=None, **options):
+    """Build domain `name` as a gymnasium environment; `options` are the domain's settings."""
+    if name == "mountaincar":
+        return LinearMountainCar(seed=seed, **options)
+    if name == "drifting_mountaincar":
+        options.setdefault("drift", 6e-6)
+        return LinearMountainCar(noise=True, seed=seed, **options)
+    if name in ATARI_DOMAINS:
+        return make_atari(name, seed=seed, **options)
+    if name in MINATAR_DOMAINS:
+        return SeedAndScore(MinAtarEnv(name[len(MINATAR_PREFIX):], **options), seed)
+    raise ValueError(f"unknown domain {name!r}; accepted: {', '.join(DOMAINS)}")
+
+
+def obs_shape(name, **options):
+    """Observation shape of domain `name` (builds and closes one env)."""
+    env = make(name, **options)
+    shape = env.observation_space.shape
+    env.close()
+    return shape
+
+
+def n_actions(name, **options):
+    """Number of actions of domain `name` (builds and closes one env)."""
+    env = make(name, **options)
+    n = int(env.action_space.n)
+    env.close()
+    return n
+
+
+DOMAINS = LINEAR_DOMAINS + ATARI_DOMAINS + MINATAR_DOMAINS

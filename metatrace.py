@@ -1,0 +1,428 @@
+"""AC(lambda) with Metatrace step-size tuning (Young, Wang & Taylor 2018); spec: ALGORITHMS.md.
+
+One tuner code path serves every function approximator.  A model hands `tuner_step` flat vectors
+(g^U, g^H, d = grad delta) and scalars (delta, ||g^V||^2); the tuner applies steps 2-7 of spec §2.0
+for the chosen tuner and updates the weights.  `linear_step` is the linear-softmax model of
+spec §1.4 on sparse features; the Numba network of `nets.py` plugs into the same `tuner_step`.
+
+Tuners (spec §2, §4, §5):
+    none    plain AC(lambda) with fixed alpha = exp(log alpha0)
+    scalar  Scalar Metatrace, Algorithm 1 (normalized unless norm=False)
+    vector  Vector Metatrace, Algorithm 2
+    mixed   Mixed Metatrace, Algorithm 3
+    sid     SID-R, a reconstruction of Dabney's SID adapted to AC(lambda) (spec §4.2)
+    nosid   NOSID-R, a reconstruction of NOSID (spec §4.3; weakly supported)
+
+State (`Learner`): W is a (7, n) array whose rows are
+    w    all weights (critic then actor)          z    AC(lambda) trace
+    h    scalar sensitivity h, or mixed h-hat     hv   per-weight sensitivity h-vec
+    bv   per-weight log step-size part beta-vec   vv   normalizer v-vec
+    zbv  per-weight meta trace z^beta-vec
+and `s` holds the scalars beta (or beta-hat), v (or v-hat), z^beta (or z^beta-hat), u, the NOSID
+hard maximum, and the step counter.  The vector tuner stores beta_i = beta + bv_i with a shared
+offset beta, so the normalization of V6 (subtract log M from every beta_i) is one scalar update;
+the mixed tuner's beta-hat plays the same role (M7).  alpha_i = exp(beta + bv_i) in both.
+
+Sparsity (linear features): only weights touched by g^U or g^H during the current episode can have
+non-zero trace, so the per-weight loop runs over that "active" list.  The one per-weight update
+that touches every weight on every step is the decay of v-vec when Delta_i = 0 (spec §2.2 note);
+it is applied lazily, v_i *= (1 - mu)^k, when weight i becomes active again.  `dense=True` runs
+the same code over every index (the network).
+"""
+import math
+from typing import NamedTuple
+
+import numba as nb
+import numpy as np
+
+from envs import drift_flip, first_flip, linear_features, mc_reset, mc_step
+
+TUNERS = ("none", "scalar", "vector", "mixed", "sid", "nosid")
+NONE, SCALAR, VECTOR, MIXED, SID, NOSID = range(6)
+
+# rows of W and entries of s
+W_, Z_, H_, HV_, BV_, VV_, ZBV_ = range(7)
+BETA, V, ZB, U, NMAX = range(5)
+N_SCALARS = 5
+# entries of the integer state: number of active weights, global step counter
+N_ACT, STEP = range(2)
+
+
+class Config(NamedTuple):
+    """Learner hyper-parameters (spec §1.1, §6.1 defaults)."""
+    tuner: str = "scalar"
+    normalized: bool = True
+    alpha: float = 2.0 ** -9      # alpha_0 (initial, or fixed for `none`)
+    mu: float = 2.0 ** -8         # meta step-size
+    gamma: float = 0.99
+    lam: float = 0.8
+    psi: float = 0.0              # entropy weight
+    timeout_bootstrap: bool = False   # spec §1.6
+    nosid_alpha_bound: bool = True    # spec §4.3 N2
+
+
+def check_config(c):
+    """Validate a Config: one ValueError naming the bad value and the accepted range."""
+    if c.tuner not in TUNERS:
+        raise ValueError(f"unknown tuner {c.tuner!r}; accepted: {', '.join(TUNERS)}")
+    if not (c.alpha > 0 and math.isfinite(c.alpha)):
+        raise ValueError(f"alpha {c.alpha} is outside the accepted range (0, inf)")
+    if not (c.mu >= 0 and math.isfinite(c.mu)):
+        raise ValueError(f"mu {c.mu} is outside the accepted range [0, inf)")
+    for name in ("gamma", "lam"):
+        x = getattr(c, name)
+        if not 0.0 <= x <= 1.0:
+            raise ValueError(f"{name} {x} is outside the accepted range [0, 1]")
+    if not (c.psi >= 0 and math.isfinite(c.psi)):
+        raise ValueError(f"psi {c.psi} is outside the accepted range [0, inf)")
+    return c
+
+
+# ------------------------------------------------------------------------------------------------
+# The tuner: spec §2.0 steps 2-7 for all variants
+# ------------------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, inline="always")
+def _vector_meta(i, zbv, hv, bv, vv, g, gh, delta, gl, psi, mu, norm):
+    """V1-V4 / M1, M3, M5, M6 for weight i: new (z^beta_i, v_i, bv_i) from the pre-update h-vec."""
+    zb = gl * zbv[i] + g * hv[i]                              # V1 / M1
+    D = delta * zb + psi * gh * hv[i]                         # V2 / M3
+    if norm:
+        v = max(abs(D), vv[i] + mu * (abs(D) - vv[i]))        # V3 / M5
+        b = bv[i] + mu * D / v if v > 0 else bv[i]            # V4 / M6
+    else:
+        v = vv[i]
+        b = bv[i] + mu * D                                    # unnormalized V4
+    return zb, v, b
+
+
+@nb.njit(cache=True)
+def tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, dense,
+               delta, gV2, kind, norm, gl, psi, mu, nosid_bound):
+    """One step of spec §2.0 (steps 2-7) for every tuner; returns False if anything went non-finite.
+
+    gU, gH, d are full-length vectors that are zero outside the indices sup[:ns] (or everywhere
+    dense).  gl = gamma*lambda.  On return W holds z_t, w_{t+1}, h_{t+1}, and s the new beta.
+    """
+    w, z, h, hv, bv, vv, zbv = W[W_], W[Z_], W[H_], W[HV_], W[BV_], W[VV_], W[ZBV_]
+    vec = kind == VECTOR or kind == MIXED
+    sh = kind == SCALAR or kind == MIXED or kind == SID or kind == NOSID
+    lazy = vec and norm and not dense
+    step = ist[STEP]
+    # pass over the support: activate new weights, the dot products with the pre-update h
+    gUh = 0.0
+    gHh = 0.0
+    dh = 0.0
+    gU2 = 0.0
+    zd = 0.0
+    xv = 0.0
+    for k in range(ns):
+        i = k if dense else sup[k]
+        if not dense and in_act[i] == 0:
+            in_act[i] = 1
+            act[ist[N_ACT]] = i
+            ist[N_ACT] += 1
+            if lazy:
+                vv[i] *= (1.0 - mu) ** (step - vt[i])
+        g = gU[i]
+        gU2 += g * g
+        if sh:
+            gUh += g * h[i]
+            gHh += gH[i] * h[i]
+            dh += d[i] * h[i]
+        if kind == NOSID:
+            zd += (gl * z[i] + g) * d[i]
+        if vec and norm:
+            _, _, b = _vector_meta(i, zbv, hv, bv, vv, g, gH[i], delta, gl, psi, mu, norm)
+            xv += math.exp(b) * g * g
+    m = ns if dense else ist[N_ACT]
+    beta = s[BETA]
+    if kind == SCALAR or kind == MIXED:
+        s[ZB] = gl * s[ZB] + gUh                              # S1 / M2
+        D = delta * s[ZB] + psi * gHh                         # S2 / M4
+        if norm:
+            s[V] = max(abs(D), s[V] + mu * (abs(D) - s[V]))  # S3 / M5
+            if s[V] > 0:
+                beta += mu * D / s[V]                         # S4 / M6
+        else:
+            beta += mu * D
+    elif kind == SID or kind == NOSID:
+        zh = 0.0                                              # <z_t, h_t> over every live weight
+        for k in range(m):
+            i = k if dense else act[k]
+            zh += (gl * z[i] + gU[i]) * h[i]
+        D = delta * zh + psi * gHh                            # spec §4.2
+        if kind == SID:
+            beta += mu * D
+        else:
+            s[NMAX] = max(s[NMAX], gV2)                       # N1: hard maximum of ||g^V||^2
+            if s[NMAX] > 0:
+                beta += mu * D / s[NMAX]
+            if nosid_bound and zd != 0.0:
+                beta = min(beta, -math.log(abs(zd)))          # N2
+    if norm and (kind == SCALAR or kind == VECTOR or kind == MIXED):
+        x = math.exp(beta) * (xv if vec else gU2)             # S5 / V5 / M7
+        s[U] = max(x, s[U] + (1.0 - gl) * (x - s[U]))
+        beta -= math.log(max(s[U], 1.0))                      # S6 / V6 / M7
+    s[BETA] = beta
+    alpha = math.exp(beta)                                    # S7 (scalar alpha_t)
+    bad = 0.0 * beta
+    # the per-weight pass: meta updates of the vector part, h, w, z (S8-S9, V8-V9, M9-M11)
+    for k in range(m):
+        i = k if dense else act[k]
+        g = gU[i]
+        gh = gH[i]
+        a = alpha
+        if vec:
+            zb, v, b = _vector_meta(i, zbv, hv, bv, vv, g, gh, delta, gl, psi, mu, norm)
+            zbv[i] = zb
+            vv[i] = v
+            bv[i] = b
+            a = math.exp(beta + b)                            # V7 / M8
+        zi = gl * z[i] + g                                    # AC trace z_t
+        z[i] = zi
+        if kind != NONE:
+            if vec:
+                hv[i] += a * (zi * (delta + d[i] * hv[i]) + psi * gh)   # V8 / M9
+            if sh:
+                h[i] += a * (zi * (delta + dh) + psi * gh)             # S8 / M10
+        w[i] += a * (delta * zi + psi * gh)                   # S9 / V9 / M11
+        bad += w[i] * 0.0 + a * 0.0
+    ist[STEP] = step + 1
+    return math.isfinite(bad) and math.isfinite(beta)
+
+
+@nb.njit(cache=True)
+def end_episode(W, s, ist, vt, act, in_act, dense):
+    """Spec §2.0 step 8: reset z, the meta traces and u; w, h, beta, v persist."""
+    if dense:
+        W[Z_, :] = 0.0
+        W[ZBV_, :] = 0.0
+    else:
+        for k in range(ist[N_ACT]):
+            i = act[k]
+            W[Z_, i] = 0.0
+            W[ZBV_, i] = 0.0
+            in_act[i] = 0
+            vt[i] = ist[STEP]
+        ist[N_ACT] = 0
+    s[ZB] = 0.0
+    s[U] = 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+# The linear-softmax model on sparse features (spec §1.4)
+# ------------------------------------------------------------------------------------------------
+
+@nb.njit(cache=True)
+def linear_policy(w, nf, n_actions, idx, val, k, pi, logpi):
+    """V(s) = theta.phi and pi = softmax(Theta phi); fills pi, logpi, returns (V, H)."""
+    V = 0.0
+    for j in range(k):
+        V += val[j] * w[idx[j]]
+    mx = -np.inf
+    for a in range(n_actions):
+        la = 0.0
+        off = nf * (1 + a)
+        for j in range(k):
+            la += val[j] * w[off + idx[j]]
+        logpi[a] = la
+        mx = max(mx, la)
+    tot = 0.0
+    for a in range(n_actions):
+        tot += math.exp(logpi[a] - mx)
+    lse = mx + math.log(tot)
+    H = 0.0
+    for a in range(n_actions):
+        logpi[a] -= lse
+        pi[a] = math.exp(logpi[a])
+        H -= pi[a] * logpi[a]
+    return V, H
+
+
+@nb.njit(cache=True)
+def linear_value(w, idx, val, k):
+    """V(s) = theta.phi(s) on sparse features."""
+    V = 0.0
+    for j in range(k):
+        V += val[j] * w[idx[j]]
+    return V
+
+
+@nb.njit(cache=True)
+def sample(pi, rng):
+    """Draw an action from the distribution pi with one uniform."""
+    x = rng.random()
+    c = 0.0
+    for a in range(pi.shape[0] - 1):
+        c += pi[a]
+        if x < c:
+            return a
+    return pi.shape[0] - 1
+
+
+@nb.njit(cache=True)
+def linear_step(W, s, ist, vt, act, in_act, gU, gH, d, mark, sup,
+                nf, n_actions, idx0, val0, k0, V0, H0, pi, logpi, A, R,
+                idx1, val1, k1, gamma1, kind, norm, gl, psi, mu, nosid_bound):
+    """One AC(lambda)+tuner step for the linear-softmax model (spec §1.3-1.5, §2.0).
+
+    (idx0, val0) are S_t's features with V0, H0, pi, logpi from `linear_policy` at w_t; (idx1, val1)
+    are S_{t+1}'s; gamma1 = gamma * (1 - term) is the discount used in delta and d.
+    Returns (delta, ok).
+    """
+    w = W[W_]
+    V1 = linear_value(w, idx1, val1, k1) if gamma1 != 0.0 else 0.0
+    delta = R + gamma1 * V1 - V0
+    ns = 0
+    gV2 = 0.0
+    for j in range(k0):                       # critic part: g^U = g^V = phi, d = -phi (+ gamma1 phi')
+        i = idx0[j]
+        gU[i] = val0[j]
+        d[i] -= val0[j]
+        gV2 += val0[j] * val0[j]
+        mark[i] = 1
+        sup[ns] = i
+        ns += 1
+    for a in range(n_actions):                # actor part: 1/2 (e_A - pi) phi and -pi(log pi + H) phi
+        ca = 0.5 * ((1.0 if a == A else 0.0) - pi[a])
+        ch = -pi[a] * (logpi[a] + H0)
+        off = nf * (1 + a)
+        for j in range(k0):
+            i = off + idx0[j]
+            gU[i] = ca * val0[j]
+            if psi != 0.0:
+                gH[i] = ch * val0[j]
+            sup[ns] = i
+            ns += 1
+    if gamma1 != 0.0:
+        for j in range(k1):
+            i = idx1[j]
+            d[i] += gamma1 * val1[j]
+            if mark[i] == 0:
+                mark[i] = 1
+                sup[ns] = i
+                ns += 1
+    ok = tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, False,
+                    delta, gV2, kind, norm, gl, psi, mu, nosid_bound)
+    for k in range(ns):                       # scratch back to zero
+        i = sup[k]
+        gU[i] = 0.0
+        gH[i] = 0.0
+        d[i] = 0.0
+        mark[i] = 0
+    return delta, ok and math.isfinite(delta)
+
+
+@nb.njit(cache=True)
+def run_linear_episode(W, s, ist, vt, act, in_act, gU, gH, d, mark, sup, pi, logpi,
+                       idx0, val0, idx1, val1, signs, env_state, rng_env, rng_agent,
+                       n_noise, drift, time_limit, gamma, timeout_bootstrap,
+                       kind, norm, gl, psi, mu, nosid_bound):
+    """One mountain-car episode (spec §6.1-6.2): env, features, AC(lambda) and tuner, in Numba.
+
+    env_state = [next flip position of the drift stream] persists between episodes.
+    Returns (return, length, ok).
+    """
+    nf = signs.shape[0] + n_noise
+    n_actions = pi.shape[0]
+    p, v = mc_reset(rng_env)
+    k0 = linear_features(p, v, signs, n_noise, rng_env, idx0, val0)
+    ret = 0.0
+    t = 0
+    ok = True
+    nxt = np.int64(env_state[0])
+    while True:
+        V0, H0 = linear_policy(W[W_], nf, n_actions, idx0, val0, k0, pi, logpi)
+        A = sample(pi, rng_agent)
+        p, v, term = mc_step(p, v, A)
+        t += 1
+        R = -1.0
+        nxt = drift_flip(signs, nxt, drift, rng_env)
+        k1 = linear_features(p, v, signs, n_noise, rng_env, idx1, val1)
+        trunc = (not term) and t >= time_limit
+        boot = (not term) and (timeout_bootstrap or not trunc)
+        gamma1 = gamma if boot else 0.0
+        _, ok = linear_step(W, s, ist, vt, act, in_act, gU, gH, d, mark, sup,
+                            nf, n_actions, idx0, val0, k0, V0, H0, pi, logpi, A, R,
+                            idx1, val1, k1, gamma1,
+                            kind, norm, gl, psi, mu, nosid_bound)
+        ret += R
+        if not ok or term or trunc:
+            break
+        idx0, idx1 = idx1, idx0
+        val0, val1 = val1, val0
+        k0 = k1
+    end_episode(W, s, ist, vt, act, in_act, False)
+    env_state[0] = nxt
+    return ret, t, ok
+
+
+class Learner:
+    """AC(lambda) + tuner state for a model with n weights; state is the point of this class."""
+
+    def __init__(self, n, config, dtype=np.float64, dense=False):
+        self.config = check_config(config)
+        self.kind = TUNERS.index(config.tuner)
+        self.norm = bool(config.normalized) and self.kind in (SCALAR, VECTOR, MIXED)
+        self.dense = dense
+        self.n = n
+        self.W = np.zeros((n, 7), dtype).T
+        self.s = np.zeros(N_SCALARS)
+        self.s[BETA] = math.log(config.alpha)
+        self.ist = np.zeros(2, np.int64)
+        self.vt = np.zeros(n, np.int64)
+        self.act = np.zeros(n, np.int64)
+        self.in_act = np.zeros(n, np.uint8)
+
+    @property
+    def w(self):
+        """The weights (a view)."""
+        return self.W[W_]
+
+    def beta(self):
+        """Per-weight log step-sizes beta_i (alpha_i = exp(beta_i))."""
+        if self.kind in (VECTOR, MIXED):
+            return self.s[BETA] + self.W[BV_].astype(np.float64)
+        return np.full(self.n, self.s[BETA])
+
+    def state(self):
+        """Every array of the learner's state, by name (for checkpoints and tests)."""
+        return {"W": self.W, "s": self.s, "ist": self.ist, "vt": self.vt,
+                "act": self.act, "in_act": self.in_act}
+
+
+class LinearAgent:
+    """A linear-softmax learner on one of the mountain-car domains, run an episode at a time."""
+
+    def __init__(self, config, n_features, n_actions, n_noise=0, drift=0.0, seed=0):
+        self.config = config
+        self.nf = n_features
+        self.n_actions = n_actions
+        self.n_noise = n_noise
+        self.drift = float(drift)
+        self.learner = Learner(n_features * (1 + n_actions), config)
+        n = self.learner.n
+        self.gU, self.gH, self.d = np.zeros(n), np.zeros(n), np.zeros(n)
+        self.mark = np.zeros(n, np.uint8)
+        kmax = 16 + n_noise
+        self.sup = np.zeros(kmax * (n_actions + 2), np.int64)
+        self.pi, self.logpi = np.zeros(n_actions), np.zeros(n_actions)
+        self.idx0, self.idx1 = np.zeros(kmax, np.int64), np.zeros(kmax, np.int64)
+        self.val0, self.val1 = np.zeros(kmax), np.zeros(kmax)
+        self.signs = np.ones(n_features - n_noise)
+        ss = np.random.SeedSequence(seed)
+        env_ss, agent_ss = ss.spawn(2)
+        self.rng_env = np.random.default_rng(env_ss)
+        self.rng_agent = np.random.default_rng(agent_ss)
+        self.env_state = np.array([first_flip(self.drift, self.rng_env)], np.int64)
+
+    def episode(self, time_limit=200):
+        """Run one episode; returns (return, length, ok)."""
+        c, L = self.config, self.learner
+        return run_linear_episode(
+            L.W, L.s, L.ist, L.vt, L.act, L.in_act, self.gU, self.gH, self.d, self.mark, self.sup,
+            self.pi, self.logpi, self.idx0, self.val0, self.idx1, self.val1, self.signs,
+            self.env_state, self.rng_env, self.rng_agent, self.n_noise, self.drift, time_limit,
+            c.gamma, c.timeout_bootstrap, L.kind, L.norm, c.gamma * c.lam, c.psi, c.mu,
+            c.nosid_alpha_bound)

@@ -1,0 +1,293 @@
+"""metatrace experiment runner.
+
+    python run.py --domain mountaincar                       one run on the defaults
+    python run.py --domain mountaincar --tuner scalar --alpha 2^-9 --mu 2^-8 --episodes 1000 \
+                  --seed 0 --out runs/x                      one run, every setting explicit
+    python run.py bench --domain mountaincar                 agent steps/s for every tuner
+
+A run writes OUT/config.json (every setting, package versions, git commit, status) and
+OUT/episodes.csv (one row per episode, flushed as episodes finish, so a killed run keeps them).
+Numbers accept decimals (0.001, 1e-3) and powers of two (2^-9).
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import envs
+import metatrace as mt
+
+DEFAULTS = dict(tuner="scalar", alpha="2^-9", mu="2^-8", gamma="0.99", lam="0.8", psi="0",
+                drift="6e-6", episodes="1000", seed="0")
+RANGES = {  # name: (check, accepted range in words)
+    "alpha": (lambda x: 0 < x < math.inf, "(0, inf)"),
+    "mu": (lambda x: 0 <= x < math.inf, "[0, inf)"),
+    "gamma": (lambda x: 0 <= x <= 1, "[0, 1]"),
+    "lam": (lambda x: 0 <= x <= 1, "[0, 1]"),
+    "psi": (lambda x: 0 <= x < math.inf, "[0, inf)"),
+    "drift": (lambda x: 0 <= x <= 1, "[0, 1]"),
+    "episodes": (lambda x: x >= 1 and x == int(x), "integers >= 1"),
+    "seed": (lambda x: 0 <= x < 2**63 and x == int(x), "integers in [0, 2^63)"),
+}
+_NUMBER = re.compile(r"^\s*([-+]?\d+(\.\d*)?)\s*\^\s*([-+]?\d+(\.\d*)?)\s*$")
+
+
+class UsageError(Exception):
+    """Bad input from the command line: reported as one line, exit status 2."""
+
+
+def parse_number(text, name):
+    """A decimal (0.001, 1e-3) or a power (2^-9) -> float; UsageError naming the value otherwise."""
+    m = _NUMBER.match(text)
+    try:
+        x = float(m.group(1)) ** float(m.group(3)) if m else float(text)
+    except (ValueError, OverflowError, ZeroDivisionError):
+        x = None
+    if x is None or math.isnan(x):
+        raise UsageError(f"--{name.replace('_', '-')}: malformed number {text!r}; "
+                         "expected a decimal like 0.001 or a power like 2^-9")
+    return x
+
+
+def checked(name, text):
+    """Parse and range-check one numeric flag."""
+    x = parse_number(text, name)
+    ok, words = RANGES[name]
+    if not ok(x):
+        raise UsageError(f"--{name} {text} is outside the accepted range {words}")
+    return int(x) if name in ("episodes", "seed") else x
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def run_parser():
+    """Flags of a single run (spec §6.1 defaults)."""
+    p = Parser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--domain", default="mountaincar", choices=envs.LINEAR_DOMAINS)
+    p.add_argument("--tuner", default=DEFAULTS["tuner"], choices=mt.TUNERS,
+                   help="step-size tuner (default %(default)s)")
+    p.add_argument("--unnormalized", action="store_true",
+                   help="scalar/vector/mixed Metatrace without the normalizations (v, u/M)")
+    p.add_argument("--alpha", default=DEFAULTS["alpha"], help="initial (or fixed) step-size alpha_0")
+    p.add_argument("--mu", default=DEFAULTS["mu"], help="meta step-size")
+    p.add_argument("--gamma", default=DEFAULTS["gamma"], help="discount")
+    p.add_argument("--lam", default=DEFAULTS["lam"], help="trace decay lambda")
+    p.add_argument("--psi", default=DEFAULTS["psi"], help="entropy weight")
+    p.add_argument("--drift", default=DEFAULTS["drift"],
+                   help="sign-flip rate per feature per step (drifting_mountaincar only)")
+    p.add_argument("--episodes", default=DEFAULTS["episodes"])
+    p.add_argument("--seed", default=DEFAULTS["seed"])
+    p.add_argument("--out", default=None, help="run directory (default runs/<name>)")
+    p.add_argument("--timeout-bootstrap", action="store_true",
+                   help="bootstrap from the state at the 200-step time limit (spec §1.6); "
+                        "default treats it as terminal, as the paper did")
+    p.add_argument("--no-alpha-bound", action="store_true",
+                   help="NOSID without its overshoot guard (spec §4.3 N2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def settings(args):
+    """The validated settings of a run as a plain dict."""
+    s = {k: checked(k, getattr(args, k)) for k in RANGES}
+    s.update(domain=args.domain, tuner=args.tuner, normalized=not args.unnormalized,
+             timeout_bootstrap=args.timeout_bootstrap, nosid_alpha_bound=not args.no_alpha_bound)
+    if args.domain != "drifting_mountaincar":
+        s["drift"] = 0.0
+    return s
+
+
+def config_of(s):
+    """metatrace.Config from run settings."""
+    return mt.Config(tuner=s["tuner"], normalized=s["normalized"], alpha=s["alpha"], mu=s["mu"],
+                     gamma=s["gamma"], lam=s["lam"], psi=s["psi"],
+                     timeout_bootstrap=s["timeout_bootstrap"],
+                     nosid_alpha_bound=s["nosid_alpha_bound"])
+
+
+def make_agent(s):
+    """The linear agent for a mountain-car domain."""
+    n_noise = envs.N_NOISE if s["domain"] == "drifting_mountaincar" else 0
+    return mt.LinearAgent(config_of(s), envs.N_TILE_FEATURES + n_noise, envs.MC_ACTIONS,
+                          n_noise=n_noise, drift=s["drift"], seed=s["seed"])
+
+
+def run_name(s):
+    """A readable run directory name from the settings."""
+    norm = "" if s["normalized"] or s["tuner"] in ("none", "sid", "nosid") else "-unnorm"
+    a, m = math.log2(s["alpha"]), math.log2(s["mu"]) if s["mu"] > 0 else "0"
+    fmt = lambda x: f"{x:g}" if isinstance(x, str) or x != int(x) else f"{int(x)}"
+    return f"{s['domain']}-{s['tuner']}{norm}-a2^{fmt(a)}-mu2^{fmt(m)}-s{s['seed']}"
+
+
+def provenance():
+    """Package versions and the git commit of the code."""
+    import gymnasium
+    import numba
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        r = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=here, capture_output=True,
+                           text=True, timeout=10)
+        commit = r.stdout.strip() if r.returncode == 0 else None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=here, capture_output=True, text=True, timeout=10).stdout)
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "gymnasium": gymnasium.__version__,
+            "git_commit": commit, "git_dirty": dirty, "host": platform.node()}
+
+
+def write_json(path, obj):
+    """Atomic JSON write (temp file + rename)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def beta_columns(s, learner):
+    """Mean log step-size over groups of weights (spec §6.2 Fig. 7 groups on the drifting domain)."""
+    beta = learner.beta()
+    nf = envs.N_TILE_FEATURES + (envs.N_NOISE if s["domain"] == "drifting_mountaincar" else 0)
+    critic, actor = beta[:nf], beta[nf:].reshape(envs.MC_ACTIONS, nf)
+    cols = {"beta_critic": critic[:envs.N_TILE_FEATURES].mean(),
+            "beta_actor": actor[:, :envs.N_TILE_FEATURES].mean()}
+    if nf > envs.N_TILE_FEATURES:
+        cols["beta_critic_noise"] = critic[envs.N_TILE_FEATURES:].mean()
+        cols["beta_actor_noise"] = actor[:, envs.N_TILE_FEATURES:].mean()
+    return cols
+
+
+def run(s, out, quiet=False):
+    """One run: episodes to OUT/episodes.csv as they finish, config and outcome to OUT/config.json."""
+    from tqdm import tqdm
+    os.makedirs(out, exist_ok=True)
+    meta = {"settings": s, "provenance": provenance(), "status": "running",
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(os.path.join(out, "config.json"), meta)
+    agent = make_agent(s)
+    t0 = time.perf_counter()
+    steps, recent, status = 0, [], "finished"
+    with open(os.path.join(out, "episodes.csv"), "w", newline="") as f, \
+            tqdm(total=s["episodes"], unit="ep", disable=quiet, dynamic_ncols=True) as bar:
+        writer = None
+        for ep in range(s["episodes"]):
+            ret, length, ok = agent.episode()
+            steps += length
+            row = {"episode": ep, "return": ret, "length": length, "steps": steps,
+                   "diverged": int(not ok), **beta_columns(s, agent.learner)}
+            if writer is None:
+                writer = csv.DictWriter(f, fieldnames=list(row))
+                writer.writeheader()
+            writer.writerow(row)
+            f.flush()
+            recent = (recent + [ret])[-100:]
+            bar.update(1)
+            if not quiet and (ep % 10 == 0 or ep == s["episodes"] - 1):
+                bar.set_postfix(ret100=f"{np.mean(recent):.1f}", refresh=False)
+            if not ok:
+                status = "diverged"
+                break
+    wall = time.perf_counter() - t0
+    meta.update(status=status, episodes_done=ep + 1, agent_steps=steps, wall_seconds=round(wall, 3),
+                mean_return_last100=float(np.mean(recent)))
+    if status == "diverged":
+        meta["diverged_at_episode"] = ep
+    write_json(os.path.join(out, "config.json"), meta)
+    return meta
+
+
+def main_run(argv):
+    """`python run.py [flags]`: one run."""
+    args = run_parser().parse_args(argv)
+    s = settings(args)
+    try:
+        mt.check_config(config_of(s))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    out = args.out or os.path.join("runs", run_name(s))
+    meta = run(s, out, quiet=args.quiet)
+    msg = (f"{meta['status']}: {meta['episodes_done']} episodes, {meta['agent_steps']} steps in "
+           f"{meta['wall_seconds']:.1f} s; mean return of the last 100 episodes "
+           f"{meta['mean_return_last100']:.1f}; results in {out}")
+    print(msg if meta["status"] == "finished" else
+          f"diverged (non-finite weights or step-sizes) in episode {meta['diverged_at_episode']}; "
+          + msg, file=sys.stderr if meta["status"] != "finished" else sys.stdout)
+    return 0
+
+
+BENCH_TUNERS = [("none", "2^-7", "0"), ("scalar", "2^-9", "2^-8"), ("vector", "2^-9", "2^-8"),
+                ("mixed", "2^-9", "2^-8"), ("sid", "2^-9", "2^-16"), ("nosid", "2^-9", "2^-12")]
+
+
+def main_bench(argv):
+    """`python run.py bench`: median agent steps/s (environment included) per tuner, one core."""
+    p = Parser(prog="run.py bench", description=main_bench.__doc__)
+    p.add_argument("--domain", default="mountaincar", choices=envs.LINEAR_DOMAINS)
+    p.add_argument("--repeats", default="7")
+    p.add_argument("--episodes", default="200", help="episodes per repeat")
+    p.add_argument("--cores", default="1", help="CPU cores to pin to (default 1: one core)")
+    args = p.parse_args(argv)
+    repeats = int(checked("episodes", args.repeats))
+    episodes = checked("episodes", args.episodes)
+    cores = int(checked("episodes", args.cores))
+    if hasattr(os, "sched_setaffinity"):
+        avail = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, set(avail[:cores]))
+        where = f"pinned to CPU {','.join(map(str, avail[:cores]))}"
+    else:
+        where = "not pinned"
+    print(f"{args.domain}: agent steps/s, environment included, median of {repeats} repeats of "
+          f"{episodes} episodes after a 100-episode warm-up; {where}")
+    print(f"{'tuner':<18}{'alpha0':>8}{'mu':>8}{'median':>12}{'min':>12}{'max':>12}")
+    for tuner, alpha, mu in BENCH_TUNERS:
+        for norm in ([True, False] if tuner in ("scalar", "vector", "mixed") else [True]):
+            args_run = run_parser().parse_args(
+                ["--domain", args.domain, "--tuner", tuner, "--alpha", alpha,
+                 "--mu", mu if norm else "2^-16"] + ([] if norm else ["--unnormalized"]))
+            agent = make_agent(settings(args_run))
+            for _ in range(100):
+                agent.episode()
+            rates = []
+            for _ in range(repeats):
+                t0, n = time.perf_counter(), 0
+                for _ in range(episodes):
+                    n += agent.episode()[1]
+                rates.append(n / (time.perf_counter() - t0))
+            name = tuner + ("" if norm or tuner == "none" else " (unnorm.)")
+            print(f"{name:<18}{alpha:>8}{mu if norm else '2^-16':>8}{statistics.median(rates):>12,.0f}"
+                  f"{min(rates):>12,.0f}{max(rates):>12,.0f}", flush=True)
+    return 0
+
+
+def main(argv=None):
+    """Dispatch `run.py [bench] ...`; bad input -> one line on stderr, exit status 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv and argv[0] == "bench":
+            return main_bench(argv[1:])
+        return main_run(argv)
+    except UsageError as e:
+        print(f"run.py: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""A literal, dense NumPy transcription of spec §2.1-2.3 and §4 — the independent reference.
+
+Every per-weight quantity is a full vector and every line of the algorithm boxes is one line here:
+no shared offsets, no active lists, no lazy decay.  Used only by the tests.
+"""
+import numpy as np
+
+
+def new_state(n, tuner, alpha0):
+    """Spec §2.0 state table, initial values."""
+    vec = tuner in ("vector", "mixed")
+    return dict(w=np.zeros(n), z=np.zeros(n), h=np.zeros(n), hv=np.zeros(n),
+                beta=np.log(alpha0), bvec=np.full(n, np.log(alpha0) if tuner == "vector" else 0.0),
+                v=0.0, vvec=np.zeros(n), zb=0.0, zbvec=np.zeros(n), u=0.0, nmax=0.0, vec=vec)
+
+
+def ref_step(S, tuner, norm, gU, gH, d, delta, gV2, gl, psi, mu, nosid_bound=True):
+    """One step, spec §2.0 steps 2-7 (Algorithms 1-3, SID-R, NOSID-R, untuned)."""
+    z = gl * S["z"] + gU                                       # step 2
+    h, hv = S["h"], S["hv"]
+    if tuner == "none":
+        alpha = np.exp(S["beta"])
+    elif tuner == "scalar":
+        S["zb"] = gl * S["zb"] + gU @ h                        # S1
+        D = delta * S["zb"] + psi * (gH @ h)                   # S2
+        if norm:
+            S["v"] = max(abs(D), S["v"] + mu * (abs(D) - S["v"]))      # S3
+            S["beta"] += mu * D / S["v"] if S["v"] > 0 else 0.0        # S4
+            x = np.exp(S["beta"]) * (gU @ gU)                  # S5
+            S["u"] = max(x, S["u"] + (1 - gl) * (x - S["u"]))
+            S["beta"] -= np.log(max(S["u"], 1.0))              # S6
+        else:
+            S["beta"] += mu * D
+        alpha = np.exp(S["beta"])                              # S7
+    elif tuner in ("sid", "nosid"):
+        D = delta * (z @ h) + psi * (gH @ h)
+        if tuner == "sid":
+            S["beta"] += mu * D
+        else:
+            S["nmax"] = max(S["nmax"], gV2)
+            if S["nmax"] > 0:
+                S["beta"] += mu * D / S["nmax"]
+            zd = z @ d
+            if nosid_bound and zd != 0:
+                S["beta"] = min(S["beta"], -np.log(abs(zd)))
+        alpha = np.exp(S["beta"])
+    else:  # vector, mixed
+        S["zbvec"] = gl * S["zbvec"] + gU * hv                 # V1 / M1
+        Dv = delta * S["zbvec"] + psi * gH * hv                # V2 / M3
+        if tuner == "mixed":
+            S["zb"] = gl * S["zb"] + gU @ h                    # M2
+            D = delta * S["zb"] + psi * (gH @ h)               # M4
+        if norm:
+            S["vvec"] = np.maximum(np.abs(Dv), S["vvec"] + mu * (np.abs(Dv) - S["vvec"]))  # V3 / M5
+            pos = S["vvec"] > 0
+            S["bvec"][pos] += mu * Dv[pos] / S["vvec"][pos]    # V4 / M6
+            if tuner == "mixed":
+                S["v"] = max(abs(D), S["v"] + mu * (abs(D) - S["v"]))
+                S["beta"] += mu * D / S["v"] if S["v"] > 0 else 0.0
+            shared = S["beta"] if tuner == "mixed" else 0.0
+            x = np.exp(shared + S["bvec"]) @ (gU ** 2)         # V5 / M7
+            S["u"] = max(x, S["u"] + (1 - gl) * (x - S["u"]))
+            if tuner == "mixed":
+                S["beta"] -= np.log(max(S["u"], 1.0))          # M7: beta-hat only
+            else:
+                S["bvec"] -= np.log(max(S["u"], 1.0))          # V6: every component
+        else:
+            S["bvec"] += mu * Dv
+            if tuner == "mixed":
+                S["beta"] += mu * D
+        alpha = np.exp((S["beta"] if tuner == "mixed" else 0.0) + S["bvec"])   # V7 / M8
+    upd = delta * z + psi * gH
+    if tuner in ("vector", "mixed"):
+        S["hv"] = hv + alpha * (z * (delta + d * hv) + psi * gH)          # V8 / M9
+    if tuner in ("scalar", "mixed", "sid", "nosid"):
+        S["h"] = h + alpha * (z * (delta + d @ h) + psi * gH)             # S8 / M10
+    S["w"] = S["w"] + alpha * upd                                          # S9 / V9 / M11
+    S["z"] = z
+    return alpha
+
+
+def end_episode(S):
+    """Spec §2.0 step 8."""
+    S["z"][:] = 0.0
+    S["zbvec"][:] = 0.0
+    S["zb"] = 0.0
+    S["u"] = 0.0
+
+
+def linear_grads(w, nf, nA, phi, A, phi1, gamma1):
+    """Spec §1.4 closed forms on dense features: V, pi, H, g^U, g^H, d."""
+    th, Th = w[:nf], w[nf:].reshape(nA, nf)
+    V = th @ phi
+    l = Th @ phi
+    l = l - l.max()
+    logpi = l - np.log(np.exp(l).sum())
+    pi = np.exp(logpi)
+    H = -(pi * logpi).sum()
+    e = np.zeros(nA)
+    e[A] = 1.0
+    gU = np.concatenate([phi, np.outer(0.5 * (e - pi), phi).ravel()])
+    gH = np.concatenate([np.zeros(nf), np.outer(-pi * (logpi + H), phi).ravel()])
+    d = np.concatenate([gamma1 * phi1 - phi, np.zeros(nA * nf)])
+    return V, pi, H, gU, gH, d
+
+
+def delta_of(w, nf, phi, R, phi1, gamma1):
+    """delta_t(w) = R + gamma1 V_w(S_{t+1}) - V_w(S_t) (spec §1.1)."""
+    return R + gamma1 * (w[:nf] @ phi1) - w[:nf] @ phi
