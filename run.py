@@ -74,6 +74,17 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def join_numbers(argv):
+    """`--alpha -2^-3` -> `--alpha=-2^-3`, so a negative value reaches the range check."""
+    out, it = [], iter(argv)
+    for tok in it:
+        if tok.lstrip("-").replace("-", "_") in RANGES or tok in ("--repeats", "--cores"):
+            out.append(f"{tok}={next(it, '')}")
+        else:
+            out.append(tok)
+    return out
+
+
 def run_parser():
     """Flags of a single run (spec §6.1 defaults)."""
     p = Parser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -216,7 +227,7 @@ def run(s, out, quiet=False):
 
 def main_run(argv):
     """`python run.py [flags]`: one run."""
-    args = run_parser().parse_args(argv)
+    args = run_parser().parse_args(join_numbers(argv))
     s = settings(args)
     try:
         mt.check_config(config_of(s))
@@ -244,7 +255,7 @@ def main_bench(argv):
     p.add_argument("--repeats", default="7")
     p.add_argument("--episodes", default="200", help="episodes per repeat")
     p.add_argument("--cores", default="1", help="CPU cores to pin to (default 1: one core)")
-    args = p.parse_args(argv)
+    args = p.parse_args(join_numbers(argv))
     repeats = int(checked("episodes", args.repeats))
     episodes = checked("episodes", args.episodes)
     cores = int(checked("episodes", args.cores))

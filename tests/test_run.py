@@ -1,0 +1,118 @@
+"""The command line: outputs, determinism, bad input, divergence, bench."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, timeout=300):
+    """Run `python run.py ARGS` in the repository root."""
+    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("text,value", [("2^-9", 2.0 ** -9), ("0.001", 0.001), ("1e-3", 1e-3),
+                                        ("2^3", 8.0), ("0.5^2", 0.25), ("2 ^ -1", 0.5)])
+def test_numbers_accept_decimals_and_powers(text, value):
+    assert run.parse_number(text, "alpha") == value
+
+
+def test_run_writes_config_and_csv_and_is_deterministic(tmp_path):
+    """Same seed and config -> identical episodes.csv; config.json has settings and provenance."""
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"r{k}"
+        r = cli("--domain", "drifting_mountaincar", "--tuner", "mixed", "--alpha", "2^-10",
+                "--mu", "2^-10", "--drift", "1e-4", "--episodes", "30", "--seed", "4",
+                "--out", str(out), "--quiet")
+        assert r.returncode == 0, r.stderr
+        outs.append(out)
+    a, b = [(o / "episodes.csv").read_bytes() for o in outs]
+    assert a == b
+    rows = read_csv(outs[0] / "episodes.csv")
+    assert [int(r["episode"]) for r in rows] == list(range(30))
+    assert {"return", "length", "steps", "diverged", "beta_critic", "beta_actor",
+            "beta_critic_noise", "beta_actor_noise"} <= set(rows[0])
+    assert all(-200 <= float(r["return"]) <= -1 for r in rows)
+    cfg = json.loads((outs[0] / "config.json").read_text())
+    assert cfg["status"] == "finished"
+    assert cfg["settings"]["alpha"] == 2.0 ** -10 and cfg["settings"]["tuner"] == "mixed"
+    assert cfg["settings"]["drift"] == 1e-4
+    assert {"numpy", "numba", "gymnasium", "python", "git_commit"} <= set(cfg["provenance"])
+
+
+def test_different_seeds_differ(tmp_path):
+    rets = []
+    for seed in ("1", "2"):
+        r = cli("--episodes", "20", "--seed", seed, "--out", str(tmp_path / seed), "--quiet")
+        assert r.returncode == 0, r.stderr
+        rets.append((tmp_path / seed / "episodes.csv").read_text())
+    assert rets[0] != rets[1]
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--domain", "atlantis"], "atlantis"), (["--tuner", "adam"], "adam"),
+    (["--alpha", "0"], "(0, inf)"), (["--alpha", "-2^-3"], "(0, inf)"),
+    (["--mu", "-1e-3"], "[0, inf)"), (["--lam", "1.5"], "[0, 1]"), (["--gamma", "-0.1"], "[0, 1]"),
+    (["--drift", "1.01"], "[0, 1]"), (["--episodes", "0"], ">= 1"), (["--episodes", "-3"], ">= 1"),
+    (["--alpha", "2^x"], "2^x"), (["--mu", "abc"], "abc"), (["--psi", "nan"], "nan"),
+    (["bench", "--repeats", "0"], ">= 1")])
+def test_bad_input_is_one_line_error(args, words, tmp_path):
+    """One line on stderr naming the value and the accepted range; exit status 2; no traceback."""
+    r = cli(*args, "--out", str(tmp_path / "x"), "--quiet") if args[0] != "bench" else cli(*args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert words in lines[0]
+    assert not (tmp_path / "x").exists()
+
+
+def test_divergence_is_stopped_and_recorded(tmp_path):
+    """A far too large fixed alpha: the run stops, keeps its episodes and records that it diverged."""
+    out = tmp_path / "div"
+    r = cli("--tuner", "none", "--alpha", "2^10", "--episodes", "50", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "diverged" in r.stderr
+    rows = read_csv(out / "episodes.csv")
+    assert 1 <= len(rows) < 50
+    assert rows[-1]["diverged"] == "1" and all(row["diverged"] == "0" for row in rows[:-1])
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["status"] == "diverged" and cfg["diverged_at_episode"] == len(rows) - 1
+
+
+def test_killed_run_keeps_its_episodes(tmp_path):
+    """episodes.csv is flushed per episode: after SIGKILL the finished episodes are on disk, whole."""
+    out = tmp_path / "k"
+    p = subprocess.Popen([sys.executable, "run.py", "--tuner", "vector", "--episodes", "1000000",
+                          "--out", str(out), "--quiet"], cwd=ROOT)
+    path = out / "episodes.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (path.exists() and path.read_text().count("\n") > 20):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    rows = read_csv(path)
+    assert len(rows) > 20
+    assert [int(r["episode"]) for r in rows] == list(range(len(rows)))
+    assert json.loads((out / "config.json").read_text())["status"] == "running"
+
+
+def test_bench_prints_every_tuner():
+    r = cli("bench", "--repeats", "1", "--episodes", "3")
+    assert r.returncode == 0, r.stderr
+    for tuner in ("none", "scalar", "vector", "mixed", "sid", "nosid"):
+        assert any(line.startswith(tuner) for line in r.stdout.splitlines())
