@@ -417,6 +417,23 @@ class LinearAgent:
         self.rng_agent = np.random.default_rng(agent_ss)
         self.env_state = np.array([first_flip(self.drift, self.rng_env)], np.int64)
 
+    def get_state(self):
+        """Everything the next episode depends on: learner arrays, drift signs, both RNG states."""
+        arrays = {f"learner_{k}": v.copy() for k, v in self.learner.state().items()}
+        arrays.update(signs=self.signs.copy(), env_state=self.env_state.copy())
+        rngs = {"rng_env": self.rng_env.bit_generator.state,
+                "rng_agent": self.rng_agent.bit_generator.state}
+        return arrays, rngs
+
+    def set_state(self, arrays, rngs):
+        """Restore a state from `get_state` (between episodes), in place."""
+        for k, v in self.learner.state().items():
+            v[...] = arrays[f"learner_{k}"]
+        self.signs[...] = arrays["signs"]
+        self.env_state[...] = arrays["env_state"]
+        self.rng_env.bit_generator.state = rngs["rng_env"]
+        self.rng_agent.bit_generator.state = rngs["rng_agent"]
+
     def episode(self, time_limit=200):
         """Run one episode; returns (return, length, ok)."""
         c, L = self.config, self.learner

@@ -109,6 +109,14 @@ def run_parser():
     p.add_argument("--no-alpha-bound", action="store_true",
                    help="NOSID without its overshoot guard (spec §4.3 N2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (a finished run is kept)")
+    p.add_argument("--checkpoint-every", type=int, default=100, metavar="N",
+                   help="checkpoint every N episodes (default %(default)s)")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0, metavar="M",
+                   help="... or every M minutes, whichever comes first (default %(default)s)")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the checkpoint of a finished run (removed by default)")
     return p
 
 
@@ -186,42 +194,154 @@ def beta_columns(s, learner):
     return cols
 
 
-def run(s, out, quiet=False):
-    """One run: episodes to OUT/episodes.csv as they finish, config and outcome to OUT/config.json."""
+CKPT, CKPT_PREV = "checkpoint.npz", "checkpoint.prev.npz"
+
+
+def save_checkpoint(out, agent, episodes_done):
+    """Atomic checkpoint between episodes (temp + rename); the previous one is kept as a fallback."""
+    arrays, rngs = agent.get_state()
+    meta = json.dumps({"episodes_done": episodes_done, "rngs": rngs})
+    tmp = os.path.join(out, "checkpoint.tmp.npz")
+    with open(tmp, "wb") as f:
+        np.savez(f, meta=np.array(meta), **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    if os.path.exists(os.path.join(out, CKPT)):
+        os.replace(os.path.join(out, CKPT), os.path.join(out, CKPT_PREV))
+    os.replace(tmp, os.path.join(out, CKPT))
+
+
+def load_checkpoint(out, agent):
+    """Restore the newest readable checkpoint into agent; returns episodes done (0 if none).
+
+    A truncated or corrupt file (zip CRC, missing or misshapen arrays) is reported on stderr and
+    the previous checkpoint is tried."""
+    want, _ = agent.get_state()
+    for name in (CKPT, CKPT_PREV):
+        path = os.path.join(out, name)
+        if not os.path.exists(path):
+            continue
+        try:
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in want}
+                meta = json.loads(str(z["meta"]))
+            bad = [k for k in want if arrays[k].shape != want[k].shape]
+            if bad:
+                raise ValueError(f"array {bad[0]} has the wrong shape")
+            agent.set_state(arrays, meta["rngs"])
+            return int(meta["episodes_done"])
+        except Exception as e:  # any failure to read means: not a usable checkpoint
+            print(f"run.py: checkpoint {path} is unreadable ({type(e).__name__}: {e}); "
+                  "falling back to the previous one", file=sys.stderr)
+    return 0
+
+
+def read_rows(path, n):
+    """The first n data rows of a CSV (all if fewer), as dicts."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))[:n]
+
+
+class Interrupt:
+    """SIGINT/SIGTERM set a flag; the run checkpoints after the current episode and stops."""
+
+    def __init__(self):
+        self.signal = None
+
+    def __enter__(self):
+        import signal
+        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, sig, frame):
+        self.signal = sig
+
+    def __exit__(self, *exc):
+        import signal
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def run(s, out, quiet=False, resume=False, every=100, minutes=5.0, keep=False):
+    """One run: episodes to OUT/episodes.csv as they finish, config and outcome to OUT/config.json.
+
+    Checkpoints every `every` episodes or `minutes` minutes and on SIGINT/SIGTERM; with
+    resume=True an unfinished run continues from its last checkpoint (bit-identical results)."""
     from tqdm import tqdm
+    cfg_path, csv_path = os.path.join(out, "config.json"), os.path.join(out, "episodes.csv")
+    if os.path.exists(cfg_path):
+        if not resume:
+            raise UsageError(f"{out} already holds a run; pass --resume to continue it, "
+                             "or choose another --out")
+        with open(cfg_path) as f:
+            old = json.load(f)
+        changed = [k for k in s if old["settings"].get(k) != s[k]]
+        if changed:
+            k = changed[0]
+            raise UsageError(f"--resume: {k} is {s[k]!r} but the run in {out} has "
+                             f"{old['settings'].get(k)!r}")
+        if old["status"] in ("finished", "diverged"):
+            return old
     os.makedirs(out, exist_ok=True)
     meta = {"settings": s, "provenance": provenance(), "status": "running",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_json(os.path.join(out, "config.json"), meta)
     agent = make_agent(s)
-    t0 = time.perf_counter()
-    steps, recent, status = 0, [], "finished"
-    with open(os.path.join(out, "episodes.csv"), "w", newline="") as f, \
-            tqdm(total=s["episodes"], unit="ep", disable=quiet, dynamic_ncols=True) as bar:
-        writer = None
-        for ep in range(s["episodes"]):
+    done = load_checkpoint(out, agent) if resume else 0
+    rows = read_rows(csv_path, done)
+    if len(rows) < done:
+        print(f"run.py: {csv_path} has {len(rows)} of the checkpoint's {done} episodes; "
+              "starting over", file=sys.stderr)
+        agent, done, rows = make_agent(s), 0, []
+    if done:
+        meta["resumed_from_episode"] = done
+    write_json(cfg_path, meta)
+    returns = [float(r["return"]) for r in rows]
+    steps = int(rows[-1]["steps"]) if rows else 0
+    fields = ["episode", "return", "length", "steps", "diverged"] + list(beta_columns(s, agent.learner))
+    tmp = csv_path + ".tmp"
+    with open(tmp, "w", newline="") as f:       # the episodes up to the checkpoint, atomically
+        w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, csv_path)
+    t0 = last_ckpt = time.perf_counter()
+    status, ep = "finished", done - 1
+    with open(csv_path, "a", newline="") as f, Interrupt() as stop, \
+            tqdm(total=s["episodes"], initial=done, unit="ep", disable=quiet,
+                 dynamic_ncols=True) as bar:
+        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+        for ep in range(done, s["episodes"]):
             ret, length, ok = agent.episode()
             steps += length
-            row = {"episode": ep, "return": ret, "length": length, "steps": steps,
-                   "diverged": int(not ok), **beta_columns(s, agent.learner)}
-            if writer is None:
-                writer = csv.DictWriter(f, fieldnames=list(row))
-                writer.writeheader()
-            writer.writerow(row)
+            returns.append(ret)
+            writer.writerow({"episode": ep, "return": ret, "length": length, "steps": steps,
+                             "diverged": int(not ok), **beta_columns(s, agent.learner)})
             f.flush()
-            recent = (recent + [ret])[-100:]
             bar.update(1)
             if not quiet and (ep % 10 == 0 or ep == s["episodes"] - 1):
-                bar.set_postfix(ret100=f"{np.mean(recent):.1f}", refresh=False)
+                bar.set_postfix(ret100=f"{np.mean(returns[-100:]):.1f}", refresh=False)
             if not ok:
                 status = "diverged"
                 break
-    wall = time.perf_counter() - t0
-    meta.update(status=status, episodes_done=ep + 1, agent_steps=steps, wall_seconds=round(wall, 3),
-                mean_return_last100=float(np.mean(recent)))
+            now = time.perf_counter()
+            if stop.signal is not None or (ep + 1) % every == 0 or now - last_ckpt > 60 * minutes:
+                save_checkpoint(out, agent, ep + 1)
+                last_ckpt = now
+            if stop.signal is not None:
+                status = "interrupted"
+                break
+    meta.update(status=status, episodes_done=ep + 1, agent_steps=steps,
+                wall_seconds=round(time.perf_counter() - t0, 3),
+                mean_return_last100=float(np.mean(returns[-100:])) if returns else None)
     if status == "diverged":
         meta["diverged_at_episode"] = ep
-    write_json(os.path.join(out, "config.json"), meta)
+    write_json(cfg_path, meta)
+    if status != "interrupted" and not keep:
+        for name in (CKPT, CKPT_PREV):
+            if os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
     return meta
 
 
@@ -233,15 +353,22 @@ def main_run(argv):
         mt.check_config(config_of(s))
     except ValueError as e:
         raise UsageError(str(e)) from None
-    out = args.out or os.path.join("runs", run_name(s))
-    meta = run(s, out, quiet=args.quiet)
+    out = args.out or os.path.join("runs", run_name(s) + time.strftime("-%Y%m%d-%H%M%S"))
+    meta = run(s, out, quiet=args.quiet, resume=args.resume, every=args.checkpoint_every,
+               minutes=args.checkpoint_minutes, keep=args.keep_checkpoint)
+    last100 = meta.get("mean_return_last100")
     msg = (f"{meta['status']}: {meta['episodes_done']} episodes, {meta['agent_steps']} steps in "
            f"{meta['wall_seconds']:.1f} s; mean return of the last 100 episodes "
-           f"{meta['mean_return_last100']:.1f}; results in {out}")
-    print(msg if meta["status"] == "finished" else
-          f"diverged (non-finite weights or step-sizes) in episode {meta['diverged_at_episode']}; "
-          + msg, file=sys.stderr if meta["status"] != "finished" else sys.stdout)
-    return 0
+           f"{last100 if last100 is None else round(last100, 1)}; results in {out}")
+    if meta["status"] == "finished":
+        print(msg)
+        return 0
+    if meta["status"] == "diverged":
+        print(f"diverged (non-finite weights or step-sizes) in episode "
+              f"{meta['diverged_at_episode']}; {msg}", file=sys.stderr)
+        return 0
+    print(f"{msg}; continue it with the same command and --resume", file=sys.stderr)
+    return 130
 
 
 BENCH_TUNERS = [("none", "2^-7", "0"), ("scalar", "2^-9", "2^-8"), ("vector", "2^-9", "2^-8"),

@@ -116,3 +116,70 @@ def test_bench_prints_every_tuner():
     assert r.returncode == 0, r.stderr
     for tuner in ("none", "scalar", "vector", "mixed", "sid", "nosid"):
         assert any(line.startswith(tuner) for line in r.stdout.splitlines())
+
+
+def run_until(args, path, rows, sig):
+    """Start a run, wait until its CSV has more than `rows` episodes, then send it `sig`."""
+    p = subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, stderr=subprocess.PIPE,
+                         text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (path.exists() and path.read_text().count("\n") > rows):
+        time.sleep(0.05)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    return p.returncode, err
+
+
+RUN = ["--domain", "drifting_mountaincar", "--tuner", "mixed", "--alpha", "2^-10", "--mu", "2^-9",
+       "--drift", "1e-4", "--episodes", "400", "--seed", "9", "--quiet", "--checkpoint-every", "15"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "run"
+    r = cli(*RUN, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    return (out / "episodes.csv").read_bytes()
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path, uninterrupted):
+    """Kill -9 mid-run, resume: episodes.csv identical to the uninterrupted run's, byte for byte."""
+    out = tmp_path / "run"
+    rc, _ = run_until([*RUN, "--out", str(out)], out / "episodes.csv", 100, signal.SIGKILL)
+    assert rc == -signal.SIGKILL
+    assert (out / "checkpoint.npz").exists()
+    assert (out / "episodes.csv").read_bytes() != uninterrupted
+    r = cli(*RUN, "--out", str(out), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert (out / "episodes.csv").read_bytes() == uninterrupted
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["status"] == "finished" and cfg["resumed_from_episode"] > 0
+    assert not (out / "checkpoint.npz").exists()
+
+
+def test_sigterm_checkpoints_corrupt_checkpoint_falls_back(tmp_path, uninterrupted):
+    """SIGTERM -> checkpoint and exit 130; a truncated checkpoint is reported and the previous used."""
+    out = tmp_path / "run"
+    rc, err = run_until([*RUN, "--out", str(out)], out / "episodes.csv", 60, signal.SIGTERM)
+    assert rc == 130, err
+    assert "--resume" in err
+    assert json.loads((out / "config.json").read_text())["status"] == "interrupted"
+    ck = out / "checkpoint.npz"
+    data = ck.read_bytes()
+    ck.write_bytes(data[: len(data) // 2])
+    r = cli(*RUN, "--out", str(out), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "checkpoint.npz is unreadable" in r.stderr and "previous" in r.stderr
+    assert (out / "episodes.csv").read_bytes() == uninterrupted
+
+
+def test_resume_refuses_other_settings_and_plain_rerun_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "run"
+    assert cli("--episodes", "5", "--out", str(out), "--quiet").returncode == 0
+    r = cli("--episodes", "5", "--out", str(out), "--quiet")
+    assert r.returncode == 2 and "--resume" in r.stderr
+    r = cli("--episodes", "5", "--alpha", "2^-5", "--out", str(out), "--quiet", "--resume")
+    assert r.returncode == 2 and "alpha" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    before = (out / "episodes.csv").read_bytes()
+    r = cli("--episodes", "5", "--out", str(out), "--quiet", "--resume")   # finished: kept as is
+    assert r.returncode == 0 and (out / "episodes.csv").read_bytes() == before
