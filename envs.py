@@ -168,7 +168,7 @@ class LinearMountainCar(gym.Env):
         self._idx = np.zeros(N_TILINGS + N_NOISE, np.int64)
         self._val = np.zeros(N_TILINGS + N_NOISE)
         self.rng = np.random.default_rng(seed)
-        self.nxt = first_flip(self.drift, self.rng)
+        self.nxt = -1              # drift stream position; drawn on the first step
         self.state = (0.0, 0.0)
         self.t = 0
 
@@ -179,20 +179,24 @@ class LinearMountainCar(gym.Env):
         return x
 
     def reset(self, *, seed=None, options=None):
-        """Start an episode; signs persist, `seed` reseeds the env's Generator."""
+        """Start an episode; signs persist, except that `seed` starts a fresh run (reseeded, signs +1)."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
+            self.signs[:] = 1.0
+            self.nxt = -1
         self.state = mc_reset(self.rng)
         self.t = 0
         return self._obs(), {"state": np.array(self.state)}
 
     def step(self, action):
         """One gymnasium step, then the sign drift, then the next state's features."""
-        if not 0 <= int(action) < MC_ACTIONS:
-            raise ValueError(f"action {action} is outside the accepted range 0..{MC_ACTIONS - 1}")
+        if not (isinstance(action, (int, np.integer)) and 0 <= action < MC_ACTIONS):
+            raise ValueError(f"action {action!r} is outside the accepted range integers 0..{MC_ACTIONS - 1}")
         p, v, term = mc_step(*self.state, int(action))
         self.state = (p, v)
         self.t += 1
+        if self.nxt < 0:
+            self.nxt = first_flip(self.drift, self.rng)
         self.nxt = drift_flip(self.signs, self.nxt, self.drift, self.rng)
         truncated = (not term) and self.t >= MC_TIME_LIMIT
         return self._obs(), -1.0, bool(term), bool(truncated), {"state": np.array(self.state)}

@@ -11,6 +11,7 @@ Numbers accept decimals (0.001, 1e-3) and powers of two (2^-9).
 """
 import argparse
 import csv
+import itertools
 import json
 import math
 import os
@@ -38,6 +39,10 @@ RANGES = {  # name: (check, accepted range in words)
     "episodes": (lambda x: x >= 1 and x == int(x), "integers >= 1"),
     "seed": (lambda x: 0 <= x < 2**63 and x == int(x), "integers in [0, 2^63)"),
 }
+RUN_NUMBERS = tuple(RANGES)
+for _k in ("seeds", "workers", "repeats", "cores"):
+    RANGES[_k] = RANGES["episodes"]
+INTEGERS = ("episodes", "seed", "seeds", "workers", "repeats", "cores")
 _NUMBER = re.compile(r"^\s*([-+]?\d+(\.\d*)?)\s*\^\s*([-+]?\d+(\.\d*)?)\s*$")
 
 
@@ -64,7 +69,7 @@ def checked(name, text):
     ok, words = RANGES[name]
     if not ok(x):
         raise UsageError(f"--{name} {text} is outside the accepted range {words}")
-    return int(x) if name in ("episodes", "seed") else x
+    return int(x) if name in INTEGERS else x
 
 
 class Parser(argparse.ArgumentParser):
@@ -78,7 +83,7 @@ def join_numbers(argv):
     """`--alpha -2^-3` -> `--alpha=-2^-3`, so a negative value reaches the range check."""
     out, it = [], iter(argv)
     for tok in it:
-        if tok.lstrip("-").replace("-", "_") in RANGES or tok in ("--repeats", "--cores"):
+        if tok.lstrip("-").replace("-", "_") in RANGES:
             out.append(f"{tok}={next(it, '')}")
         else:
             out.append(tok)
@@ -122,7 +127,7 @@ def run_parser():
 
 def settings(args):
     """The validated settings of a run as a plain dict."""
-    s = {k: checked(k, getattr(args, k)) for k in RANGES}
+    s = {k: checked(k, getattr(args, k)) for k in RUN_NUMBERS}
     s.update(domain=args.domain, tuner=args.tuner, normalized=not args.unnormalized,
              timeout_bootstrap=args.timeout_bootstrap, nosid_alpha_bound=not args.no_alpha_bound)
     if args.domain != "drifting_mountaincar":
@@ -371,6 +376,200 @@ def main_run(argv):
     return 130
 
 
+GRID_FLAGS = ("alpha", "mu", "gamma", "lam", "psi", "drift", "episodes")
+
+
+def parse_grid(text, name):
+    """A grid: '2^-5,2^-7' (a list) or '2^-5..2^-14' (every power of two between); one value too."""
+    if ".." in text:
+        ends = text.split("..")
+        ms = [_NUMBER.match(e) for e in ends]
+        if len(ends) != 2 or not all(ms) or ms[0].group(1) != ms[1].group(1):
+            raise UsageError(f"--{name}: malformed range {text!r}; expected powers of one base "
+                             "like 2^-5..2^-14")
+        a, b = (parse_number(e, name) for e in ends)
+        base = float(ms[0].group(1))
+        k0, k1 = float(ms[0].group(3)), float(ms[1].group(3))
+        if k0 != int(k0) or k1 != int(k1):
+            raise UsageError(f"--{name}: range {text!r} needs integer exponents")
+        step = 1 if k1 >= k0 else -1
+        values = [f"{ms[0].group(1)}^{k}" for k in range(int(k0), int(k1) + step, step)]
+    else:
+        values = [v.strip() for v in text.split(",")]
+        if any(v == "" for v in values):
+            raise UsageError(f"--{name}: empty element in grid {text!r}")
+    for v in values:
+        checked(name, v)
+    return values
+
+
+def sweep_parser():
+    """Flags of `run.py sweep`: the run flags, each numeric one taking a grid."""
+    p = run_parser()
+    p.prog = "run.py sweep"
+    for a in p._actions:
+        if a.dest in ("domain", "tuner"):
+            a.choices = None          # comma lists, checked in expand()
+        if a.dest in ("out", "seed", "resume"):
+            a.help = argparse.SUPPRESS
+    p.add_argument("--seeds", default="1", help="runs per setting: seeds 0..N-1")
+    p.add_argument("--workers", default=str(os.cpu_count() or 1),
+                   help="parallel runs on this machine (default: all cores)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run on Ray: 'local' starts a local instance, 'auto' or host:port joins a cluster")
+    return p
+
+
+def expand(args):
+    """The cartesian product of every grid -> a list of validated settings."""
+    grids = {k: parse_grid(getattr(args, k), k) for k in GRID_FLAGS}
+    for name, choices in (("domain", envs.LINEAR_DOMAINS), ("tuner", mt.TUNERS)):
+        vals = [v.strip() for v in getattr(args, name).split(",")]
+        for v in vals:
+            if v not in choices:
+                raise UsageError(f"--{name}: unknown value {v!r}; accepted: {', '.join(choices)}")
+        grids[name] = vals
+    seeds = checked("seeds", args.seeds)
+    keys = list(grids)
+    out = []
+    for combo in itertools.product(*(grids[k] for k in keys)):
+        ns = argparse.Namespace(**vars(args))
+        ns.__dict__.update(zip(keys, combo))
+        for seed in range(seeds):
+            ns.seed = str(seed)
+            s = settings(ns)
+            try:
+                mt.check_config(config_of(s))
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+            if s not in out:
+                out.append(s)
+    return out
+
+
+def sweep_task(s, out):
+    """One run of a sweep (resumes an unfinished one); returns (status, mean return of last 100)."""
+    crash = os.environ.get("METATRACE_TEST_CRASH")   # fault injection for the tests: one worker dies
+    if crash and os.path.exists(crash):
+        os.remove(crash)
+        os.kill(os.getpid(), 9)
+    meta = run(s, out, quiet=True, resume=True)
+    return meta["status"], meta.get("mean_return_last100")
+
+
+def _pool_engine(tasks, workers, report):
+    """Local process pool, one run per worker; a crashed worker's runs are retried once."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    pending = [(t, 0) for t in tasks]
+    while pending:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        inflight = {}
+        try:
+            while pending or inflight:
+                while pending and len(inflight) < workers:
+                    t, k = pending.pop(0)
+                    inflight[pool.submit(sweep_task, *t)] = (t, k)
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    t, k = inflight.pop(fut)
+                    try:
+                        report(t, fut.result(), None)
+                    except Exception as e:  # a run that raised, or a worker that died
+                        retry = k == 0
+                        report(t, None, f"{type(e).__name__}: {e}" + ("; retrying" if retry else ""))
+                        if retry:
+                            pending.append((t, 1))
+                if any(f.done() and f.exception() is not None and
+                       type(f.exception()).__name__ == "BrokenProcessPool" for f in done):
+                    for fut, (t, k) in inflight.items():   # the pool is gone: requeue its runs
+                        pending.append((t, k))
+                    inflight = {}
+                    break
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ray_engine(tasks, workers, report, address):
+    """Ray: the same runs as remote tasks (retried once on failure); results on a shared disk."""
+    import ray
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {"env_vars": {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}}
+    if address == "local":      # workers import this checkout (and reuse its Numba cache)
+        env["env_vars"]["PYTHONPATH"] = here
+    else:                       # a cluster: ship the code; results go to --out on a shared disk
+        env.update(working_dir=here, excludes=["runs/", ".git/", ".venv*/", "docs/", ".hypothesis/"])
+    if address == "local":
+        ray.init(num_cpus=workers, runtime_env=env, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(address=address, runtime_env=env, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=True)(sweep_task)
+        refs = {remote.remote(*t): t for t in tasks}
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            t = refs.pop(done[0])
+            try:
+                report(t, ray.get(done[0]), None)
+            except Exception as e:
+                report(t, None, f"{type(e).__name__}: {str(e).splitlines()[0]}")
+    finally:
+        ray.shutdown()
+
+
+def main_sweep(argv):
+    """`python run.py sweep ...`: every combination of the grids, --seeds runs each."""
+    from tqdm import tqdm
+    args = sweep_parser().parse_args(join_numbers(argv))
+    workers = checked("workers", args.workers)
+    runs = expand(args)
+    root = os.path.abspath(args.out or "runs/sweep")
+    os.makedirs(root, exist_ok=True)
+    tasks = [(s, os.path.join(root, run_name(s))) for s in runs]
+    write_json(os.path.join(root, "sweep.json"),
+               {"command": ["run.py", "sweep", *argv], "n_runs": len(tasks),
+                "runs": [{"dir": os.path.basename(o), "settings": s} for s, o in tasks]})
+
+    def status_of(out):
+        try:
+            with open(os.path.join(out, "config.json")) as f:
+                return json.load(f)["status"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    todo = [t for t in tasks if status_of(t[1]) not in ("finished", "diverged")]
+    print(f"sweep: {len(tasks)} runs in {root}; {len(tasks) - len(todo)} already done, "
+          f"{len(todo)} to run on {'Ray ' + args.ray if args.ray else f'{workers} workers'}",
+          flush=True)
+    failed = {}
+    os.environ.update(NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    with tqdm(total=len(tasks), initial=len(tasks) - len(todo), unit="run", disable=args.quiet,
+              dynamic_ncols=True) as bar:
+        def report(t, result, error):
+            name = os.path.basename(t[1])
+            if error is None:
+                failed.pop(name, None)
+                bar.update(1)
+            else:
+                failed[name] = error
+                bar.write(f"run {name} failed: {error}")
+            bar.set_postfix(failed=len(failed), refresh=False)
+
+        if args.ray:
+            _ray_engine(todo, workers, report, args.ray)
+        else:
+            _pool_engine(todo, workers, report)
+    counts = {}
+    for _, o in tasks:
+        counts[status_of(o)] = counts.get(status_of(o), 0) + 1
+    print("sweep done: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items(), key=str)))
+    if failed:
+        print(f"run.py: {len(failed)} runs failed twice: {', '.join(sorted(failed))}", file=sys.stderr)
+        return 1
+    return 0
+
+
 BENCH_TUNERS = [("none", "2^-7", "0"), ("scalar", "2^-9", "2^-8"), ("vector", "2^-9", "2^-8"),
                 ("mixed", "2^-9", "2^-8"), ("sid", "2^-9", "2^-16"), ("nosid", "2^-9", "2^-12")]
 
@@ -383,9 +582,9 @@ def main_bench(argv):
     p.add_argument("--episodes", default="200", help="episodes per repeat")
     p.add_argument("--cores", default="1", help="CPU cores to pin to (default 1: one core)")
     args = p.parse_args(join_numbers(argv))
-    repeats = int(checked("episodes", args.repeats))
+    repeats = checked("repeats", args.repeats)
     episodes = checked("episodes", args.episodes)
-    cores = int(checked("episodes", args.cores))
+    cores = checked("cores", args.cores)
     if hasattr(os, "sched_setaffinity"):
         avail = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, set(avail[:cores]))
@@ -421,6 +620,8 @@ def main(argv=None):
     try:
         if argv and argv[0] == "bench":
             return main_bench(argv[1:])
+        if argv and argv[0] == "sweep":
+            return main_sweep(argv[1:])
         return main_run(argv)
     except UsageError as e:
         print(f"run.py: error: {e}", file=sys.stderr)
