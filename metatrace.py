@@ -13,11 +13,11 @@ Tuners (spec §2, §4, §5):
     sid     SID-R, a reconstruction of Dabney's SID adapted to AC(lambda) (spec §4.2)
     nosid   NOSID-R, a reconstruction of NOSID (spec §4.3; weakly supported)
 
-State (`Learner`): W is a (7, n) array whose rows are
+State (`Learner`): W is an (8, n) array whose rows are
     w    all weights (critic then actor)          z    AC(lambda) trace
     h    scalar sensitivity h, or mixed h-hat     hv   per-weight sensitivity h-vec
     bv   per-weight log step-size part beta-vec   vv   normalizer v-vec
-    zbv  per-weight meta trace z^beta-vec
+    zbv  per-weight meta trace z^beta-vec      e    scratch: exp(bv) of this step
 and `s` holds the scalars beta (or beta-hat), v (or v-hat), z^beta (or z^beta-hat), u, the NOSID
 hard maximum, and the step counter.  The vector tuner stores beta_i = beta + bv_i with a shared
 offset beta, so the normalization of V6 (subtract log M from every beta_i) is one scalar update;
@@ -36,12 +36,13 @@ import numba as nb
 import numpy as np
 
 from envs import drift_flip, first_flip, linear_features, mc_reset, mc_step
+from nets import _pow2
 
 TUNERS = ("none", "scalar", "vector", "mixed", "sid", "nosid")
 NONE, SCALAR, VECTOR, MIXED, SID, NOSID = range(6)
 
 # rows of W and entries of s
-W_, Z_, H_, HV_, BV_, VV_, ZBV_ = range(7)
+W_, Z_, H_, HV_, BV_, VV_, ZBV_, E_ = range(8)
 BETA, V, ZB, U, NMAX = range(5)
 N_SCALARS = 5
 # entries of the integer state: number of active weights, global step counter
@@ -82,18 +83,151 @@ def check_config(c):
 # The tuner: spec §2.0 steps 2-7 for all variants
 # ------------------------------------------------------------------------------------------------
 
-@nb.njit(cache=True, inline="always")
-def _vector_meta(i, zbv, hv, bv, vv, g, gh, delta, gl, psi, mu, norm):
-    """V1-V4 / M1, M3, M5, M6 for weight i: new (z^beta_i, v_i, bv_i) from the pre-update h-vec."""
-    zb = gl * zbv[i] + g * hv[i]                              # V1 / M1
-    D = delta * zb + psi * gh * hv[i]                         # V2 / M3
-    if norm:
-        v = max(abs(D), vv[i] + mu * (abs(D) - vv[i]))        # V3 / M5
-        b = bv[i] + mu * D / v if v > 0 else bv[i]            # V4 / M6
-    else:
-        v = vv[i]
-        b = bv[i] + mu * D                                    # unnormalized V4
-    return zb, v, b
+@nb.njit(cache=True, inline="always", error_model="numpy")
+def _exp(x):
+    """exp(x) in float64 without a library call, so loops around it vectorize (Cephes' Pade form,
+    about 1 ulp); below -708 it returns 0, above 709.78 inf, and NaN stays NaN.
+    Rounds with the 1.5*2^52 trick: never call it under fastmath 'reassoc'."""
+    t = x if x > -708.0 else -708.0
+    t = t if t < 709.0 else 709.0
+    n = (t * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0
+    r = (t - n * 0.693145751953125) - n * 1.42860682030941723212e-6
+    rr = r * r
+    p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+             + 9.99999999999999999910e-1)
+    q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+         + 2.27265548208155028766e-1) * rr + 2.0
+    e = (1.0 + 2.0 * p / (q - p)) * _pow2(np.int32(n))
+    e = e if x > -708.0 else 0.0
+    e = e if x < 709.78 else np.inf
+    return e if x == x else x
+
+
+# The per-weight passes run over every index (dense: the network) or over a list of live indices
+# (sparse: linear features).  Each loop body is written out twice, once per loop, on purpose: LLVM
+# vectorizes the dense loop only in that form (neither an index select nor an inlined body
+# function vectorizes: 10-40x slower).  tests/test_metatrace.py checks that both forms agree.
+
+@nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _dots(gU, gH, d, h, z, gl, sup, m, dense):
+    """<g^U,h>, <g^H,h>, <d,h>, ||g^U||^2, <gl z + g^U, d> over sup[:m] (or every weight)."""
+    gUh = gHh = dh = gU2 = zd = 0.0
+    n = m if dense else 0
+    for i in range(n):
+        g = np.float64(gU[i])
+        gU2 += g * g
+        gUh += g * h[i]
+        gHh += np.float64(gH[i]) * h[i]
+        dh += np.float64(d[i]) * h[i]
+        zd += (gl * np.float64(z[i]) + g) * d[i]
+    for k in range(m - n):
+        i = sup[k]
+        g = np.float64(gU[i])
+        gU2 += g * g
+        gUh += g * h[i]
+        gHh += np.float64(gH[i]) * h[i]
+        dh += np.float64(d[i]) * h[i]
+        zd += (gl * np.float64(z[i]) + g) * d[i]
+    return gUh, gHh, dh, gU2, zd
+
+
+@nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _zh(z, gU, h, gl, act, m, dense):
+    """<z_t, h> = <gl z_{t-1} + g^U, h> over every live weight (SID, NOSID)."""
+    zh = 0.0
+    n = m if dense else 0
+    for i in range(n):
+        zh += (gl * np.float64(z[i]) + gU[i]) * h[i]
+    for k in range(m - n):
+        i = act[k]
+        zh += (gl * np.float64(z[i]) + gU[i]) * h[i]
+    return zh
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _vector_pass(W, gU, gH, delta, gl, psi, mu, norm, act, m, dense):
+    """V1-V4 / M1, M3, M5, M6 for every live weight, and e_i = exp(bv_i) into row E_."""
+    zbv, vv, bv, hv, e = W[ZBV_], W[VV_], W[BV_], W[HV_], W[E_]
+    ty = W.dtype.type
+    delta, gl, psi, mu = ty(delta), ty(gl), ty(psi), ty(mu)
+    n = m if dense else 0
+    for i in range(n):
+        zb = gl * zbv[i] + gU[i] * hv[i]                      # V1 / M1
+        D = delta * zb + psi * gH[i] * hv[i]                  # V2 / M3
+        b = bv[i]
+        if norm:
+            v = max(abs(D), vv[i] + mu * (abs(D) - vv[i]))    # V3 / M5
+            b = b + mu * D / v if v > 0 else b                # V4 / M6
+            vv[i] = v
+        else:
+            b = b + mu * D                                    # unnormalized V4
+        zbv[i] = zb
+        bv[i] = b
+        e[i] = _exp(np.float64(b))
+    for k in range(m - n):
+        i = act[k]
+        zb = gl * zbv[i] + gU[i] * hv[i]
+        D = delta * zb + psi * gH[i] * hv[i]
+        b = bv[i]
+        if norm:
+            v = max(abs(D), vv[i] + mu * (abs(D) - vv[i]))
+            b = b + mu * D / v if v > 0 else b
+            vv[i] = v
+        else:
+            b = b + mu * D
+        zbv[i] = zb
+        bv[i] = b
+        e[i] = _exp(np.float64(b))
+
+
+@nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _x_vector(e, gU, sup, m, dense):
+    """sum_i e_i (g^U_i)^2 over sup[:m] (or all): the per-weight part of V5 / M7."""
+    xv = 0.0
+    n = m if dense else 0
+    for i in range(n):
+        xv += np.float64(e[i]) * gU[i] * gU[i]
+    for k in range(m - n):
+        i = sup[k]
+        xv += np.float64(e[i]) * gU[i] * gU[i]
+    return xv
+
+
+@nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _weight_pass(W, gU, gH, d, alpha, delta, dh, gl, psi, vec, sh, act, m, dense):
+    """z_t, then h-vec (V8 / M9), h (S8 / M10) and w (S9 / V9 / M11) for every live weight, with
+    alpha_i = alpha e_i (V7 / M8) or alpha.  Returns sum 0 (w_i + alpha_i): NaN iff non-finite."""
+    w, z, h, hv, e = W[W_], W[Z_], W[H_], W[HV_], W[E_]
+    ty = W.dtype.type
+    alpha, delta, dh, gl, psi = ty(alpha), ty(delta), ty(dh), ty(gl), ty(psi)
+    bad = 0.0
+    n = m if dense else 0
+    for i in range(n):
+        a = alpha * e[i] if vec else alpha
+        gh = gH[i]
+        zi = gl * z[i] + gU[i]                                # AC trace z_t
+        z[i] = zi
+        if vec:
+            hv[i] += a * (zi * (delta + d[i] * hv[i]) + psi * gh)
+        if sh:
+            h[i] += a * (zi * (delta + dh) + psi * gh)
+        wi = w[i] + a * (delta * zi + psi * gh)
+        w[i] = wi
+        bad += 0.0 * (wi + a)
+    for k in range(m - n):
+        i = act[k]
+        a = alpha * e[i] if vec else alpha
+        gh = gH[i]
+        zi = gl * z[i] + gU[i]
+        z[i] = zi
+        if vec:
+            hv[i] += a * (zi * (delta + d[i] * hv[i]) + psi * gh)
+        if sh:
+            h[i] += a * (zi * (delta + dh) + psi * gh)
+        wi = w[i] + a * (delta * zi + psi * gh)
+        w[i] = wi
+        bad += 0.0 * (wi + a)
+    return bad
 
 
 @nb.njit(cache=True)
@@ -103,39 +237,29 @@ def tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, dense,
 
     gU, gH, d are full-length vectors that are zero outside the indices sup[:ns] (or everywhere
     dense).  gl = gamma*lambda.  On return W holds z_t, w_{t+1}, h_{t+1}, and s the new beta.
+    Live weights: act[:ist[N_ACT]] (sparse) or all (dense).
     """
-    w, z, h, hv, bv, vv, zbv = W[W_], W[Z_], W[H_], W[HV_], W[BV_], W[VV_], W[ZBV_]
     vec = kind == VECTOR or kind == MIXED
     sh = kind == SCALAR or kind == MIXED or kind == SID or kind == NOSID
-    lazy = vec and norm and not dense
     step = ist[STEP]
-    # pass over the support: activate new weights, the dot products with the pre-update h
-    gUh = 0.0
-    gHh = 0.0
-    dh = 0.0
-    gU2 = 0.0
-    zd = 0.0
-    xv = 0.0
-    for k in range(ns):
-        i = k if dense else sup[k]
-        if not dense and in_act[i] == 0:
-            in_act[i] = 1
-            act[ist[N_ACT]] = i
-            ist[N_ACT] += 1
-            if lazy:
-                vv[i] *= (1.0 - mu) ** (step - vt[i])
-        g = gU[i]
-        gU2 += g * g
-        if sh:
-            gUh += g * h[i]
-            gHh += gH[i] * h[i]
-            dh += d[i] * h[i]
-        if kind == NOSID:
-            zd += (gl * z[i] + g) * d[i]
-        if vec and norm:
-            _, _, b = _vector_meta(i, zbv, hv, bv, vv, g, gH[i], delta, gl, psi, mu, norm)
-            xv += math.exp(b) * g * g
+    if not dense:                         # activate the weights first touched in this episode
+        vv, lazy = W[VV_], vec and norm
+        for k in range(ns):
+            i = sup[k]
+            if in_act[i] == 0:
+                in_act[i] = 1
+                act[ist[N_ACT]] = i
+                ist[N_ACT] += 1
+                if lazy:                  # the v-vec decays of the steps it was not live
+                    vv[i] *= (1.0 - mu) ** (step - vt[i])
     m = ns if dense else ist[N_ACT]
+    gUh = gHh = dh = gU2 = zd = 0.0
+    if kind != NONE:                      # dot products with the pre-update h
+        gUh, gHh, dh, gU2, zd = _dots(gU, gH, d, W[H_], W[Z_], gl, sup, ns, dense)
+    xv = 0.0
+    if vec:
+        _vector_pass(W, gU, gH, delta, gl, psi, mu, norm, act, m, dense)
+        xv = _x_vector(W[E_], gU, sup, ns, dense)       # g^U is zero off its support
     beta = s[BETA]
     if kind == SCALAR or kind == MIXED:
         s[ZB] = gl * s[ZB] + gUh                              # S1 / M2
@@ -147,11 +271,7 @@ def tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, dense,
         else:
             beta += mu * D
     elif kind == SID or kind == NOSID:
-        zh = 0.0                                              # <z_t, h_t> over every live weight
-        for k in range(m):
-            i = k if dense else act[k]
-            zh += (gl * z[i] + gU[i]) * h[i]
-        D = delta * zh + psi * gHh                            # spec §4.2
+        D = delta * _zh(W[Z_], gU, W[H_], gl, act, m, dense) + psi * gHh   # spec §4.2
         if kind == SID:
             beta += mu * D
         else:
@@ -165,29 +285,8 @@ def tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, dense,
         s[U] = max(x, s[U] + (1.0 - gl) * (x - s[U]))
         beta -= math.log(max(s[U], 1.0))                      # S6 / V6 / M7
     s[BETA] = beta
-    alpha = math.exp(beta)                                    # S7 (scalar alpha_t)
-    bad = 0.0 * beta
-    # the per-weight pass: meta updates of the vector part, h, w, z (S8-S9, V8-V9, M9-M11)
-    for k in range(m):
-        i = k if dense else act[k]
-        g = gU[i]
-        gh = gH[i]
-        a = alpha
-        if vec:
-            zb, v, b = _vector_meta(i, zbv, hv, bv, vv, g, gh, delta, gl, psi, mu, norm)
-            zbv[i] = zb
-            vv[i] = v
-            bv[i] = b
-            a = math.exp(beta + b)                            # V7 / M8
-        zi = gl * z[i] + g                                    # AC trace z_t
-        z[i] = zi
-        if kind != NONE:
-            if vec:
-                hv[i] += a * (zi * (delta + d[i] * hv[i]) + psi * gh)   # V8 / M9
-            if sh:
-                h[i] += a * (zi * (delta + dh) + psi * gh)             # S8 / M10
-        w[i] += a * (delta * zi + psi * gh)                   # S9 / V9 / M11
-        bad += w[i] * 0.0 + a * 0.0
+    alpha = math.exp(beta)                                    # S7; V7 / M8: alpha * e_i
+    bad = _weight_pass(W, gU, gH, d, alpha, delta, dh, gl, psi, vec, sh, act, m, dense)
     ist[STEP] = step + 1
     return math.isfinite(bad) and math.isfinite(beta)
 
@@ -367,7 +466,8 @@ class Learner:
         self.norm = bool(config.normalized) and self.kind in (SCALAR, VECTOR, MIXED)
         self.dense = dense
         self.n = n
-        self.W = np.zeros((n, 7), dtype).T
+        # sparse: a weight's 7 entries share a cache line; dense: each row contiguous (BLAS, SIMD)
+        self.W = np.zeros((8, n), dtype) if dense else np.zeros((n, 8), dtype).T
         self.s = np.zeros(N_SCALARS)
         self.s[BETA] = math.log(config.alpha)
         self.ist = np.zeros(2, np.int64)
@@ -443,3 +543,99 @@ class LinearAgent:
             self.env_state, self.rng_env, self.rng_agent, self.n_noise, self.drift, time_limit,
             c.gamma, c.timeout_bootstrap, L.kind, L.norm, c.gamma * c.lam, c.psi, c.mu,
             c.nosid_alpha_bound)
+
+
+# ------------------------------------------------------------------------------------------------
+# The network model (nets.py), dense
+# ------------------------------------------------------------------------------------------------
+
+@nb.njit(cache=True)
+def softmax_policy(logits, pi, logpi):
+    """pi = softmax(logits), log pi, and returns the entropy H (float64)."""
+    mx = -np.inf
+    for a in range(logits.shape[0]):
+        mx = max(mx, np.float64(logits[a]))
+    tot = 0.0
+    for a in range(logits.shape[0]):
+        tot += math.exp(np.float64(logits[a]) - mx)
+    lse = mx + math.log(tot)
+    H = 0.0
+    for a in range(logits.shape[0]):
+        logpi[a] = np.float64(logits[a]) - lse
+        pi[a] = math.exp(logpi[a])
+        H -= pi[a] * logpi[a]
+    return H
+
+
+class NetAgent:
+    """AC(lambda) + tuner on a nets.py network: `policy` at S_t, then `learn` from the transition.
+
+    Per step (spec §1.5): forward(S_t) [policy]; one vjp at S_t giving g^U, g^V and g^H together;
+    forward(S_{t+1}) for V(S_{t+1}) and, when the tuner needs d, a vjp at S_{t+1} for grad V(S_{t+1});
+    then `tuner_step` over every weight (dense).  Buffers are allocated once here.
+    """
+
+    def __init__(self, net, config, seed=0, dtype=np.float32):
+        import nets
+        self.nets, self.net, self.config = nets, net, config
+        init_ss, agent_ss = np.random.SeedSequence(seed).spawn(2)
+        self.rng = np.random.default_rng(agent_ss)
+        self.learner = Learner(net.n_params, config, dtype, dense=True)
+        self.learner.W[W_] = nets.init_params(net, np.random.default_rng(init_ss), dtype)
+        n, A = net.n_params, net.n_actions
+        self.ws0, self.ws1 = nets.workspace(net, dtype, k=3), nets.workspace(net, dtype, k=1)
+        self.cot = np.zeros((3, 1 + A), dtype)      # rows: g^U, g^V, g^H
+        self.cot1 = np.zeros((1, 1 + A), dtype)
+        self.cot[1, 0] = self.cot1[0, 0] = 1.0
+        self.G = np.zeros((3, n), dtype)
+        self.G1 = np.zeros((1, n), dtype)
+        self.d = np.zeros(n, dtype)
+        self.zero = np.zeros(n, dtype)
+        self.pi, self.logpi = np.zeros(A), np.zeros(A)
+        self.need_d = self.learner.kind != NONE
+        self.k = 3 if config.psi > 0 else (2 if self.need_d else 1)
+        self.V0 = self.H0 = 0.0
+
+    @property
+    def w(self):
+        """The network parameters theta (a view)."""
+        return self.learner.W[W_]
+
+    def policy(self, obs):
+        """Forward pass at S_t with w_t; returns A ~ pi(.|S_t)."""
+        self.V0, logits = self.nets.forward(self.net, self.w, obs, self.ws0)
+        self.H0 = softmax_policy(logits, self.pi, self.logpi)
+        return sample(self.pi, self.rng)
+
+    def learn(self, A, R, obs1, gamma1):
+        """AC(lambda) + tuner update from (S_t, A, R, S_{t+1}); gamma1 = gamma(1 - term). -> ok."""
+        c, L, nets, net = self.config, self.learner, self.nets, self.net
+        cot = self.cot
+        cot[0, 1:] = -0.5 * self.pi
+        cot[0, 1 + A] += 0.5                               # U = V + log(pi(A))/2
+        if c.psi > 0:
+            cot[2, 1:] = -self.pi * (self.logpi + self.H0)  # dH/dlogits
+        nets.vjp(net, self.w, self.ws0, cot[:self.k], self.G[:self.k])
+        gU, gV = self.G[0], self.G[1]
+        gH = self.G[2] if c.psi > 0 else self.zero
+        V1 = 0.0
+        if gamma1 != 0.0:
+            V1, _ = nets.forward(net, self.w, obs1, self.ws1)
+        if self.need_d:
+            if gamma1 != 0.0:
+                nets.vjp(net, self.w, self.ws1, self.cot1, self.G1)
+                np.multiply(self.G1[0], gamma1, out=self.d)
+                self.d -= gV
+            else:
+                np.negative(gV, out=self.d)
+        delta = R + gamma1 * V1 - self.V0
+        gV2 = float(gV @ gV) if L.kind == NOSID else 0.0
+        ok = tuner_step(L.W, L.s, L.ist, L.vt, L.act, L.in_act, gU, gH, self.d, L.act, L.n, True,
+                        delta, gV2, L.kind, L.norm, c.gamma * c.lam, c.psi, c.mu,
+                        c.nosid_alpha_bound)
+        return ok and math.isfinite(delta)
+
+    def end_episode(self):
+        """Spec §2.0 step 8."""
+        L = self.learner
+        end_episode(L.W, L.s, L.ist, L.vt, L.act, L.in_act, True)

@@ -4,6 +4,8 @@
     python run.py --domain mountaincar --tuner scalar --alpha 2^-9 --mu 2^-8 --episodes 1000 \
                   --seed 0 --out runs/x                      one run, every setting explicit
     python run.py bench --domain mountaincar                 agent steps/s for every tuner
+    python run.py sweep --alpha 2^-3..2^-12 --mu 2^-6,2^-8 --seeds 10 --out runs/s   a grid of runs
+    python run.py figures --fig 2 runs/s --out figs          a paper figure from results
 
 A run writes OUT/config.json (every setting, package versions, git commit, status) and
 OUT/episodes.csv (one row per episode, flushed as episodes finish, so a killed run keeps them).
@@ -29,6 +31,9 @@ import metatrace as mt
 
 DEFAULTS = dict(tuner="scalar", alpha="2^-9", mu="2^-8", gamma="0.99", lam="0.8", psi="0",
                 drift="6e-6", episodes="1000", seed="0")
+# network domains (spec §6.3): mixed Metatrace, mu = 0.001, psi = 0.01, 12.5 M agent steps on ALE
+NET_DEFAULTS = dict(tuner="mixed", alpha="2^-8", mu="0.001", psi="0.01")
+NET_STEPS = {"atari": 12_500_000, "minatar": 5_000_000}
 RANGES = {  # name: (check, accepted range in words)
     "alpha": (lambda x: 0 < x < math.inf, "(0, inf)"),
     "mu": (lambda x: 0 <= x < math.inf, "[0, inf)"),
@@ -37,12 +42,14 @@ RANGES = {  # name: (check, accepted range in words)
     "psi": (lambda x: 0 <= x < math.inf, "[0, inf)"),
     "drift": (lambda x: 0 <= x <= 1, "[0, 1]"),
     "episodes": (lambda x: x >= 1 and x == int(x), "integers >= 1"),
+    "steps": (lambda x: x >= 1 and x == int(x), "integers >= 1"),
+    "frames": (lambda x: x >= 1 and x == int(x), "integers >= 1"),
     "seed": (lambda x: 0 <= x < 2**63 and x == int(x), "integers in [0, 2^63)"),
 }
-RUN_NUMBERS = tuple(RANGES)
+RUN_NUMBERS = ("alpha", "mu", "gamma", "lam", "psi", "drift", "episodes", "seed")
 for _k in ("seeds", "workers", "repeats", "cores"):
     RANGES[_k] = RANGES["episodes"]
-INTEGERS = ("episodes", "seed", "seeds", "workers", "repeats", "cores")
+INTEGERS = ("episodes", "seed", "seeds", "workers", "repeats", "cores", "steps", "frames")
 _NUMBER = re.compile(r"^\s*([-+]?\d+(\.\d*)?)\s*\^\s*([-+]?\d+(\.\d*)?)\s*$")
 
 
@@ -93,19 +100,25 @@ def join_numbers(argv):
 def run_parser():
     """Flags of a single run (spec §6.1 defaults)."""
     p = Parser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--domain", default="mountaincar", choices=envs.LINEAR_DOMAINS)
-    p.add_argument("--tuner", default=DEFAULTS["tuner"], choices=mt.TUNERS,
-                   help="step-size tuner (default %(default)s)")
+    p.add_argument("--domain", default="mountaincar", choices=envs.DOMAINS)
+    p.add_argument("--tuner", default=None, choices=mt.TUNERS,
+                   help="step-size tuner (default scalar on mountain car, mixed on the networks)")
     p.add_argument("--unnormalized", action="store_true",
                    help="scalar/vector/mixed Metatrace without the normalizations (v, u/M)")
-    p.add_argument("--alpha", default=DEFAULTS["alpha"], help="initial (or fixed) step-size alpha_0")
-    p.add_argument("--mu", default=DEFAULTS["mu"], help="meta step-size")
+    p.add_argument("--alpha", default=None, help="initial (or fixed) step-size alpha_0")
+    p.add_argument("--mu", default=None, help="meta step-size")
     p.add_argument("--gamma", default=DEFAULTS["gamma"], help="discount")
     p.add_argument("--lam", default=DEFAULTS["lam"], help="trace decay lambda")
-    p.add_argument("--psi", default=DEFAULTS["psi"], help="entropy weight")
+    p.add_argument("--psi", default=None, help="entropy weight")
     p.add_argument("--drift", default=DEFAULTS["drift"],
                    help="sign-flip rate per feature per step (drifting_mountaincar only)")
-    p.add_argument("--episodes", default=DEFAULTS["episodes"])
+    p.add_argument("--episodes", default=DEFAULTS["episodes"], help="mountain car: episodes")
+    p.add_argument("--steps", default=None,
+                   help="network domains: agent steps (default 12.5 M on ALE, 5 M on MinAtar)")
+    p.add_argument("--frames", default=None,
+                   help="ALE: emulator frames (= 4 x agent steps), instead of --steps")
+    p.add_argument("--no-clip-rewards", action="store_true",
+                   help="ALE: learn from the raw game score instead of rewards clipped to [-1, 1]")
     p.add_argument("--seed", default=DEFAULTS["seed"])
     p.add_argument("--out", default=None, help="run directory (default runs/<name>)")
     p.add_argument("--timeout-bootstrap", action="store_true",
@@ -125,13 +138,37 @@ def run_parser():
     return p
 
 
+def is_net(domain):
+    """Network domains (ALE and MinAtar) versus the linear mountain-car domains."""
+    return domain not in envs.LINEAR_DOMAINS
+
+
 def settings(args):
-    """The validated settings of a run as a plain dict."""
+    """The validated settings of a run as a plain dict (defaults depend on the domain)."""
+    net = is_net(args.domain)
+    for k in ("tuner", "alpha", "mu", "psi"):
+        if getattr(args, k) is None:
+            setattr(args, k, (NET_DEFAULTS if net else DEFAULTS)[k])
     s = {k: checked(k, getattr(args, k)) for k in RUN_NUMBERS}
     s.update(domain=args.domain, tuner=args.tuner, normalized=not args.unnormalized,
              timeout_bootstrap=args.timeout_bootstrap, nosid_alpha_bound=not args.no_alpha_bound)
     if args.domain != "drifting_mountaincar":
         s["drift"] = 0.0
+    if net:
+        if args.steps is not None and args.frames is not None:
+            raise UsageError("give --steps or --frames, not both")
+        family = "minatar" if args.domain.startswith(envs.MINATAR_PREFIX) else "atari"
+        if args.frames is not None:
+            if family != "atari":
+                raise UsageError(f"--frames is for ALE games; {args.domain} takes --steps")
+            steps = -(-checked("frames", args.frames) // 4)
+        else:
+            steps = checked("steps", args.steps) if args.steps is not None else NET_STEPS[family]
+        s.update(episodes=None, steps=steps, clip_rewards=not args.no_clip_rewards)
+    else:
+        for k in ("steps", "frames"):
+            if getattr(args, k) is not None:
+                raise UsageError(f"--{k} is for the network domains; {args.domain} takes --episodes")
     return s
 
 
@@ -141,6 +178,47 @@ def config_of(s):
                      gamma=s["gamma"], lam=s["lam"], psi=s["psi"],
                      timeout_bootstrap=s["timeout_bootstrap"],
                      nosid_alpha_bound=s["nosid_alpha_bound"])
+
+
+class NetRunner:
+    """A network-domain run (spec §6.3): gymnasium env + NetAgent, stepped in Python."""
+
+    def __init__(self, s):
+        import nets
+        opts = {"clip_rewards": s["clip_rewards"]} if s["domain"] in envs.ATARI_DOMAINS else {}
+        self.env = envs.make(s["domain"], seed=s["seed"], **opts)
+        self.obs, _ = self.env.reset(seed=s["seed"])
+        c, A = self.obs.shape[0], int(self.env.action_space.n)
+        net = nets.MINATAR(c, A) if s["domain"].startswith(envs.MINATAR_PREFIX) else nets.ATARI(A)
+        self.agent = mt.NetAgent(net, config_of(s), seed=s["seed"])
+        self.learner = self.agent.learner
+        self.gamma, self.boot_at_limit = s["gamma"], s["timeout_bootstrap"]
+
+    def episode(self, max_steps, tick=None):
+        """Up to max_steps agent steps of one episode -> (return, score, length, ok, complete)."""
+        agent, env = self.agent, self.env
+        obs = self.obs if self.obs is not None else env.reset()[0]
+        self.obs = None
+        ret = score = 0.0
+        t, ok, done = 0, True, False
+        while t < max_steps:
+            A = agent.policy(obs)
+            obs1, R, term, trunc, info = env.step(A)
+            boot = not term and (self.boot_at_limit or not trunc)
+            ok = agent.learn(A, float(R), obs1, self.gamma if boot else 0.0)
+            ret += R
+            score += info.get("score", R)
+            t += 1
+            if tick is not None and t % 256 == 0:
+                tick(256)
+            done = term or trunc
+            if not ok or done:
+                break
+            obs = obs1
+        if tick is not None:
+            tick(t % 256)
+        agent.end_episode()
+        return ret, score, t, ok, done or not ok
 
 
 def make_agent(s):
@@ -276,6 +354,8 @@ def run(s, out, quiet=False, resume=False, every=100, minutes=5.0, keep=False):
     resume=True an unfinished run continues from its last checkpoint (bit-identical results)."""
     from tqdm import tqdm
     cfg_path, csv_path = os.path.join(out, "config.json"), os.path.join(out, "episodes.csv")
+    if is_net(s["domain"]) and not (resume and os.path.exists(cfg_path)):
+        return run_net(s, out, quiet)
     if os.path.exists(cfg_path):
         if not resume:
             raise UsageError(f"{out} already holds a run; pass --resume to continue it, "
@@ -289,6 +369,9 @@ def run(s, out, quiet=False, resume=False, every=100, minutes=5.0, keep=False):
                              f"{old['settings'].get(k)!r}")
         if old["status"] in ("finished", "diverged"):
             return old
+        if is_net(s["domain"]):
+            raise UsageError(f"--resume of an unfinished network-domain run ({out}) is not "
+                             "supported yet; start it again with another --out")
     os.makedirs(out, exist_ok=True)
     meta = {"settings": s, "provenance": provenance(), "status": "running",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -347,6 +430,49 @@ def run(s, out, quiet=False, resume=False, every=100, minutes=5.0, keep=False):
         for name in (CKPT, CKPT_PREV):
             if os.path.exists(os.path.join(out, name)):
                 os.remove(os.path.join(out, name))
+    return meta
+
+
+def run_net(s, out, quiet=False):
+    """A network-domain run: `steps` agent steps; one CSV row per episode, flushed as it ends."""
+    from tqdm import tqdm
+    if os.path.exists(os.path.join(out, "config.json")):
+        raise UsageError(f"{out} already holds a run; choose another --out")
+    os.makedirs(out, exist_ok=True)
+    meta = {"settings": s, "provenance": provenance(), "status": "running",
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(os.path.join(out, "config.json"), meta)
+    runner = NetRunner(s)
+    fields = ["episode", "return", "score", "length", "steps", "complete", "diverged", "beta_mean"]
+    t0, steps, ep, scores, status = time.perf_counter(), 0, 0, [], "finished"
+    with open(os.path.join(out, "episodes.csv"), "w", newline="") as f, Interrupt() as stop, \
+            tqdm(total=s["steps"], unit="step", unit_scale=True, disable=quiet,
+                 dynamic_ncols=True) as bar:
+        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        while steps < s["steps"]:
+            ret, score, length, ok, complete = runner.episode(s["steps"] - steps, bar.update)
+            steps += length
+            scores.append(score)
+            writer.writerow({"episode": ep, "return": ret, "score": score, "length": length,
+                             "steps": steps, "complete": int(complete), "diverged": int(not ok),
+                             "beta_mean": float(runner.learner.beta().mean())})
+            f.flush()
+            bar.set_postfix(score10=f"{np.mean(scores[-10:]):.1f}", refresh=False)
+            ep += 1
+            if not ok:
+                status = "diverged"
+                break
+            if stop.signal is not None:
+                status = "interrupted"
+                break
+    wall = time.perf_counter() - t0
+    meta.update(status=status, episodes_done=ep, agent_steps=steps, wall_seconds=round(wall, 3),
+                steps_per_second=round(steps / wall, 1),
+                mean_return_last100=float(np.mean(scores[-100:])) if scores else None)
+    if status == "diverged":
+        meta["diverged_at_episode"] = ep - 1
+    write_json(os.path.join(out, "config.json"), meta)
     return meta
 
 
@@ -622,6 +748,9 @@ def main(argv=None):
             return main_bench(argv[1:])
         if argv and argv[0] == "sweep":
             return main_sweep(argv[1:])
+        if argv and argv[0] == "figures":
+            import figures
+            return figures.main(argv[1:], prog="run.py figures")
         return main_run(argv)
     except UsageError as e:
         print(f"run.py: error: {e}", file=sys.stderr)

@@ -115,6 +115,7 @@ def test_vector_one_step_identity(seed, norm, psi, term, tuner):
     w, hv = W0[mt.W_], W0[mt.HV_]
     live = np.flatnonzero(d)
     rng = np.random.default_rng(seed + 1)
+    seen = 0
     for i in np.concatenate([rng.choice(live, min(3, len(live)), replace=False), rng.choice(N, 2)]):
         e = np.zeros(N)
         e[i] = 1.0
@@ -130,10 +131,11 @@ def test_vector_one_step_identity(seed, norm, psi, term, tuner):
         expect = alpha * z * d[i] * hv[i]           # the cross terms the algorithm drops
         expect[i] = L.W[mt.HV_][i]
         assert rel_err(D, expect) < 1e-6
-        if d[i] != 0:                                # the test sees the cross terms themselves
-            cross, expect_cross = np.delete(D, i), np.delete(expect, i)
-            assert np.max(np.abs(expect_cross)) > 0
-            assert rel_err(cross, expect_cross) < 1e-5
+        cross, expect_cross = np.delete(D, i), np.delete(expect, i)
+        if np.max(np.abs(expect_cross)) > 1e-6 * np.max(np.abs(D)):   # well above FD noise
+            assert rel_err(cross, expect_cross) < 1e-3    # the FD sees the dropped cross terms
+            seen += 1
+    assert seen > 0                                      # so the test cannot pass vacuously
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,0 +1,765 @@
+"""Redraw the paper's figures (Young, Wang & Taylor 2018, Figs. 1-9) from run directories.
+
+    python figures.py --fig 2 runs/ --out figs/            (or: python run.py figures ...)
+
+reads every run directory under RESULTS_DIR (a folder with config.json and episodes.csv, at any
+depth, as written by `python run.py`), groups the runs whose settings differ only in `seed`, and
+writes FIGDIR/figN.png, FIGDIR/figN.pdf and FIGDIR/figN_summary.csv (the summary is also printed).
+
+Protocol (spec §6): each run's episode returns (the unclipped `score` column where present) are
+smoothed by a trailing mean over the last K episodes, fewer at the start (K = 20 for mountain car,
+Figs. 1-5; K = 40 for drifting mountain car and Atari, Figs. 6-9); a curve is the mean over the runs
+of one setting with a shaded band of ±1 standard error (sample std / sqrt(n)). Figs. 1-7 are drawn
+against episodes; Figs. 8-9 against agent steps, each run's smoothed curve interpolated onto a common
+step grid. The summary's final return is the mean over runs of the mean of the last 100 episode
+returns (spec §6.2 selection rule).
+
+Diverged runs are not dropped: the mean curve and the final return use the runs that did not
+diverge, each diverged run is drawn thin up to its last episode with an × there, and the legend and
+the table say "k/n diverged". A setting whose runs all diverged keeps its legend entry and its row.
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
+
+K_MOUNTAIN_CAR = 20     # spec §6.1: trailing mean of the last 20 episode returns (Figs. 1-5)
+K_DRIFT_ALE = 40        # spec §6.2, §6.3: 40 episodes (Figs. 6-9)
+LAST = 100              # final return: mean of the last 100 episodes (spec §6.2, §6.3)
+GRID_POINTS = 400       # common agent-step grid of Figs. 8-9
+METATRACE = ("scalar", "vector", "mixed")
+ALE_GAMES = ("asterix", "beam_rider", "freeway", "seaquest", "space_invaders")   # spec §6.3
+DRIFT_ALPHA0, FIG7_DRIFT, FIG7_MU = 2.0 ** -10, 6e-6, 2.0 ** -10                # spec §6.2
+TUNER_NAMES = {"none": "no tuning", "scalar": "scalar", "vector": "vector", "mixed": "mixed",
+               "sid": "SID", "nosid": "NOSID"}
+TUNER_COLORS = {"none": "0.35", "scalar": "C0", "vector": "C1", "mixed": "C2"}
+BETA_COLUMNS = (("beta_critic", "critic, informative", "C0", "-"),
+                ("beta_critic_noise", "critic, noise", "C0", "--"),
+                ("beta_actor", "actor, informative", "C3", "-"),
+                ("beta_actor_noise", "actor, noise", "C3", "--"))
+SUMMARY_COLUMNS = ("figure", "panel", "domain", "tuner", "normalized", "drift", "mu", "alpha0",
+                   "n_runs", "n_diverged", "n_unfinished", "final_return", "final_return_se",
+                   "spread_alpha0", "best_mu", "note")
+
+
+class FigureError(ValueError):
+    """Bad input (no runs, unknown figure): reported as one line, exit status 2."""
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics (spec §6)
+
+def smooth(returns, k):
+    """Trailing mean of the last k returns, fewer at the start (spec §6.1: k = 20; §6.2-6.3: 40)."""
+    x = np.asarray(returns, dtype=float)
+    if k < 1:
+        raise ValueError(f"smoothing window must be >= 1, got {k}")
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    i = np.arange(1, len(x) + 1)
+    lo = np.maximum(i - k, 0)
+    return (c[i] - c[lo]) / (i - lo)
+
+
+def final_return(returns, last=LAST):
+    """Mean of the last `last` episode returns of one run (all of them if fewer; NaN if none)."""
+    x = np.asarray(returns, dtype=float)[-last:]
+    return float(x.mean()) if len(x) else math.nan
+
+
+def mean_se(curves):
+    """Mean over runs and its standard error std(ddof=1)/sqrt(n) at each x; NaN entries are absent.
+
+    curves: 2-d array (runs × points). Returns (mean, se, n); se is NaN where n < 2.
+    """
+    a = np.atleast_2d(np.asarray(curves, dtype=float))
+    ok = np.isfinite(a)
+    n = ok.sum(axis=0)
+    total = np.where(ok, a, 0.0).sum(axis=0)
+    mean = np.divide(total, n, out=np.full(a.shape[1], np.nan), where=n > 0)
+    sq = np.where(ok, (a - mean) ** 2, 0.0).sum(axis=0)
+    var = np.divide(sq, n - 1, out=np.full(a.shape[1], np.nan), where=n > 1)
+    return mean, np.sqrt(var) / np.sqrt(np.maximum(n, 1)), n
+
+
+def align_by_steps(steps, curves, grid):
+    """Each run's curve (given at its cumulative agent steps) interpolated onto a common step grid.
+
+    Figs. 8-9: runs have different episode lengths, so they are compared at equal agent steps;
+    outside a run's own range of steps its entry is NaN. Returns a runs × len(grid) array.
+    """
+    grid = np.asarray(grid, dtype=float)
+    out = np.full((len(curves), len(grid)), np.nan)
+    for r, (s, y) in enumerate(zip(steps, curves)):
+        s, y = np.asarray(s, dtype=float), np.asarray(y, dtype=float)
+        if len(s) == 0:
+            continue
+        inside = (grid >= s[0]) & (grid <= s[-1])
+        out[r, inside] = np.interp(grid[inside], s, y)
+    return out
+
+
+def best_mu(items):
+    """The µ with the highest mean final return over its α0's (spec §6.2 "best µ"), or None.
+
+    items: (mu, alpha0, final_return) triples; final_return is NaN where every run diverged.
+    A µ with an α0 whose runs all diverged ranks below every µ without one (a mean over the
+    surviving α0's alone would reward divergence); ties go to the first µ seen.
+    """
+    by_mu = {}
+    for mu, _, fr in items:
+        by_mu.setdefault(mu, []).append(fr)
+    best, best_key = None, None
+    for mu, frs in by_mu.items():
+        finite = [f for f in frs if math.isfinite(f)]
+        if not finite:
+            continue
+        key = (len(finite) == len(frs), float(np.mean(finite)))
+        if best_key is None or key > best_key:
+            best, best_key = mu, key
+    return best
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+@dataclass
+class Run:
+    """One run directory: its settings and status; episodes.csv is read on first use."""
+    path: str
+    settings: dict
+    status: str
+    _data: dict = field(default=None, repr=False)
+
+    @property
+    def data(self):
+        """Columns of episodes.csv as float arrays (a malformed last line of a killed run is dropped)."""
+        if self._data is None:
+            self._data = read_episodes(os.path.join(self.path, "episodes.csv"))
+        return self._data
+
+    @property
+    def returns(self):
+        """Episode returns; the unclipped game `score` where the domain records one (spec §6.3)."""
+        return self.data["score"] if "score" in self.data else self.data["return"]
+
+    @property
+    def diverged(self):
+        """Status "diverged", or a 1 in the diverged column."""
+        d = self.data.get("diverged")
+        return self.status == "diverged" or bool(d is not None and len(d) and np.nansum(d) > 0)
+
+
+def read_episodes(path):
+    """episodes.csv -> {column: float array}; rows that do not parse are dropped."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return {"return": np.zeros(0)}
+    header, good = rows[0], []
+    for row in rows[1:]:
+        try:
+            if len(row) == len(header):
+                good.append([float(v) if v != "" else math.nan for v in row])
+        except ValueError:
+            pass
+    a = np.array(good, dtype=float).reshape(len(good), len(header))
+    return {h: a[:, j] for j, h in enumerate(header)}
+
+
+def load_runs(results_dir):
+    """Every run directory (config.json + episodes.csv) under results_dir, at any depth.
+
+    Directories whose config.json does not parse are skipped with one warning line on stderr.
+    A directory that does not exist raises FigureError.
+    """
+    if not os.path.isdir(results_dir):
+        raise FigureError(f"results directory {results_dir} does not exist")
+    runs, bad = [], []
+    for root, dirs, files in os.walk(results_dir):
+        dirs.sort()
+        if "config.json" in files and "episodes.csv" in files:
+            try:
+                with open(os.path.join(root, "config.json")) as f:
+                    cfg = json.load(f)
+                runs.append(Run(root, dict(cfg["settings"]), str(cfg.get("status", "unknown"))))
+            except (OSError, ValueError, KeyError, TypeError):
+                bad.append(root)
+    if bad:
+        print(f"figures: warning: skipped {len(bad)} run directories with an unreadable config.json "
+              f"(first: {bad[0]})", file=sys.stderr)
+    return runs
+
+
+@dataclass
+class Group:
+    """The runs of one setting (settings minus seed)."""
+    settings: dict
+    runs: list
+
+    def get(self, key, default=None):
+        return self.settings.get(key, default)
+
+    @property
+    def ok_runs(self):
+        return [r for r in self.runs if not r.diverged]
+
+    @property
+    def n_diverged(self):
+        return len(self.runs) - len(self.ok_runs)
+
+    @property
+    def n_unfinished(self):
+        return sum(r.status not in ("finished", "diverged") and not r.diverged for r in self.runs)
+
+    def final(self, last=LAST):
+        """(mean, se, n) over the non-diverged runs of each run's final return; NaN when none."""
+        vals = [final_return(r.returns, last) for r in self.ok_runs]
+        if not vals:
+            return math.nan, math.nan, 0
+        m, se, n = mean_se(np.array(vals)[:, None])
+        return float(m[0]), float(se[0]), int(n[0])
+
+
+def group_runs(runs):
+    """Runs whose settings differ only in `seed` -> one Group each (repeats of one setting).
+
+    Two runs with identical settings and seed are the same run written twice: the one with more
+    episodes is kept and a warning is printed.
+    """
+    groups, dupes = {}, 0
+    for run in runs:
+        key = json.dumps({k: v for k, v in run.settings.items() if k != "seed"}, sort_keys=True,
+                         default=str)
+        g = groups.setdefault(key, Group({k: v for k, v in run.settings.items() if k != "seed"}, []))
+        same = [r for r in g.runs if r.settings.get("seed") == run.settings.get("seed")]
+        if same:
+            dupes += 1
+            if len(run.returns) > len(same[0].returns):
+                g.runs[g.runs.index(same[0])] = run
+            continue
+        g.runs.append(run)
+    if dupes:
+        print(f"figures: warning: {dupes} duplicate runs (same settings and seed) ignored",
+              file=sys.stderr)
+    return list(groups.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Selecting the curves of each figure (spec §6, §7)
+
+@dataclass
+class Curve:
+    group: Group
+    label: str
+    color: object
+    linestyle: str = "-"
+    role: str = ""          # e.g. "best constant α" (Fig. 9); rows with a role stay out of spreads
+
+
+@dataclass
+class Panel:
+    title: str
+    curves: list
+    kind: str = "return"    # "return" or "beta" (Fig. 7 b,d,f)
+
+
+def pick(groups, domain, tuner=None, normalized=None, **equal):
+    """Groups of one domain (and tuner; `normalized` only filters Metatrace tuners)."""
+    out = []
+    for g in groups:
+        if g.get("domain") != domain or (tuner is not None and g.get("tuner") != tuner):
+            continue
+        if normalized is not None and g.get("tuner") in METATRACE \
+                and bool(g.get("normalized", True)) != normalized:
+            continue
+        if all(np.isclose(g.get(k, math.nan), v, rtol=1e-9, atol=0) for k, v in equal.items()):
+            out.append(g)
+    return out
+
+
+def closest(values, target):
+    """The value nearest to target in log scale (Figs. 6-7: α0, µ, drift nearest to the paper's);
+    None for no values; values <= 0 only when there is nothing else."""
+    key = lambda v: (abs(math.log(v) - math.log(target)) if v > 0 else math.inf, -v)
+    return min(values, key=key) if values else None
+
+
+def pow2(x, tex=False):
+    """2^-10 for exact powers of two (as the paper's legends), else 3 significant digits."""
+    if x is None or not math.isfinite(x):
+        return "-"
+    if x > 0 and float(math.log2(x)).is_integer():
+        k = int(math.log2(x))
+        return f"$2^{{{k}}}$" if tex else f"2^{k}"
+    return f"{x:.3g}"
+
+
+def plain(text):
+    """Mathtext powers of two back to plain text for the table: "$2^{-6}$" -> "2^-6"."""
+    return re.sub(r"\$2\^\{(-?\d+)\}\$", r"2^\1", text)
+
+
+def alpha_colors(groups):
+    """One colour per α0 over the whole figure (same α0, same colour in every panel)."""
+    alphas = sorted({g.get("alpha") for g in groups}, reverse=True)
+    cmap = colormaps["viridis"]
+    return {a: cmap(i / max(len(alphas) - 1, 1) * 0.9) for i, a in enumerate(alphas)}
+
+
+def varying(groups, shown):
+    """Settings other than `shown` that differ among groups, so equal labels get told apart."""
+    keys = set().union(*(g.settings for g in groups)) - set(shown) if groups else set()
+    return sorted(k for k in keys if len({json.dumps(g.get(k), default=str) for g in groups}) > 1)
+
+
+def labelled(groups, text, shown, color, linestyle="-"):
+    """Curves for groups, label text(g) plus any other setting that varies among them."""
+    extra = varying(groups, shown)
+    value = lambda v: pow2(v, True) if isinstance(v, float) else str(v)
+    return [Curve(g, text(g) + "".join(f", {k}={value(g.get(k))}" for k in extra), color(g),
+                  linestyle) for g in groups]
+
+
+def by_alpha(groups):
+    return sorted(groups, key=lambda g: -g.get("alpha"))
+
+
+def panels_untuned(groups, options):
+    """Fig. 1: no tuning on mountain car, one curve per α (spec §7 Fig. 1)."""
+    gs = by_alpha(pick(groups, "mountaincar", "none"))
+    if not gs:
+        return [], "domain mountaincar, tuner none"
+    col = alpha_colors(gs)
+    return [Panel("no tuning", labelled(gs, lambda g: f"α={pow2(g.get('alpha'), True)}",
+                                        ("alpha",), lambda g: col[g.get("alpha")]))], ""
+
+
+def panels_per_mu(tuner, normalized):
+    """Figs. 2-5: one panel per µ, one curve per α0 (spec §6.1 µ grids, §7 Figs. 2-5)."""
+    def build(groups, options):
+        gs = pick(groups, "mountaincar", tuner, normalized)
+        if not gs:
+            norm = "" if tuner not in METATRACE else f", normalized {str(normalized).lower()}"
+            return [], f"domain mountaincar, tuner {tuner}{norm}"
+        col = alpha_colors(gs)
+        panels = []
+        for mu in sorted({g.get("mu") for g in gs}, reverse=True):
+            sub = by_alpha([g for g in gs if g.get("mu") == mu])
+            panels.append(Panel(f"µ = {pow2(mu, True)}", labelled(
+                sub, lambda g: f"α0={pow2(g.get('alpha'), True)}", ("alpha", "mu"),
+                lambda g: col[g.get("alpha")])))
+        return panels, ""
+    return build
+
+
+def at_alpha0(gs, target, notes):
+    """Groups at the α0 nearest to target (spec §6.2: α0 = 2^-10); a note if it is not exact."""
+    a = closest({g.get("alpha") for g in gs}, target)
+    if a is not None and a != target:
+        notes.add(f"α0 = {pow2(a, True)} (closest to {pow2(target, True)})")
+    return [g for g in gs if g.get("alpha") == a]
+
+
+def panels_drifting(groups, options):
+    """Fig. 6: one panel per drift rate; none / scalar / vector / mixed, each at its best µ."""
+    dom = pick(groups, "drifting_mountaincar", normalized=True)
+    dom = [g for g in dom if g.get("tuner") in ("none",) + METATRACE]
+    if not dom:
+        return [], "domain drifting_mountaincar, tuner none/scalar/vector/mixed (normalized)"
+    panels, notes = [], set()
+    for drift in sorted({g.get("drift") for g in dom}):
+        curves = []
+        for tuner in ("none",) + METATRACE:
+            cands = at_alpha0([g for g in dom if g.get("drift") == drift and g.get("tuner") == tuner],
+                              DRIFT_ALPHA0, notes)
+            if not cands:
+                continue
+            mu = best_mu([(g.get("mu"), g.get("alpha"), g.final()[0]) for g in cands])
+            chosen = [g for g in cands if g.get("mu") == mu] or cands[:1]
+            for c in labelled(chosen, lambda g: TUNER_NAMES[tuner] + (
+                    "" if tuner == "none" else f" (best µ={pow2(g.get('mu'), True)})"),
+                    ("alpha", "mu", "tuner"), lambda g: TUNER_COLORS[tuner]):
+                c.role = "best µ" if tuner != "none" else ""
+                curves.append(c)
+        panels.append(Panel(f"drift {drift:g}", curves))
+    return panels, "; ".join(sorted(notes))
+
+
+def panels_fig7(groups, options):
+    """Fig. 7 at drift 6e-6: (a,c,e) every µ per method; (b,d,f) mean β per weight group."""
+    dom = [g for g in pick(groups, "drifting_mountaincar", normalized=True)
+           if g.get("tuner") in METATRACE]
+    if not dom:
+        return [], "domain drifting_mountaincar, tuner scalar/vector/mixed (normalized)"
+    notes = set()
+    drift = closest({g.get("drift") for g in dom}, FIG7_DRIFT)
+    if drift != FIG7_DRIFT:
+        notes.add(f"drift {drift:g} (closest to {FIG7_DRIFT:g})")
+    panels = []
+    for tuner in METATRACE:
+        gs = at_alpha0([g for g in dom if g.get("tuner") == tuner and g.get("drift") == drift],
+                       DRIFT_ALPHA0, notes)
+        if not gs:
+            continue
+        mus = sorted({g.get("mu") for g in gs}, reverse=True)
+        cmap = colormaps["plasma"]
+        col = {m: cmap(i / max(len(mus) - 1, 1) * 0.85) for i, m in enumerate(mus)}
+        gs = sorted(gs, key=lambda g: -g.get("mu"))
+        panels.append(Panel(f"{TUNER_NAMES[tuner]}: every µ", labelled(
+            gs, lambda g: f"µ={pow2(g.get('mu'), True)}", ("alpha", "mu"), lambda g: col[g.get("mu")])))
+        mu = closest(mus, FIG7_MU)
+        title = f"{TUNER_NAMES[tuner]}: mean β, µ = {pow2(mu, True)}"
+        if mu != FIG7_MU:
+            title += f" (closest to {pow2(FIG7_MU, True)})"
+        beta = [g for g in gs if g.get("mu") == mu]
+        panels.append(Panel(title, [Curve(g, "", "k") for g in beta[:1]], kind="beta"))
+    return panels, "; ".join(sorted(notes))
+
+
+def games(options):
+    """Domain names of the five games (spec §6.3), or their MinAtar versions with --suite minatar."""
+    prefix = "minatar-" if options.get("suite") == "minatar" else ""
+    return {g: prefix + g for g in ALE_GAMES}
+
+
+def panels_fig8(groups, options):
+    """Fig. 8: Seaquest, one panel per tuner (none, scalar, vector, mixed), one curve per α."""
+    game = games(options)["seaquest"]
+    gs = [g for g in pick(groups, game, normalized=True) if g.get("tuner") in ("none",) + METATRACE]
+    if not gs:
+        return [], f"domain {game}, tuner none/scalar/vector/mixed"
+    col = alpha_colors(gs)
+    panels = []
+    for tuner in ("none",) + METATRACE:
+        sub = by_alpha([g for g in gs if g.get("tuner") == tuner])
+        if sub:
+            sym = "α" if tuner == "none" else "α0"
+            panels.append(Panel(TUNER_NAMES[tuner], labelled(
+                sub, lambda g: f"{sym}={pow2(g.get('alpha'), True)}", ("alpha",),
+                lambda g: col[g.get("alpha")])))
+    return panels, ""
+
+
+def panels_fig9(groups, options):
+    """Fig. 9: per game, mixed Metatrace at its 3 best α0 (solid), no tuning at the same α (dashed),
+    and the best constant α (highest final return among the untuned runs; spec §6.3)."""
+    panels, missing, notes = [], [], set()
+    for game in games(options).values():
+        mixed = pick(groups, game, "mixed", True)
+        none = pick(groups, game, "none")
+        if not mixed and not none:
+            missing.append(game)
+            continue
+        if len({g.get("alpha") for g in mixed}) > 3:   # "the 3 best α of the sweep"
+            ranked = sorted(mixed, key=lambda g: (math.isfinite(g.final()[0]), g.final()[0]),
+                            reverse=True)
+            keep = []
+            for g in ranked:
+                if len({k.get("alpha") for k in keep} | {g.get("alpha")}) <= 3:
+                    keep.append(g)
+            notes.add("mixed: the 3 best α0")
+            mixed = keep
+        alphas = {g.get("alpha") for g in mixed}
+        col = alpha_colors(mixed + [g for g in none if g.get("alpha") in alphas])
+        curves = labelled(by_alpha(mixed), lambda g: f"mixed α0={pow2(g.get('alpha'), True)}",
+                          ("alpha", "tuner", "normalized"), lambda g: col[g.get("alpha")])
+        same = by_alpha([g for g in none if g.get("alpha") in alphas])
+        curves += labelled(same, lambda g: f"no tuning α={pow2(g.get('alpha'), True)}",
+                           ("alpha", "tuner", "normalized"), lambda g: col[g.get("alpha")], "--")
+        finals = [(g, g.final()[0]) for g in none if math.isfinite(g.final()[0])]
+        if finals:
+            best = max(finals, key=lambda t: t[1])[0]
+            curves.append(Curve(best, f"best constant α={pow2(best.get('alpha'), True)}", "k", ":",
+                                role="best constant α"))
+        panels.append(Panel(game, curves))
+    if not panels:
+        return [], f"domains {', '.join(games(options).values())}, tuner mixed or none"
+    if missing:
+        notes.add("no runs: " + ", ".join(missing))
+    return panels, "; ".join(sorted(notes))
+
+
+@dataclass
+class FigSpec:
+    title: str
+    build: object
+    k: int
+    by_steps: bool = False
+    ncols: int = 3
+    share: bool = True      # panels on common axes (one domain per figure)
+
+
+FIGURES = {
+    1: FigSpec("Fig. 1: no tuning, mountain car", panels_untuned, K_MOUNTAIN_CAR, ncols=1),
+    2: FigSpec("Fig. 2: normalized scalar Metatrace, mountain car", panels_per_mu("scalar", True),
+               K_MOUNTAIN_CAR),
+    3: FigSpec("Fig. 3: unnormalized scalar Metatrace, mountain car", panels_per_mu("scalar", False),
+               K_MOUNTAIN_CAR),
+    4: FigSpec("Fig. 4: SID (reconstruction SID-R), mountain car", panels_per_mu("sid", None),
+               K_MOUNTAIN_CAR),
+    5: FigSpec("Fig. 5: NOSID (reconstruction NOSID-R), mountain car", panels_per_mu("nosid", None),
+               K_MOUNTAIN_CAR),
+    6: FigSpec("Fig. 6: drifting mountain car, α0 = $2^{-10}$, each method at its best µ",
+               panels_drifting, K_DRIFT_ALE, ncols=2),
+    7: FigSpec("Fig. 7: drifting mountain car, drift 6e-06, α0 = $2^{-10}$", panels_fig7, K_DRIFT_ALE,
+               ncols=2, share=False),
+    8: FigSpec("Fig. 8: Seaquest, α sweep per tuner", panels_fig8, K_DRIFT_ALE, by_steps=True,
+               ncols=2),
+    9: FigSpec("Fig. 9: mixed Metatrace (solid) vs no tuning (dashed)", panels_fig9, K_DRIFT_ALE,
+               by_steps=True, share=False),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Drawing
+
+def run_curve(run, k, by_steps):
+    """x (episode number, or cumulative agent steps) and the smoothed returns of one run."""
+    y = smooth(run.returns, k)
+    if by_steps and "steps" in run.data:
+        return run.data["steps"], y
+    return np.arange(1, len(y) + 1, dtype=float), y
+
+
+def group_curve(group, k, by_steps, grid_points=GRID_POINTS):
+    """Mean over the group's non-diverged runs of their smoothed returns, its s.e. and n, on x.
+
+    The mean is drawn only where every such run has data (up to the shortest run's last episode,
+    or its last agent step), so a curve never jumps where one run stops contributing.
+    """
+    runs = [r for r in group.ok_runs if len(r.returns)]
+    if not runs:
+        return None
+    xs, ys = zip(*(run_curve(r, k, by_steps) for r in runs))
+    if by_steps:
+        grid = np.linspace(max(x[0] for x in xs), min(x[-1] for x in xs), grid_points)
+        m, se, n = mean_se(align_by_steps(xs, ys, grid))
+        return grid, m, se, n
+    n_eps = min(len(y) for y in ys)
+    m, se, n = mean_se(np.array([y[:n_eps] for y in ys]))
+    return np.arange(1, n_eps + 1, dtype=float), m, se, n
+
+
+def draw_return_panel(ax, panel, k, by_steps):
+    """Mean curves with ±1 s.e. bands; diverged runs thin, ending in an × (Figs. 1-9)."""
+    for c in panel.curves:
+        g = c.group
+        label = c.label + (f" ({g.n_diverged}/{len(g.runs)} diverged)" if g.n_diverged else "")
+        curve = group_curve(g, k, by_steps)
+        if curve is not None:
+            x, m, se, _ = curve
+            ax.plot(x, m, color=c.color, linestyle=c.linestyle, lw=1.4, label=label)
+            ax.fill_between(x, m - se, m + se, color=c.color, alpha=0.2, lw=0)
+        else:   # every run diverged: keep the legend entry
+            ax.plot([], [], color=c.color, linestyle=c.linestyle, marker="x", label=label)
+        for r in g.runs:
+            if r.diverged and len(r.returns):
+                x, y = run_curve(r, k, by_steps)
+                ax.plot(x, y, color=c.color, linestyle=c.linestyle, lw=0.7, alpha=0.7)
+                ax.plot(x[-1:], y[-1:], color=c.color, marker="x", ms=8, mew=2, linestyle="none")
+    ax.set_xlabel("agent steps" if by_steps else "episode")
+    if by_steps:
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    score = any("score" in c.group.runs[0].data for c in panel.curves)
+    ax.set_ylabel(f"{'score' if score else 'return'} (trailing mean of {k} episodes)")
+    if panel.curves:
+        ax.legend(fontsize=7, loc="best")
+
+
+def draw_beta_panel(ax, panel):
+    """Fig. 7 (b,d,f): mean β = log α per group of weights, mean over runs per episode (spec §6.2)."""
+    for c in panel.curves:
+        g = c.group
+        ok = g.ok_runs
+        for col, name, color, ls in BETA_COLUMNS:
+            rows = [r.data[col] for r in ok if col in r.data]
+            if not rows:
+                continue
+            a = np.full((len(rows), max(map(len, rows))), np.nan)
+            for i, y in enumerate(rows):
+                a[i, :len(y)] = y
+            m, se, _ = mean_se(a)
+            x = np.arange(1, len(m) + 1)
+            ax.plot(x, m, color=color, linestyle=ls, lw=1.4, label=name)
+            ax.fill_between(x, m - se, m + se, color=color, alpha=0.2, lw=0)
+        if g.n_diverged:
+            ax.set_title(ax.get_title() + f" ({g.n_diverged}/{len(g.runs)} diverged)",
+                         fontsize=9)
+    ax.set_xlabel("episode")
+    ax.set_ylabel("mean β = log α")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+
+
+def draw(spec, panels, note, n_runs):
+    """The figure: one axes per panel, spec.ncols per row, a title with the protocol."""
+    ncols = min(spec.ncols, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(4.6 * ncols, 3.5 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=spec.share, sharey=spec.share).ravel()
+    for i, (ax, panel) in enumerate(zip(axes, panels)):
+        ax.set_title(panel.title, fontsize=10)
+        if panel.kind == "beta":
+            draw_beta_panel(ax, panel)
+        else:
+            draw_return_panel(ax, panel, spec.k, spec.by_steps)
+        if spec.share and i % ncols:
+            ax.set_ylabel("")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.remove()
+    sub = f"{n_runs} runs; mean over runs, ±1 s.e. shaded; × = diverged run"
+    fig.suptitle(f"{spec.title}\n{sub}" + (f"\n{note}" if note else ""), fontsize=11)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Summary table
+
+def summary(number, panels, last=LAST):
+    """One row per curve of the return panels: counts, final return ± s.e. (non-diverged runs),
+    spread_alpha0 = max - min final return over the α0 of one panel and method (needs 2 α0 with a
+    final return), best_mu = best µ of the method (domain, tuner, normalization, drift) in this
+    figure (`best_mu`; blank for no tuning)."""
+    rows = []
+    for panel in panels:
+        if panel.kind != "return":
+            continue
+        for c in panel.curves:
+            g = c.group
+            fr, se, _ = g.final(last)
+            rows.append({"figure": number, "panel": plain(panel.title),
+                         "domain": g.get("domain"), "tuner": g.get("tuner"),
+                         "normalized": g.get("normalized", True), "drift": g.get("drift", 0.0),
+                         "mu": g.get("mu"), "alpha0": g.get("alpha"), "n_runs": len(g.runs),
+                         "n_diverged": g.n_diverged, "n_unfinished": g.n_unfinished,
+                         "final_return": fr, "final_return_se": se, "note": c.role})
+    method = lambda r: (r["domain"], r["tuner"], r["normalized"], r["drift"])
+    curve_set = lambda r: (r["panel"], r["mu"]) + method(r)     # the α0 of one panel and method
+    spread_of = {}
+    for r in rows:
+        if not r["note"]:
+            spread_of.setdefault(curve_set(r), {})[r["alpha0"]] = r["final_return"]
+    best = {}
+    for r in rows:
+        if r["tuner"] != "none":
+            best.setdefault(method(r), {})[(r["mu"], r["alpha0"], r["panel"])] = r["final_return"]
+    best = {m: best_mu([(mu, a, fr) for (mu, a, _), fr in v.items()]) for m, v in best.items()}
+    for r in rows:
+        finals = [] if r["note"] else [v for v in spread_of[curve_set(r)].values()
+                                        if math.isfinite(v)]
+        r["spread_alpha0"] = max(finals) - min(finals) if len(finals) >= 2 else math.nan
+        r["best_mu"] = best.get(method(r))
+    return rows
+
+
+def format_summary(rows):
+    """The summary as an aligned text table (α0, µ as powers of two; final ± s.e.)."""
+    head = ["fig", "panel", "domain", "tuner", "norm", "drift", "mu", "alpha0", "runs", "diverged",
+            "final return", "spread(α0)", "best mu", "note"]
+    num = lambda x: "" if x is None or not math.isfinite(x) else f"{x:.1f}"
+    body = [[str(r["figure"]), r["panel"], str(r["domain"]), str(r["tuner"]),
+             "yes" if r["normalized"] else "no", f"{r['drift']:g}" if r["drift"] else "0",
+             pow2(r["mu"]), pow2(r["alpha0"]), str(r["n_runs"]),
+             f"{r['n_diverged']}/{r['n_runs']}" + (f" ({r['n_unfinished']} unfinished)"
+                                                   if r["n_unfinished"] else ""),
+             (num(r["final_return"]) + (f" ± {num(r['final_return_se'])}"
+                                        if math.isfinite(r["final_return_se"]) else ""))
+             or ("all diverged" if r["n_diverged"] == r["n_runs"] else "-"), num(r["spread_alpha0"]),
+             pow2(r["best_mu"]) if r["best_mu"] is not None else "", r["note"]] for r in rows]
+    width = [max(len(x) for x in col) for col in zip(head, *body)]
+    return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, width)).rstrip()
+                     for line in [head] + body)
+
+
+def write_summary(rows, path):
+    """figN_summary.csv: SUMMARY_COLUMNS, numbers at full precision, NaN as empty."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None or (isinstance(v, float) and not math.isfinite(v))
+                            else v) for k, v in r.items()})
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+
+def make_figure(number, results_dir, out, suite="ale"):
+    """Draw figure `number` from results_dir into out/figN.{png,pdf,_summary.csv}.
+
+    Returns (matplotlib Figure, summary rows). FigureError on an unknown figure or no runs.
+    """
+    if number not in FIGURES:
+        raise FigureError(f"--fig {number} is outside 1..9")
+    if not os.path.isdir(results_dir):
+        raise FigureError(f"results directory {results_dir} does not exist (figure {number})")
+    runs = load_runs(results_dir)
+    if not runs:
+        raise FigureError(f"no runs (config.json + episodes.csv) under {results_dir} "
+                          f"for figure {number}")
+    groups = group_runs(runs)
+    spec = FIGURES[number]
+    panels, note = spec.build(groups, {"suite": suite})
+    if not panels:
+        found = sorted({f"{g.get('domain')}/{g.get('tuner')}" for g in groups})
+        raise FigureError(f"no runs for figure {number} under {results_dir}: it needs {note} "
+                          f"(found domain/tuner: {', '.join(found)})")
+    n_runs = len({id(r) for p in panels for c in p.curves for r in c.group.runs})
+    fig = draw(spec, panels, note, n_runs)
+    os.makedirs(out, exist_ok=True)
+    base = os.path.join(out, f"fig{number}")
+    fig.savefig(base + ".png", dpi=120)
+    fig.savefig(base + ".pdf")
+    rows = summary(number, panels)
+    write_summary(rows, base + "_summary.csv")
+    return fig, rows
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors."""
+
+    def error(self, message):
+        raise FigureError(message)
+
+
+def parser(prog="figures.py"):
+    p = _Parser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fig", required=True, help="figure number, 1..9")
+    p.add_argument("results_dir", metavar="RESULTS_DIR", help="folder holding run directories")
+    p.add_argument("--out", default="figures", help="output folder (default %(default)s)")
+    p.add_argument("--suite", choices=("ale", "minatar"), default="ale",
+                   help="Figs. 8-9: the ALE games (default) or their MinAtar versions")
+    return p
+
+
+def main(argv=None, prog="figures.py"):
+    """`python figures.py --fig N RESULTS_DIR --out FIGDIR`; bad input -> one line, exit status 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parser(prog).parse_args(argv)
+        try:
+            number = int(args.fig)
+        except ValueError:
+            raise FigureError(f"--fig {args.fig!r} is not a figure number 1..9") from None
+        fig, rows = make_figure(number, args.results_dir, args.out, args.suite)
+    except FigureError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(rows))
+    base = os.path.join(args.out, f"fig{number}")
+    print(f"wrote {base}.png, {base}.pdf, {base}_summary.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
