@@ -11,7 +11,14 @@ A run writes OUT/config.json (every setting, package versions, git commit, statu
 OUT/episodes.csv (one row per episode, flushed as episodes finish, so a killed run keeps them).
 Numbers accept decimals (0.001, 1e-3) and powers of two (2^-9).
 """
-import argparse
+import os
+
+# one BLAS thread per run: the network's small products are fastest single-threaded, and runs of a
+# sweep must not fight over cores (set before numpy is imported)
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse  # noqa: E402
 import csv
 import itertools
 import json
@@ -548,6 +555,9 @@ def sweep_parser():
 
 def expand(args):
     """The cartesian product of every grid -> a list of validated settings."""
+    for k in ("tuner", "alpha", "mu", "psi"):
+        if getattr(args, k) is None:
+            setattr(args, k, DEFAULTS[k])
     grids = {k: parse_grid(getattr(args, k), k) for k in GRID_FLAGS}
     for name, choices in (("domain", envs.LINEAR_DOMAINS), ("tuner", mt.TUNERS)):
         vals = [v.strip() for v in getattr(args, name).split(",")]

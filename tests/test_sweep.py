@@ -9,7 +9,7 @@ import pytest
 import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GRID = ["--alpha", "2^-7..2^-8", "--mu", "2^-8", "--seeds", "2", "--episodes", "15",
+GRID = ["--alpha", "2^-7..2^-8", "--seeds", "2", "--episodes", "15",
         "--tuner", "scalar", "--quiet"]
 
 

@@ -1,0 +1,620 @@
+"""The paper's actor-critic network, written by hand in NumPy with Numba kernels.
+
+Architectures (spec §6.3; activations from Elfwing, Uchibe & Doya 2018):
+
+* ``ATARI(n_actions)`` [P]: input 4x84x84 (channels first) -> conv 16 filters 8x8 stride 4, SiLU
+  -> conv 32 filters 4x4 stride 2, SiLU -> dense 256, dSiLU -> linear heads: value (1) and logits
+  (n_actions). Valid padding [R]: 84 -> 20 -> 9, flatten 9*9*32 = 2592.
+* ``MINATAR(in_channels, n_actions)``: input Cx10x10 -> conv 16 filters 3x3 stride 1, SiLU
+  -> dense 128, dSiLU -> the same heads. Valid padding: 10 -> 8, flatten 8*8*16 = 1024.
+  Chosen to match MinAtar's own AC(lambda) example (kenjyoung/MinAtar, examples/AC_lambda.py,
+  class ACNetwork): ``nn.Conv2d(in_channels, 16, kernel_size=3, stride=1)`` with PyTorch's
+  default padding 0, ``size_linear_unit(10) * size_linear_unit(10) * 16`` inputs to
+  ``nn.Linear(..., 128)``, SiLU after the conv, dSiLU after the dense layer, linear policy and
+  value heads. Only the initialization differs (see below).
+
+SiLU(x) = x s(x); dSiLU(x) = s(x)(1 + x(1 - s(x))); dSiLU'(x) = s(x)(1 - s(x))(2 + x(1 - 2 s(x)));
+s is the logistic sigmoid, evaluated without overflow for any input.
+
+Initialization [R, spec §6.3]: every weight ~ Uniform(-1/sqrt(fan_in), +1/sqrt(fan_in)) with
+fan_in = C_in*kh*kw for a conv layer and the input width for a dense layer or head; every bias 0.
+(PyTorch's default, used by the MinAtar example, also draws biases from the same interval.)
+
+Parameter vector theta: all parameters in one flat contiguous vector; its dtype (float32 on the hot
+path, float64 for tests) decides the dtype of every computation. Layers in order (conv layers,
+hidden dense layers, then the head), each as its weight matrix W followed by its bias b:
+
+    theta = [W_0, b_0, W_1, b_1, ..., W_head, b_head]
+
+Each W is stored row-major with shape (fan_in, fan_out), i.e. input-major as in ``x @ W``:
+* conv layer 0 (reads the channels-first observation): W[(c, i, j), f], c = input channel,
+  (i, j) = kernel row, column, f = filter;
+* later conv layers (read channels-last hidden activations): W[(i, j, c), f];
+* dense layers: W[q, o], where q enumerates the input in memory order: (h, w, c) after a conv
+  layer (channels-last), (c, h, w) when the dense layer reads the observation directly;
+* the head: W[q, 0] feeds the value, W[q, 1 + a] the logit of action a; b = [b_V, b_logits].
+``net.layers[l]`` holds ``w_off`` and ``b_off`` (start of W_l and b_l in theta) and the shapes.
+Hidden activations are channels-last (H, W, C) in memory because that is the orientation in which
+BLAS runs these small convolution products fastest.
+
+Public API (net: the ``Net`` description; ws: a ``Workspace``; out and cot in theta's dtype):
+
+    make_net(obs_shape, convs, dense, n_actions) -> Net
+        obs_shape = (C, H, W); convs = ((filters, kernel, stride), ...) with kernel and stride an
+        int or an (h, w) pair; dense = hidden widths (int or tuple). Conv -> SiLU, dense -> dSiLU.
+    ATARI(n_actions) -> Net;  MINATAR(in_channels, n_actions) -> Net;  n_params(net) -> int
+    init_params(net, rng, dtype=np.float32) -> theta          rng: a numpy Generator
+    workspace(net, dtype=np.float32, k=3) -> Workspace        buffers for up to k cotangents
+    forward(net, theta, obs, ws) -> (value: float, logits: view of ws, shape (n_actions,))
+        obs: C-contiguous array of shape obs_shape in theta's dtype (ValueError otherwise).
+        Stores in ws what vjp and jvp need; logits is overwritten by the next forward on ws.
+    vjp(net, theta, ws, cot, out) -> out
+        cot: (k', 1 + n_actions), k' <= ws.k; column 0 is the cotangent on the value, columns
+        1.. on the logits. Writes the k' parameter gradients cot[m] . d(value, logits)/d theta
+        into out (k', n_params), in one backward pass at the last forward's input.
+    jvp(net, theta, ws, direction) -> (d value: float, d logits: view of ws)
+        Forward-mode derivative along `direction` (n_params,) at the last forward's input;
+        uses the vjp scratch, so its result is valid until the next vjp/jvp on ws.
+    bench(net_name='atari', n_actions=18, repeats=200) prints median times per call and
+        returns them (ms) in a dict; net_name 'minatar' benchmarks MINATAR(4, n_actions).
+
+A step of the learner at S_t (spec §1.5): forward(S_t), then one vjp with the cotangent rows
+[1, 0...] (g^V), [0, d log pi(A|S)/d logits] and [0, dH/d logits]; at S_{t+1} use a second
+workspace so that the state kept for S_t survives.
+
+Numerics and speed: matrix products go to BLAS sgemm/sgemv (dgemm/dgemv for float64) through
+Numba's own helpers ``numba_xxgemm``/``numba_xxgemv``, which load them from
+``scipy.linalg.cython_blas`` (so SciPy is required); everything else is single-threaded Numba
+code compiled with ``cache=True`` (numba.set_num_threads has nothing to act on). OpenBLAS starts
+its own threads for the larger products; on a shared machine that gave 10-100x slower tails, so
+run with OPENBLAS_NUM_THREADS=1 (set before NumPy/SciPy are imported) or pin the process to one
+core. A vjp with k > 1 computes each conv weight gradient for all k rows in one product, so a
+row's last bits can differ from the same row computed with k = 1; results are otherwise
+deterministic. The sigmoid uses its own vectorisable exp (Cephes' Pade form, relative error
+~5e-16), evaluated in float64 for either dtype; NaN passes through.
+Measured on one AMD EPYC core of a shared 2-core machine (OPENBLAS_NUM_THREADS=1 taskset -c 1,
+float32, |A| = 18, ``python -c "import nets; nets.bench()"``), medians of several runs: forward
+0.17-0.25 ms, vjp k=3 0.8-0.9 ms, vjp k=1 0.24-0.26 ms, jvp 0.21-0.29 ms. The k weight gradients
+set the floor: about 4.3 M multiply-adds and 2.7 MB written per row.
+"""
+import os
+import time
+from typing import NamedTuple
+
+import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  numba_xxgemm resolves sgemm/dgemm from this module
+from llvmlite import ir
+from numba import get_num_threads, njit, types
+from numba.extending import intrinsic
+
+CONV, DENSE = 0, 1
+IDENTITY, SILU, DSILU = 0, 1, 2
+
+# Net.table has one row per layer: kind, act, C_in, H_in, W_in, C_out, kh, kw, sh, sw, H_out,
+# W_out, K (= fan_in), N (= H_out W_out), w_off, b_off; the kernels unpack rows in this order.
+# Columns of Workspace.table: where each layer's buffers start in ws.buf.
+# A: activation (N, Cout); D: activation derivative at the pre-activation; P: patches (N, K);
+# G: k cotangents on the pre-activation (k, N, Cout); Q: k cotangents on the patches (k, N, K);
+# X0: copy of the observation when layer 0 is dense; S: scratch to batch a conv weight gradient.
+_A, _D, _P, _G, _Q, _X0, _S = range(7)
+
+_FM = {"contract"}          # allow FMA; keeps IEEE semantics otherwise
+
+
+class Layer(NamedTuple):
+    """One layer: shapes as (channels, height, width) whatever the memory order, and offsets."""
+    kind: int       # CONV or DENSE
+    act: int        # IDENTITY, SILU or DSILU
+    shape_in: tuple
+    shape_out: tuple
+    kernel: tuple   # (kh, kw); (1, 1) for dense
+    stride: tuple
+    fan_in: int
+    fan_out: int
+    w_off: int
+    b_off: int
+
+
+class Net(NamedTuple):
+    """Immutable description of a network; theta has n_params entries laid out by `layers`."""
+    obs_shape: tuple
+    n_actions: int
+    n_params: int
+    layers: tuple       # of Layer, in order
+    table: np.ndarray   # int64 (n_layers, 16), read-only: the same numbers for the kernels
+
+
+class Workspace(NamedTuple):
+    """Buffers of one evaluation point: the last forward's state and the vjp/jvp scratch."""
+    k: int
+    buf: np.ndarray     # every buffer, in theta's dtype
+    table: np.ndarray   # int64 (n_layers, 7), offsets into buf
+    y: np.ndarray       # view: [value, logits] of the last forward
+    dy: np.ndarray      # view: [d value, d logits] of the last jvp
+
+
+def _pair(v):
+    """(v, v) for an int, the pair itself otherwise."""
+    return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
+
+
+def make_net(obs_shape, convs, dense, n_actions):
+    """Describe the network: layer shapes and where each layer's parameters sit in theta."""
+    c, h, w = (int(s) for s in obs_shape)
+    dense = (dense,) if np.isscalar(dense) else tuple(dense)
+    if min(c, h, w, n_actions) < 1 or any(int(d) < 1 for d in dense):
+        raise ValueError(f"sizes must be positive: obs_shape={tuple(obs_shape)}, "
+                         f"dense={dense}, n_actions={n_actions}")
+    layers, off = [], 0
+    for filters, kernel, stride in convs:
+        (kh, kw), (sh, sw) = _pair(kernel), _pair(stride)
+        ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+        if h < kh or w < kw or min(filters, kh, kw, sh, sw) < 1:
+            raise ValueError(f"conv {filters}x{kh}x{kw} stride {sh}x{sw} does not fit input "
+                             f"{c}x{h}x{w}")
+        fan_in = c * kh * kw
+        layers.append(Layer(CONV, SILU, (c, h, w), (filters, ho, wo), (kh, kw), (sh, sw),
+                            fan_in, int(filters), off, off + fan_in * filters))
+        off += (fan_in + 1) * filters
+        c, h, w = int(filters), ho, wo
+    fan_in = c * h * w
+    widths = [(int(d), DSILU) for d in dense] + [(1 + int(n_actions), IDENTITY)]
+    for i, (width, act) in enumerate(widths):
+        shape_in = (c, h, w) if i == 0 else (fan_in, 1, 1)
+        layers.append(Layer(DENSE, act, shape_in, (width, 1, 1), (1, 1), (1, 1),
+                            fan_in, width, off, off + fan_in * width))
+        off += (fan_in + 1) * width
+        fan_in = width
+    table = np.array([[ly.kind, ly.act, *ly.shape_in, ly.fan_out, *ly.kernel, *ly.stride,
+                       *ly.shape_out[1:], ly.fan_in, ly.shape_out[1] * ly.shape_out[2],
+                       ly.w_off, ly.b_off] for ly in layers], dtype=np.int64)
+    table.flags.writeable = False
+    return Net(tuple(int(s) for s in obs_shape), int(n_actions), off, tuple(layers), table)
+
+
+def ATARI(n_actions):
+    """The paper's Atari network (spec §6.3) for n_actions actions."""
+    return make_net((4, 84, 84), ((16, 8, 4), (32, 4, 2)), (256,), n_actions)
+
+
+def MINATAR(in_channels, n_actions):
+    """MinAtar's AC(lambda) network: conv 16 3x3 stride 1 (valid), dense 128."""
+    return make_net((in_channels, 10, 10), ((16, 3, 1),), (128,), n_actions)
+
+
+def n_params(net):
+    """Number of entries of theta."""
+    return net.n_params
+
+
+def init_params(net, rng, dtype=np.float32):
+    """theta with weights ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) and zero biases."""
+    theta = np.zeros(net.n_params, dtype=dtype)
+    for ly in net.layers:
+        bound = 1.0 / np.sqrt(ly.fan_in)
+        size = ly.fan_in * ly.fan_out
+        theta[ly.w_off:ly.w_off + size] = rng.uniform(-bound, bound, size)
+    return theta
+
+
+def workspace(net, dtype=np.float32, k=3):
+    """Preallocated buffers for forward, jvp and vjp with up to k cotangents."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    table = np.zeros((len(net.layers), 7), dtype=np.int64)
+    off = 16  # buf[0:2] is the alpha/beta scratch for gemm
+    for l, ly in enumerate(net.layers):
+        n_out = ly.shape_out[1] * ly.shape_out[2]
+        sizes = [n_out * ly.fan_out, n_out * ly.fan_out,
+                 n_out * ly.fan_in if ly.kind == CONV else 0,
+                 k * n_out * ly.fan_out,
+                 k * n_out * ly.fan_in if ly.kind == CONV and l > 0 else 0,
+                 ly.fan_in if ly.kind == DENSE and l == 0 else 0,
+                 k * (n_out + ly.fan_in) * ly.fan_out + 16 if ly.kind == CONV and k > 1 else 0]
+        for col, size in enumerate(sizes):
+            table[l, col] = off
+            off += -(-size // 16) * 16  # start every buffer on a 64-byte boundary
+    buf = np.zeros(off, dtype=dtype)
+    head, n_out = table[-1], 1 + net.n_actions
+    table.flags.writeable = False
+    return Workspace(k, buf, table, buf[head[_A]:head[_A] + n_out],
+                     buf[head[_G]:head[_G] + n_out])
+
+
+def _check_theta(net, theta, ws):
+    """Raise ValueError unless theta and ws match the net."""
+    if (theta.shape != (net.n_params,) or theta.dtype != ws.buf.dtype
+            or not theta.flags.c_contiguous):
+        raise ValueError(f"theta has shape {theta.shape} and dtype {theta.dtype}; expected "
+                         f"contiguous ({net.n_params},) {ws.buf.dtype}")
+
+
+def forward(net, theta, obs, ws):
+    """Value and policy logits at obs; keeps the activations vjp and jvp need in ws."""
+    if obs.shape != net.obs_shape or obs.dtype != ws.buf.dtype:
+        raise ValueError(f"observation has shape {obs.shape} and dtype {obs.dtype}; expected "
+                         f"shape {net.obs_shape} and dtype {ws.buf.dtype}")
+    _check_theta(net, theta, ws)
+    _forward(net.table, ws.table, theta, np.ascontiguousarray(obs), ws.buf)
+    return float(ws.y[0]), ws.y[1:]
+
+
+def vjp(net, theta, ws, cot, out):
+    """out[m] = cot[m] . d(value, logits)/d theta at the last forward's input, for every row m."""
+    _check_theta(net, theta, ws)
+    k = cot.shape[0]
+    if (cot.shape != (k, 1 + net.n_actions) or not 1 <= k <= ws.k or cot.dtype != theta.dtype
+            or out.shape != (k, net.n_params) or out.dtype != theta.dtype
+            or not out.flags.c_contiguous):
+        raise ValueError(f"cot {cot.shape} {cot.dtype} and out {out.shape} {out.dtype} must be "
+                         f"(k, {1 + net.n_actions}) and C-contiguous (k, {net.n_params}) in "
+                         f"{theta.dtype}, 1 <= k <= {ws.k}")
+    _vjp(net.table, ws.table, theta, ws.buf, np.ascontiguousarray(cot), out)
+    return out
+
+
+def jvp(net, theta, ws, direction):
+    """d(value, logits) along direction in parameter space, at the last forward's input."""
+    _check_theta(net, theta, ws)
+    if direction.shape != theta.shape or direction.dtype != theta.dtype:
+        raise ValueError(f"direction has shape {direction.shape} and dtype {direction.dtype}; "
+                         f"expected {theta.shape} {theta.dtype}")
+    _jvp(net.table, ws.table, theta, ws.buf, np.ascontiguousarray(direction))
+    return float(ws.dy[0]), ws.dy[1:]
+
+
+# ------------------------------------------------------------------------------------------
+# Kernels
+
+_xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
+    types.char, types.char, types.char, types.intp, types.intp, types.intp,
+    types.voidptr, types.voidptr, types.intp, types.voidptr, types.intp,
+    types.voidptr, types.voidptr, types.intp))
+_xxgemv = types.ExternalFunction("numba_xxgemv", types.intc(
+    types.char, types.char, types.intp, types.intp, types.voidptr, types.voidptr, types.intp,
+    types.voidptr, types.voidptr, types.voidptr))
+
+
+@njit(cache=True)
+def _matmul(c, a, b, m, n, k, ta, tb, beta, ab):
+    """Row-major c[m, n] = op(a) @ op(b) + beta c; op(x) = x.T when its flag is set (BLAS gemm)."""
+    ab[0] = 1
+    ab[1] = beta
+    kind = 115 if c.itemsize == 4 else 100  # 's' or 'd'
+    # Row-major c is column-major c.T = op(b).T @ op(a).T: swap the operands for Fortran BLAS.
+    r = _xxgemm(kind, 84 if tb else 78, 84 if ta else 78, n, m, k, ab.ctypes,
+                b.ctypes, k if tb else n, a.ctypes, m if ta else k,
+                ab[1:].ctypes, c.ctypes, n)
+    if r != 0:
+        raise RuntimeError("BLAS gemm is unavailable (is SciPy installed?)")
+
+
+@njit(cache=True)
+def _matvec(y, wm, x, n_in, n_out, trans, beta, ab):
+    """y = wm.T @ x + beta y, or y = wm @ x + beta y when trans; wm row-major (n_in, n_out)."""
+    ab[0] = 1
+    ab[1] = beta
+    kind = 115 if y.itemsize == 4 else 100
+    # Row-major wm is the column-major (n_out, n_in) matrix wm.T.
+    r = _xxgemv(kind, 84 if trans else 78, n_out, n_in, ab.ctypes, wm.ctypes, n_out,
+                x.ctypes, ab[1:].ctypes, y.ctypes)
+    if r != 0:
+        raise RuntimeError("BLAS gemv is unavailable (is SciPy installed?)")
+
+
+@intrinsic
+def _pow2(typingctx, n):
+    """2.0**n as float64 from an integer n in [-1022, 1023], by writing the exponent bits."""
+    if not isinstance(n, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        v = args[0]
+        if v.type.width < 64:
+            v = builder.sext(v, i64)
+        bits = builder.shl(builder.add(v, ir.Constant(i64, 1023)), ir.Constant(i64, 52))
+        return builder.bitcast(bits, ir.DoubleType())
+
+    return types.float64(n), codegen
+
+
+@njit(cache=True, error_model="numpy", fastmath=_FM)
+def _sigmoid(x):
+    """Logistic sigmoid 1/(1+exp(-x)) in float64, exact to ~1 ulp, no overflow for any x."""
+    # exp(-|x|) = 2**n * (q + p) / (q - p), |r| <= ln(2)/2 (Cephes exp, Pade form).
+    t = -abs(x)
+    t = -708.0 if t < -708.0 else t  # written so that a NaN passes through
+    n = np.floor(t * 1.4426950408889634 + 0.5)
+    r = (t - n * 0.693145751953125) - n * 1.42860682030941723212e-6
+    rr = r * r
+    p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+             + 9.99999999999999999910e-1)
+    q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+         + 2.27265548208155028766e-1) * rr + 2.0
+    e_num = (q + p) * _pow2(np.int32(n))
+    e_den = q - p
+    s = 1.0 / (e_den + e_num)
+    return e_den * s if x >= 0 else e_num * s
+
+
+@njit(cache=True, error_model="numpy", fastmath=_FM)
+def _activate(a, d, act):
+    """In place a <- f(a) and d <- f'(a) for f = SiLU or dSiLU (IDENTITY: nothing)."""
+    if act == SILU:
+        for i in range(a.size):
+            z = np.float64(a[i])
+            s = _sigmoid(z)
+            a[i] = z * s
+            d[i] = s * (1.0 + z * (1.0 - s))
+    elif act == DSILU:
+        for i in range(a.size):
+            z = np.float64(a[i])
+            s = _sigmoid(z)
+            a[i] = s * (1.0 + z * (1.0 - s))
+            d[i] = s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
+
+
+@njit(cache=True)
+def _add_rows(x, v, rows, cols):
+    """x[r, :] += v for every row r of the row-major (rows, cols) matrix x."""
+    for r in range(rows):
+        xr = x[r * cols:(r + 1) * cols]
+        for c in range(cols):
+            xr[c] += v[c]
+
+
+@njit(cache=True)
+def _sum_rows(x, s, rows, cols):
+    """s = sum over rows of the row-major (rows, cols) matrix x."""
+    s[:] = x[:cols]
+    for r in range(1, rows):
+        xr = x[r * cols:(r + 1) * cols]
+        for c in range(cols):
+            s[c] += xr[c]
+
+
+@njit(cache=True)
+def _interleave(src, dst, k, rows, cols):
+    """dst[r, m, :] = src[m, r, :]: k row-major (rows, cols) blocks to one (rows, k, cols)."""
+    for m in range(k):
+        for r in range(rows):
+            a = src[(m * rows + r) * cols:(m * rows + r + 1) * cols]
+            b = dst[(r * k + m) * cols:(r * k + m + 1) * cols]
+            for c in range(cols):
+                b[c] = a[c]
+
+
+@njit(cache=True)
+def _pick(src, dst, k, m, rows, cols):
+    """dst[r, :] = src[r, m, :] for a row-major (rows, k, cols) src: block m of it."""
+    for r in range(rows):
+        a = src[(r * k + m) * cols:(r * k + m + 1) * cols]
+        b = dst[r * cols:(r + 1) * cols]
+        for c in range(cols):
+            b[c] = a[c]
+
+
+@njit(cache=True)
+def _mul(x, d, k):
+    """x[m] *= d for each of the k consecutive blocks of x (len(d) each)."""
+    n = d.size
+    for m in range(k):
+        xm = x[m * n:(m + 1) * n]
+        for i in range(n):
+            xm[i] *= d[i]
+
+
+@njit(cache=True)
+def _im2col_chw(x, p, c, h, w, kh, kw, sh, sw, ho, wo):
+    """Patches of a channels-first image x: p[(y, x), (c, i, j)] = x[c, y sh + i, x sw + j]."""
+    kk = c * kh * kw
+    # Unsigned indices: Numba then skips its negative-index check, which halves the time here.
+    for oy in range(ho):
+        for ox in range(wo):
+            row = np.uint64((oy * wo + ox) * kk)
+            for ci in range(c):
+                for i in range(kh):
+                    s0 = np.uint64((ci * h + oy * sh + i) * w + ox * sw)
+                    d0 = row + np.uint64((ci * kh + i) * kw)
+                    for j in range(np.uint64(kw)):
+                        p[d0 + j] = x[s0 + j]
+
+
+@njit(cache=True)
+def _im2col_hwc(x, p, c, h, w, kh, kw, sh, sw, ho, wo):
+    """Patches of a channels-last image x: p[(y, x), (i, j, c)] = x[y sh + i, x sw + j, c]."""
+    run = kw * c
+    kk = kh * run
+    for oy in range(ho):
+        for ox in range(wo):
+            row = p[(oy * wo + ox) * kk:(oy * wo + ox + 1) * kk]
+            for i in range(kh):
+                src = x[((oy * sh + i) * w + ox * sw) * c:]
+                dst = row[i * run:(i + 1) * run]
+                for j in range(run):
+                    dst[j] = src[j]
+
+
+@njit(cache=True)
+def _col2im_hwc(p, x, c, h, w, kh, kw, sh, sw, ho, wo):
+    """Adjoint of _im2col_hwc: x[y sh + i, x sw + j, c] += p[(y, x), (i, j, c)]."""
+    run = kw * c
+    kk = kh * run
+    for oy in range(ho):
+        for ox in range(wo):
+            row = p[(oy * wo + ox) * kk:(oy * wo + ox + 1) * kk]
+            for i in range(kh):
+                dst = x[((oy * sh + i) * w + ox * sw) * c:]
+                src = row[i * run:(i + 1) * run]
+                for j in range(run):
+                    dst[j] += src[j]
+
+
+@njit(cache=True)
+def _outer(x, g, out, n_in, n_out):
+    """out[j, o] = x[j] g[o], row-major (n_in, n_out): a dense layer's weight gradient."""
+    for j in range(n_in):
+        xj = x[j]
+        oj = out[j * n_out:(j + 1) * n_out]
+        for o in range(n_out):
+            oj[o] = xj * g[o]
+
+
+@njit(cache=True)
+def _forward(table, wtab, theta, obs, buf):
+    """Forward pass; leaves activations, derivatives and patches in buf."""
+    ab = buf[:2]
+    x0 = obs.reshape(-1)
+    for l in range(table.shape[0]):
+        (kind, act, cin, hin, win, cout, kh, kw, sh, sw, ho, wo, kk, nn, woff,
+         boff) = table[l]
+        wm = theta[woff:woff + kk * cout]
+        b = theta[boff:boff + cout]
+        a = buf[wtab[l, _A]:wtab[l, _A] + nn * cout]
+        d = buf[wtab[l, _D]:wtab[l, _D] + nn * cout]
+        if kind == CONV:
+            p = buf[wtab[l, _P]:wtab[l, _P] + nn * kk]
+            if l == 0:
+                _im2col_chw(x0, p, cin, hin, win, kh, kw, sh, sw, ho, wo)
+            else:
+                prev = buf[wtab[l - 1, _A]:wtab[l - 1, _A] + cin * hin * win]
+                _im2col_hwc(prev, p, cin, hin, win, kh, kw, sh, sw, ho, wo)
+            _matmul(a, p, wm, nn, cout, kk, False, False, 0.0, ab)
+            _add_rows(a, b, nn, cout)
+        else:
+            if l == 0:
+                x = buf[wtab[0, _X0]:wtab[0, _X0] + kk]
+                x[:] = x0
+            else:
+                x = buf[wtab[l - 1, _A]:wtab[l - 1, _A] + kk]
+            a[:] = b
+            _matvec(a, wm, x, kk, cout, False, 1.0, ab)
+        _activate(a, d, act)
+
+
+@njit(cache=True)
+def _vjp(table, wtab, theta, buf, cot, out):
+    """Backward pass for the k rows of cot at once; out[m] gets the gradient for row m."""
+    ab = buf[:2]
+    k = cot.shape[0]
+    n_layers = table.shape[0]
+    head = wtab[n_layers - 1, _G]
+    buf[head:head + cot.size] = cot.reshape(-1)
+    for l in range(n_layers - 1, -1, -1):
+        (kind, act, cin, hin, win, cout, kh, kw, sh, sw, ho, wo, kk, nn, woff,
+         boff) = table[l]
+        nc = nn * cout
+        g = buf[wtab[l, _G]:wtab[l, _G] + k * nc]  # cotangents on the pre-activation
+        wm = theta[woff:woff + kk * cout]
+        if l > 0:
+            prev_a = buf[wtab[l - 1, _A]:wtab[l - 1, _A] + cin * hin * win]
+            prev_d = buf[wtab[l - 1, _D]:wtab[l - 1, _D] + prev_a.size]
+            prev_g = buf[wtab[l - 1, _G]:wtab[l - 1, _G] + k * prev_a.size]
+        for m in range(k):
+            _sum_rows(g[m * nc:(m + 1) * nc], out[m, boff:boff + cout], nn, cout)
+        if kind == CONV:
+            p = buf[wtab[l, _P]:wtab[l, _P] + nn * kk]
+            if k == 1:
+                _matmul(out[0, woff:woff + kk * cout], p, g, kk, cout, nn, True, False, 0.0, ab)
+            else:
+                # One product for all k: [W_0 | ... | W_k-1] = P.T @ [G_0 | ... | G_k-1].
+                s0 = wtab[l, _S]
+                s1 = s0 + -(-k * nc // 16) * 16
+                _interleave(g, buf[s0:s0 + k * nc], k, nn, cout)
+                _matmul(buf[s1:s1 + kk * k * cout], p, buf[s0:s0 + k * nc], kk, k * cout, nn,
+                        True, False, 0.0, ab)
+                for m in range(k):
+                    _pick(buf[s1:s1 + kk * k * cout], out[m, woff:woff + kk * cout], k, m,
+                          kk, cout)
+            if l > 0:
+                q = buf[wtab[l, _Q]:wtab[l, _Q] + k * nn * kk]
+                _matmul(q, g, wm, k * nn, kk, cout, False, True, 0.0, ab)
+                prev_g[:] = 0
+                for m in range(k):
+                    _col2im_hwc(q[m * nn * kk:(m + 1) * nn * kk],
+                                prev_g[m * prev_a.size:(m + 1) * prev_a.size],
+                                cin, hin, win, kh, kw, sh, sw, ho, wo)
+                _mul(prev_g, prev_d, k)
+        else:
+            if l == 0:
+                x = buf[wtab[0, _X0]:wtab[0, _X0] + kk]
+            else:
+                x = prev_a
+            for m in range(k):
+                _outer(x, g[m * cout:(m + 1) * cout], out[m, woff:woff + kk * cout], kk, cout)
+            if l > 0:
+                for m in range(k):
+                    _matvec(prev_g[m * kk:(m + 1) * kk], wm, g[m * cout:(m + 1) * cout],
+                            kk, cout, True, 0.0, ab)
+                _mul(prev_g, prev_d, k)
+
+
+@njit(cache=True)
+def _jvp(table, wtab, theta, buf, v):
+    """Tangent pass along v; the tangent of each layer's output goes to its first G block."""
+    ab = buf[:2]
+    for l in range(table.shape[0]):
+        (kind, act, cin, hin, win, cout, kh, kw, sh, sw, ho, wo, kk, nn, woff,
+         boff) = table[l]
+        nc = nn * cout
+        t = buf[wtab[l, _G]:wtab[l, _G] + nc]
+        wm = theta[woff:woff + kk * cout]
+        vw = v[woff:woff + kk * cout]
+        vb = v[boff:boff + cout]
+        if l > 0:
+            prev_t = buf[wtab[l - 1, _G]:wtab[l - 1, _G] + cin * hin * win]
+        if kind == CONV:
+            p = buf[wtab[l, _P]:wtab[l, _P] + nn * kk]
+            _matmul(t, p, vw, nn, cout, kk, False, False, 0.0, ab)
+            if l > 0:
+                q = buf[wtab[l, _Q]:wtab[l, _Q] + nn * kk]
+                _im2col_hwc(prev_t, q, cin, hin, win, kh, kw, sh, sw, ho, wo)
+                _matmul(t, q, wm, nn, cout, kk, False, False, 1.0, ab)
+            _add_rows(t, vb, nn, cout)
+        else:
+            if l == 0:
+                x = buf[wtab[0, _X0]:wtab[0, _X0] + kk]
+            else:
+                x = buf[wtab[l - 1, _A]:wtab[l - 1, _A] + kk]
+            t[:] = vb
+            _matvec(t, vw, x, kk, cout, False, 1.0, ab)
+            if l > 0:
+                _matvec(t, wm, prev_t, kk, cout, False, 1.0, ab)
+        if act != IDENTITY:
+            _mul(t, buf[wtab[l, _D]:wtab[l, _D] + nc], 1)
+
+
+# ------------------------------------------------------------------------------------------
+
+def bench(net_name="atari", n_actions=18, repeats=200, dtype=np.float32, seed=0):
+    """Print the median wall time per call of forward, vjp (k=3 and k=1) and jvp."""
+    net = ATARI(n_actions) if net_name == "atari" else MINATAR(4, n_actions)
+    rng = np.random.default_rng(seed)
+    theta = init_params(net, rng, dtype)
+    obs = rng.random(net.obs_shape).astype(dtype)
+    ws = workspace(net, dtype, 3)
+    cot = rng.standard_normal((3, 1 + n_actions)).astype(dtype)
+    out = np.zeros((3, net.n_params), dtype)
+    direction = rng.standard_normal(net.n_params).astype(dtype)
+    calls = {"forward": lambda: forward(net, theta, obs, ws),
+             "vjp k=3": lambda: vjp(net, theta, ws, cot, out),
+             "vjp k=1": lambda: vjp(net, theta, ws, cot[:1], out[:1]),
+             "jvp": lambda: jvp(net, theta, ws, direction)}
+    print(f"{net_name} |A|={n_actions} {np.dtype(dtype).name} n_params={net.n_params} "
+          f"numba threads={get_num_threads()} "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
+    median = {}
+    for name, call in calls.items():
+        call()
+        times = np.empty(repeats)
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            call()
+            times[r] = time.perf_counter() - t0
+        median[name] = np.median(times) * 1e3
+        print(f"  {name:8s} {median[name]:7.3f} ms  (10%-90%: {np.quantile(times, .1) * 1e3:.3f}"
+              f"-{np.quantile(times, .9) * 1e3:.3f})")
+    step = 2 * median["forward"] + median["vjp k=3"] + median["vjp k=1"]
+    print(f"  step: forward, vjp k=3, forward, vjp k=1 = {step:.3f} ms")
+    return median
