@@ -48,7 +48,7 @@ BETA_COLUMNS = (("beta_critic", "critic, informative", "C0", "-"),
                 ("beta_actor_noise", "actor, noise", "C3", "--"))
 SUMMARY_COLUMNS = ("figure", "panel", "domain", "tuner", "normalized", "drift", "mu", "alpha0",
                    "n_runs", "n_diverged", "n_unfinished", "final_return", "final_return_se",
-                   "spread_alpha0", "best_mu", "note")
+                   "mean_return", "spread_alpha0", "best_mu", "note")
 
 
 class FigureError(ValueError):
@@ -219,6 +219,12 @@ class Group:
     @property
     def n_unfinished(self):
         return sum(r.status not in ("finished", "diverged") and not r.diverged for r in self.runs)
+
+    def mean_return(self):
+        """Mean over the non-diverged runs of each run's mean return over all its episodes
+        (the area under the learning curve: how fast it learned); NaN when none."""
+        vals = [float(np.mean(r.returns)) for r in self.ok_runs if len(r.returns)]
+        return float(np.mean(vals)) if vals else math.nan
 
     def final(self, last=LAST):
         """(mean, se, n) over the non-diverged runs of each run's final return; NaN when none."""
@@ -642,7 +648,8 @@ def summary(number, panels, last=LAST):
                          "normalized": g.get("normalized", True), "drift": g.get("drift", 0.0),
                          "mu": g.get("mu"), "alpha0": g.get("alpha"), "n_runs": len(g.runs),
                          "n_diverged": g.n_diverged, "n_unfinished": g.n_unfinished,
-                         "final_return": fr, "final_return_se": se, "note": c.role})
+                         "final_return": fr, "final_return_se": se,
+                         "mean_return": g.mean_return(), "note": c.role})
     method = lambda r: (r["domain"], r["tuner"], r["normalized"], r["drift"])
     curve_set = lambda r: (r["panel"], r["mu"]) + method(r)     # the α0 of one panel and method
     spread_of = {}
@@ -665,7 +672,7 @@ def summary(number, panels, last=LAST):
 def format_summary(rows):
     """The summary as an aligned text table (α0, µ as powers of two; final ± s.e.)."""
     head = ["fig", "panel", "domain", "tuner", "norm", "drift", "mu", "alpha0", "runs", "diverged",
-            "final return", "spread(α0)", "best mu", "note"]
+            "final return", "mean return", "spread(α0)", "best mu", "note"]
     num = lambda x: "" if x is None or not math.isfinite(x) else f"{x:.1f}"
     body = [[str(r["figure"]), r["panel"], str(r["domain"]), str(r["tuner"]),
              "yes" if r["normalized"] else "no", f"{r['drift']:g}" if r["drift"] else "0",
@@ -674,7 +681,8 @@ def format_summary(rows):
                                                    if r["n_unfinished"] else ""),
              (num(r["final_return"]) + (f" ± {num(r['final_return_se'])}"
                                         if math.isfinite(r["final_return_se"]) else ""))
-             or ("all diverged" if r["n_diverged"] == r["n_runs"] else "-"), num(r["spread_alpha0"]),
+             or ("all diverged" if r["n_diverged"] == r["n_runs"] else "-"), num(r["mean_return"]),
+             num(r["spread_alpha0"]),
              pow2(r["best_mu"]) if r["best_mu"] is not None else "", r["note"]] for r in rows]
     width = [max(len(x) for x in col) for col in zip(head, *body)]
     return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, width)).rstrip()

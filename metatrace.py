@@ -30,6 +30,7 @@ it is applied lazily, v_i *= (1 - mu)^k, when weight i becomes active again.  `d
 the same code over every index (the network).
 """
 import math
+import time
 from typing import NamedTuple
 
 import numba as nb
@@ -595,6 +596,7 @@ class NetAgent:
         self.need_d = self.learner.kind != NONE
         self.k = 3 if config.psi > 0 else (2 if self.need_d else 1)
         self.V0 = self.H0 = 0.0
+        self.clock = None     # set to np.zeros(3) to accumulate seconds in forward, backward, tuner
 
     @property
     def w(self):
@@ -603,13 +605,17 @@ class NetAgent:
 
     def policy(self, obs):
         """Forward pass at S_t with w_t; returns A ~ pi(.|S_t)."""
+        t0 = time.perf_counter() if self.clock is not None else 0.0
         self.V0, logits = self.nets.forward(self.net, self.w, obs, self.ws0)
+        if self.clock is not None:
+            self.clock[0] += time.perf_counter() - t0
         self.H0 = softmax_policy(logits, self.pi, self.logpi)
         return sample(self.pi, self.rng)
 
     def learn(self, A, R, obs1, gamma1):
         """AC(lambda) + tuner update from (S_t, A, R, S_{t+1}); gamma1 = gamma(1 - term). -> ok."""
-        c, L, nets, net = self.config, self.learner, self.nets, self.net
+        c, L, nets, net, clock = self.config, self.learner, self.nets, self.net, self.clock
+        t0 = time.perf_counter() if clock is not None else 0.0
         cot = self.cot
         cot[0, 1:] = -0.5 * self.pi
         cot[0, 1 + A] += 0.5                               # U = V + log(pi(A))/2
@@ -619,8 +625,14 @@ class NetAgent:
         gU, gV = self.G[0], self.G[1]
         gH = self.G[2] if c.psi > 0 else self.zero
         V1 = 0.0
+        if clock is not None:
+            t1 = time.perf_counter()
+            clock[1] += t1 - t0
         if gamma1 != 0.0:
             V1, _ = nets.forward(net, self.w, obs1, self.ws1)
+        if clock is not None:
+            t2 = time.perf_counter()
+            clock[0] += t2 - t1
         if self.need_d:
             if gamma1 != 0.0:
                 nets.vjp(net, self.w, self.ws1, self.cot1, self.G1)
@@ -630,9 +642,14 @@ class NetAgent:
                 np.negative(gV, out=self.d)
         delta = R + gamma1 * V1 - self.V0
         gV2 = float(gV @ gV) if L.kind == NOSID else 0.0
+        if clock is not None:
+            t3 = time.perf_counter()
+            clock[1] += t3 - t2
         ok = tuner_step(L.W, L.s, L.ist, L.vt, L.act, L.in_act, gU, gH, self.d, L.act, L.n, True,
                         delta, gV2, L.kind, L.norm, c.gamma * c.lam, c.psi, c.mu,
                         c.nosid_alpha_bound)
+        if clock is not None:
+            clock[2] += time.perf_counter() - t3
         return ok and math.isfinite(delta)
 
     def end_episode(self):

@@ -23,7 +23,6 @@ import csv
 import itertools
 import json
 import math
-import os
 import platform
 import re
 import statistics
@@ -54,9 +53,9 @@ RANGES = {  # name: (check, accepted range in words)
     "seed": (lambda x: 0 <= x < 2**63 and x == int(x), "integers in [0, 2^63)"),
 }
 RUN_NUMBERS = ("alpha", "mu", "gamma", "lam", "psi", "drift", "episodes", "seed")
-for _k in ("seeds", "workers", "repeats", "cores"):
+for _k in ("seeds", "workers", "repeats", "cores", "threads"):
     RANGES[_k] = RANGES["episodes"]
-INTEGERS = ("episodes", "seed", "seeds", "workers", "repeats", "cores", "steps", "frames")
+INTEGERS = ("episodes", "seed", "seeds", "workers", "repeats", "cores", "threads", "steps", "frames")
 _NUMBER = re.compile(r"^\s*([-+]?\d+(\.\d*)?)\s*\^\s*([-+]?\d+(\.\d*)?)\s*$")
 
 
@@ -710,23 +709,54 @@ BENCH_TUNERS = [("none", "2^-7", "0"), ("scalar", "2^-9", "2^-8"), ("vector", "2
                 ("mixed", "2^-9", "2^-8"), ("sid", "2^-9", "2^-16"), ("nosid", "2^-9", "2^-12")]
 
 
+def bench_net(domain, repeats, steps, where):
+    """Per tuner: median learner time per step split into forward / backward / tuner update, and
+    agent steps/s of the whole loop (emulator included)."""
+    print(f"{domain}: median over {repeats} repeats of {steps} agent steps after a warm-up; {where}; "
+          f"float32; times in ms per agent step")
+    print(f"{'tuner':<8}{'forward':>9}{'backward':>10}{'tuner':>8}{'learner':>9}{'env+rest':>10}"
+          f"{'steps/s':>9}")
+    for tuner in ("none", "scalar", "vector", "mixed"):
+        s = settings(run_parser().parse_args(["--domain", domain, "--tuner", tuner]))
+        runner = NetRunner(s)
+        runner.episode(64)                                   # compile and warm up
+        agent, rows = runner.agent, []
+        for _ in range(repeats):
+            agent.clock = np.zeros(3)
+            t0, n = time.perf_counter(), 0
+            while n < steps:
+                n += runner.episode(steps - n)[2]
+            wall = time.perf_counter() - t0
+            rows.append([*(agent.clock * 1e3 / n), wall * 1e3 / n, n / wall])
+        med = np.median(np.array(rows), axis=0)
+        print(f"{tuner:<8}{med[0]:>9.3f}{med[1]:>10.3f}{med[2]:>8.3f}{med[:3].sum():>9.3f}"
+              f"{med[3] - med[:3].sum():>10.3f}{med[4]:>9.0f}", flush=True)
+    return 0
+
+
 def main_bench(argv):
     """`python run.py bench`: median agent steps/s (environment included) per tuner, one core."""
     p = Parser(prog="run.py bench", description=main_bench.__doc__)
-    p.add_argument("--domain", default="mountaincar", choices=envs.LINEAR_DOMAINS)
+    p.add_argument("--domain", default="mountaincar", choices=envs.DOMAINS)
     p.add_argument("--repeats", default="7")
-    p.add_argument("--episodes", default="200", help="episodes per repeat")
-    p.add_argument("--cores", default="1", help="CPU cores to pin to (default 1: one core)")
+    p.add_argument("--episodes", default="200", help="mountain car: episodes per repeat")
+    p.add_argument("--steps", default="300", help="network domains: agent steps per repeat")
+    p.add_argument("--threads", "--cores", dest="threads", default="1",
+                   help="CPU cores (and Numba threads) to use (default 1: one core)")
     args = p.parse_args(join_numbers(argv))
     repeats = checked("repeats", args.repeats)
-    episodes = checked("episodes", args.episodes)
-    cores = checked("cores", args.cores)
+    threads = checked("threads", args.threads)
     if hasattr(os, "sched_setaffinity"):
         avail = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, set(avail[:cores]))
-        where = f"pinned to CPU {','.join(map(str, avail[:cores]))}"
+        os.sched_setaffinity(0, set(avail[:threads]))
+        where = f"pinned to CPU {','.join(map(str, avail[:threads]))}"
     else:
         where = "not pinned"
+    import numba
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    if is_net(args.domain):
+        return bench_net(args.domain, repeats, checked("steps", args.steps), where)
+    episodes = checked("episodes", args.episodes)
     print(f"{args.domain}: agent steps/s, environment included, median of {repeats} repeats of "
           f"{episodes} episodes after a 100-episode warm-up; {where}")
     print(f"{'tuner':<18}{'alpha0':>8}{'mu':>8}{'median':>12}{'min':>12}{'max':>12}")

@@ -1,0 +1,126 @@
+"""The network learner: spec §3.2 identities with the network as the model, learning, bad input."""
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import metatrace as mt
+import nets
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NET = nets.make_net((2, 6, 6), ((4, 3, 1),), (8,), 3)       # small, so FD is cheap
+
+
+def random_agent(seed, tuner, norm, psi):
+    """A float64 NetAgent with random non-zero state (w from the init, the rest random)."""
+    rng = np.random.default_rng(seed)
+    cfg = mt.Config(tuner=tuner, normalized=norm, alpha=math.exp(rng.uniform(-5, -3)), mu=2.0 ** -5,
+                    gamma=0.9, lam=0.7, psi=psi)
+    ag = mt.NetAgent(NET, cfg, seed=seed, dtype=np.float64)
+    W, n = ag.learner.W, NET.n_params
+    W[mt.Z_] = rng.normal(0, 1, n)
+    W[mt.H_] = rng.normal(0, 1, n)
+    W[mt.HV_] = rng.normal(0, 1, n)
+    if tuner in ("vector", "mixed"):
+        W[mt.BV_] = rng.normal(0, 0.5, n)
+    W[mt.VV_] = rng.uniform(0.1, 1, n)
+    W[mt.ZBV_] = rng.normal(0, 1, n)
+    ag.learner.s[mt.V], ag.learner.s[mt.ZB], ag.learner.s[mt.U] = rng.uniform(0.1, 1), rng.normal(), 0.5
+    return ag, rng
+
+
+def one_step(seed, tuner, norm, psi, term):
+    """One policy + learn step; returns what the identities need."""
+    ag, rng = random_agent(seed, tuner, norm, psi)
+    obs0, obs1 = rng.uniform(0, 1, (2, *NET.obs_shape))
+    R, gamma1 = rng.normal(), 0.0 if term else 0.9
+    W0 = ag.learner.W.copy()
+    A = ag.policy(obs0)
+    gH = ag.G[2].copy() if psi > 0 else np.zeros(NET.n_params)
+    assert ag.learn(A, R, obs1, gamma1)
+    ws = nets.workspace(NET, np.float64, k=1)
+
+    def delta(w):
+        V1 = nets.forward(NET, w, obs1, ws)[0] if gamma1 else 0.0
+        return R + gamma1 * V1 - nets.forward(NET, w, obs0, ws)[0]
+
+    gH = ag.G[2] if psi > 0 else np.zeros(NET.n_params)
+    return ag, W0, ag.learner.W[mt.Z_].copy(), gH, delta
+
+
+def rel_err(a, b):
+    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
+
+
+def central(f, b, eps=1e-6):
+    return (f(b + eps) - f(b - eps)) / (2 * eps)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), norm=st.booleans(), psi=st.sampled_from([0.0, 0.2]),
+       term=st.booleans())
+def test_scalar_identity_network(seed, norm, psi, term):
+    """Spec §3.2 scalar on the network: Phi(beta*) = w_{t+1}, Phi'(beta*) = h_{t+1}."""
+    ag, W0, z, gH, delta = one_step(seed, "scalar", norm, psi, term)
+    bs, w, h = ag.learner.s[mt.BETA], W0[mt.W_], W0[mt.H_]
+    Phi = lambda b: w + (b - bs) * h + math.exp(b) * (z * delta(w + (b - bs) * h) + psi * gH)
+    assert rel_err(Phi(bs), ag.w) < 1e-12
+    assert rel_err(central(Phi, bs), ag.learner.W[mt.H_]) < 1e-6
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), norm=st.booleans(), psi=st.sampled_from([0.0, 0.2]),
+       term=st.booleans())
+def test_mixed_identities_network(seed, norm, psi, term):
+    """Spec §3.2 mixed h-hat (every component) and h-vec (random coordinates) on the network."""
+    ag, W0, z, gH, delta = one_step(seed, "mixed", norm, psi, term)
+    bh, bvec = ag.learner.s[mt.BETA], ag.learner.W[mt.BV_]
+    w, hh, hv = W0[mt.W_], W0[mt.H_], W0[mt.HV_]
+    Phi = lambda b: w + (b - bh) * hh + np.exp(b + bvec) * (z * delta(w + (b - bh) * hh) + psi * gH)
+    assert rel_err(Phi(bh), ag.w) < 1e-12
+    assert rel_err(central(Phi, bh), ag.learner.W[mt.H_]) < 1e-6
+    alpha = np.exp(bh + bvec)
+    for i in np.random.default_rng(seed).choice(NET.n_params, 4, replace=False):
+        e = np.zeros(NET.n_params)
+        e[i] = 1.0
+
+        def Phi_i(b):
+            a = alpha.copy()
+            a[i] = math.exp(bh + b)
+            wp = w + (b - bvec[i]) * hv[i] * e
+            return wp + a * (z * delta(wp) + psi * gH)
+
+        assert abs(central(Phi_i, bvec[i])[i] - ag.learner.W[mt.HV_][i]) <= \
+            1e-6 * max(abs(ag.learner.W[mt.HV_][i]), 1e-3 * np.max(np.abs(hv)))
+
+
+def test_float32_learner_tracks_float64():
+    """The float32 hot path follows the float64 path to float32 precision over a few steps."""
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(0, 1, (6, *NET.obs_shape))
+    cfg = mt.Config(tuner="mixed", alpha=2.0 ** -6, mu=1e-3, psi=0.01)
+    agents = [mt.NetAgent(NET, cfg, seed=1, dtype=dt) for dt in (np.float32, np.float64)]
+    for t in range(5):
+        for ag in agents:
+            ag.policy(obs[t].astype(ag.w.dtype))
+            assert ag.learn(1, 0.5, obs[t + 1].astype(ag.w.dtype), 0.99)
+    w32, w64 = agents[0].w.astype(np.float64), agents[1].w
+    assert np.max(np.abs(w32 - w64)) <= 1e-4 * np.max(np.abs(w64))
+    assert np.max(np.abs(w32 - w64)) > 0
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--domain", "pong"], "pong"), (["--domain", "seaquest", "--frames", "0"], ">= 1"),
+    (["--domain", "minatar-breakout", "--steps", "-5"], ">= 1"),
+    (["--domain", "minatar-breakout", "--frames", "400"], "--frames"),
+    (["--domain", "mountaincar", "--steps", "100"], "--steps")])
+def test_bad_network_input_is_one_line_error(args, words, tmp_path):
+    r = subprocess.run([sys.executable, "run.py", *args, "--out", str(tmp_path / "x"), "--quiet"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], r.stderr
