@@ -340,6 +340,31 @@ def make(name, seed=None, **options):
     raise ValueError(f"unknown domain {name!r}; accepted: {', '.join(DOMAINS)}")
 
 
+def get_env_state(env):
+    """Bytes that restore an ALE or MinAtar env between episodes: the emulator state with its
+    random generator (ALE's cloneState(include_rng=True)), or MinAtar's game object."""
+    import pickle
+    inner = env.unwrapped
+    if isinstance(inner, MinAtarEnv):
+        return pickle.dumps(inner.game)
+    return pickle.dumps(inner.ale.cloneState(include_rng=True))
+
+
+def set_env_state(env, blob):
+    """Restore `get_env_state`'s bytes; the next reset() continues the saved random streams."""
+    import pickle
+    inner = env.unwrapped
+    if isinstance(inner, MinAtarEnv):
+        inner.game = pickle.loads(blob)
+    else:
+        inner.ale.restoreState(pickle.loads(blob))
+    e = env
+    while isinstance(e, gym.Wrapper):         # the `make` seed was used by the first reset
+        if isinstance(e, SeedAndScore):
+            e._first_seed = None
+        e = e.env
+
+
 def obs_shape(name, **options):
     """Observation shape of domain `name` (builds and closes one env)."""
     env = make(name, **options)

@@ -200,6 +200,31 @@ class NetRunner:
         self.learner = self.agent.learner
         self.gamma, self.boot_at_limit = s["gamma"], s["timeout_bootstrap"]
 
+    def get_state(self):
+        """Learner arrays, agent RNG and emulator state, between episodes (for checkpoints)."""
+        arrays = {f"learner_{k}": v.copy() for k, v in self.learner.state().items()}
+        arrays["env"] = np.frombuffer(envs.get_env_state(self.env), np.uint8)
+        return arrays, {"rng_agent": self.agent.rng.bit_generator.state}
+
+    def set_state(self, arrays, rngs):
+        """Restore `get_state`; the next episode starts with a reset of the restored emulator."""
+        for k, v in self.learner.state().items():
+            v[...] = arrays[f"learner_{k}"]
+        self.agent.rng.bit_generator.state = rngs["rng_agent"]
+        envs.set_env_state(self.env, arrays["env"].tobytes())
+        self.obs = None
+
+    def fields(self):
+        """Columns of episodes.csv."""
+        return ["episode", "return", "score", "length", "steps", "complete", "diverged",
+                "beta_mean"]
+
+    def next_row(self, steps_left, tick):
+        """One episode, cut at the step budget -> (CSV row without episode/steps, ok)."""
+        ret, score, length, ok, complete = self.episode(steps_left, tick)
+        return {"return": ret, "score": score, "length": length, "complete": int(complete),
+                "diverged": int(not ok), "beta_mean": float(self.learner.beta().mean())}, ok
+
     def episode(self, max_steps, tick=None):
         """Up to max_steps agent steps of one episode -> (return, score, length, ok, complete)."""
         agent, env = self.agent, self.env
@@ -314,7 +339,7 @@ def load_checkpoint(out, agent):
             with np.load(path) as z:
                 arrays = {k: z[k] for k in want}
                 meta = json.loads(str(z["meta"]))
-            bad = [k for k in want if arrays[k].shape != want[k].shape]
+            bad = [k for k in want if k != "env" and arrays[k].shape != want[k].shape]
             if bad:
                 raise ValueError(f"array {bad[0]} has the wrong shape")
             agent.set_state(arrays, meta["rngs"])
@@ -353,15 +378,42 @@ class Interrupt:
             signal.signal(sig, handler)
 
 
+class LinearRunner:
+    """A mountain-car run: the Numba episode loop of metatrace.LinearAgent."""
+
+    def __init__(self, s):
+        self.s, self.agent = s, make_agent(s)
+        self.learner = self.agent.learner
+
+    def get_state(self):
+        """See metatrace.LinearAgent.get_state."""
+        return self.agent.get_state()
+
+    def set_state(self, arrays, rngs):
+        """See metatrace.LinearAgent.set_state."""
+        self.agent.set_state(arrays, rngs)
+
+    def fields(self):
+        """Columns of episodes.csv."""
+        return ["episode", "return", "length", "steps", "diverged"] + list(
+            beta_columns(self.s, self.learner))
+
+    def next_row(self, steps_left, tick):
+        """One episode -> (CSV row without episode/steps, ok)."""
+        ret, length, ok = self.agent.episode()
+        tick(1)
+        return {"return": ret, "length": length, "diverged": int(not ok),
+                **beta_columns(self.s, self.learner)}, ok
+
+
 def run(s, out, quiet=False, resume=False, every=100, minutes=5.0, keep=False):
     """One run: episodes to OUT/episodes.csv as they finish, config and outcome to OUT/config.json.
 
-    Checkpoints every `every` episodes or `minutes` minutes and on SIGINT/SIGTERM; with
+    Mountain car runs `episodes` episodes, the network domains `steps` agent steps. Checkpoints
+    between episodes every `every` episodes or `minutes` minutes and on SIGINT/SIGTERM; with
     resume=True an unfinished run continues from its last checkpoint (bit-identical results)."""
     from tqdm import tqdm
     cfg_path, csv_path = os.path.join(out, "config.json"), os.path.join(out, "episodes.csv")
-    if is_net(s["domain"]) and not (resume and os.path.exists(cfg_path)):
-        return run_net(s, out, quiet)
     if os.path.exists(cfg_path):
         if not resume:
             raise UsageError(f"{out} already holds a run; pass --resume to continue it, "
@@ -375,110 +427,71 @@ def run(s, out, quiet=False, resume=False, every=100, minutes=5.0, keep=False):
                              f"{old['settings'].get(k)!r}")
         if old["status"] in ("finished", "diverged"):
             return old
-        if is_net(s["domain"]):
-            raise UsageError(f"--resume of an unfinished network-domain run ({out}) is not "
-                             "supported yet; start it again with another --out")
     os.makedirs(out, exist_ok=True)
     meta = {"settings": s, "provenance": provenance(), "status": "running",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    agent = make_agent(s)
-    done = load_checkpoint(out, agent) if resume else 0
+    net = is_net(s["domain"])
+    runner = NetRunner(s) if net else LinearRunner(s)
+    done = load_checkpoint(out, runner) if resume else 0
     rows = read_rows(csv_path, done)
     if len(rows) < done:
         print(f"run.py: {csv_path} has {len(rows)} of the checkpoint's {done} episodes; "
               "starting over", file=sys.stderr)
-        agent, done, rows = make_agent(s), 0, []
+        runner, done, rows = (NetRunner(s) if net else LinearRunner(s)), 0, []
     if done:
         meta["resumed_from_episode"] = done
     write_json(cfg_path, meta)
-    returns = [float(r["return"]) for r in rows]
+    returns = [float(r["score" if net else "return"]) for r in rows]
     steps = int(rows[-1]["steps"]) if rows else 0
-    fields = ["episode", "return", "length", "steps", "diverged"] + list(beta_columns(s, agent.learner))
+    fields = runner.fields()
     tmp = csv_path + ".tmp"
     with open(tmp, "w", newline="") as f:       # the episodes up to the checkpoint, atomically
         w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, csv_path)
+    more = (lambda ep, st: st < s["steps"]) if net else (lambda ep, st: ep < s["episodes"])
     t0 = last_ckpt = time.perf_counter()
-    status, ep = "finished", done - 1
+    steps0, status, ep = steps, "finished", done
     with open(csv_path, "a", newline="") as f, Interrupt() as stop, \
-            tqdm(total=s["episodes"], initial=done, unit="ep", disable=quiet,
+            tqdm(total=s["steps"] if net else s["episodes"], initial=steps if net else done,
+                 unit="step" if net else "ep", unit_scale=net, disable=quiet,
                  dynamic_ncols=True) as bar:
         writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
-        for ep in range(done, s["episodes"]):
-            ret, length, ok = agent.episode()
-            steps += length
-            returns.append(ret)
-            writer.writerow({"episode": ep, "return": ret, "length": length, "steps": steps,
-                             "diverged": int(not ok), **beta_columns(s, agent.learner)})
+        while more(ep, steps):
+            row, ok = runner.next_row(s["steps"] - steps if net else 0,
+                                      bar.update if net else (lambda k: None))
+            steps += row["length"]
+            returns.append(row["score" if net else "return"])
+            writer.writerow({"episode": ep, "steps": steps, **row})
             f.flush()
-            bar.update(1)
-            if not quiet and (ep % 10 == 0 or ep == s["episodes"] - 1):
-                bar.set_postfix(ret100=f"{np.mean(returns[-100:]):.1f}", refresh=False)
+            ep += 1
+            if not net:
+                bar.update(1)
+            if not quiet and (ep % 10 == 0 or not more(ep, steps)):
+                bar.set_postfix({"score10" if net else "ret100":
+                                 f"{np.mean(returns[-10 if net else -100:]):.1f}"}, refresh=False)
             if not ok:
                 status = "diverged"
                 break
             now = time.perf_counter()
-            if stop.signal is not None or (ep + 1) % every == 0 or now - last_ckpt > 60 * minutes:
-                save_checkpoint(out, agent, ep + 1)
+            if stop.signal is not None or ep % every == 0 or now - last_ckpt > 60 * minutes:
+                save_checkpoint(out, runner, ep)
                 last_ckpt = now
-            if stop.signal is not None:
-                status = "interrupted"
-                break
-    meta.update(status=status, episodes_done=ep + 1, agent_steps=steps,
-                wall_seconds=round(time.perf_counter() - t0, 3),
-                mean_return_last100=float(np.mean(returns[-100:])) if returns else None)
-    if status == "diverged":
-        meta["diverged_at_episode"] = ep
-    write_json(cfg_path, meta)
-    if status != "interrupted" and not keep:
-        for name in (CKPT, CKPT_PREV):
-            if os.path.exists(os.path.join(out, name)):
-                os.remove(os.path.join(out, name))
-    return meta
-
-
-def run_net(s, out, quiet=False):
-    """A network-domain run: `steps` agent steps; one CSV row per episode, flushed as it ends."""
-    from tqdm import tqdm
-    if os.path.exists(os.path.join(out, "config.json")):
-        raise UsageError(f"{out} already holds a run; choose another --out")
-    os.makedirs(out, exist_ok=True)
-    meta = {"settings": s, "provenance": provenance(), "status": "running",
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_json(os.path.join(out, "config.json"), meta)
-    runner = NetRunner(s)
-    fields = ["episode", "return", "score", "length", "steps", "complete", "diverged", "beta_mean"]
-    t0, steps, ep, scores, status = time.perf_counter(), 0, 0, [], "finished"
-    with open(os.path.join(out, "episodes.csv"), "w", newline="") as f, Interrupt() as stop, \
-            tqdm(total=s["steps"], unit="step", unit_scale=True, disable=quiet,
-                 dynamic_ncols=True) as bar:
-        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        while steps < s["steps"]:
-            ret, score, length, ok, complete = runner.episode(s["steps"] - steps, bar.update)
-            steps += length
-            scores.append(score)
-            writer.writerow({"episode": ep, "return": ret, "score": score, "length": length,
-                             "steps": steps, "complete": int(complete), "diverged": int(not ok),
-                             "beta_mean": float(runner.learner.beta().mean())})
-            f.flush()
-            bar.set_postfix(score10=f"{np.mean(scores[-10:]):.1f}", refresh=False)
-            ep += 1
-            if not ok:
-                status = "diverged"
-                break
             if stop.signal is not None:
                 status = "interrupted"
                 break
     wall = time.perf_counter() - t0
     meta.update(status=status, episodes_done=ep, agent_steps=steps, wall_seconds=round(wall, 3),
-                steps_per_second=round(steps / wall, 1),
-                mean_return_last100=float(np.mean(scores[-100:])) if scores else None)
+                steps_per_second=round((steps - steps0) / wall, 1) if wall > 0 else None,
+                mean_return_last100=float(np.mean(returns[-100:])) if returns else None)
     if status == "diverged":
         meta["diverged_at_episode"] = ep - 1
-    write_json(os.path.join(out, "config.json"), meta)
+    write_json(cfg_path, meta)
+    if status != "interrupted" and not keep:
+        for name in (CKPT, CKPT_PREV):
+            if os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
     return meta
 
 

@@ -183,3 +183,24 @@ def test_resume_refuses_other_settings_and_plain_rerun_refuses_to_overwrite(tmp_
     before = (out / "episodes.csv").read_bytes()
     r = cli("--episodes", "5", "--out", str(out), "--quiet", "--resume")   # finished: kept as is
     assert r.returncode == 0 and (out / "episodes.csv").read_bytes() == before
+
+
+NET_RUN = ["--domain", "minatar-breakout", "--tuner", "mixed", "--steps", "4000", "--seed", "3",
+           "--quiet", "--checkpoint-every", "20"]
+
+
+def test_network_domain_sigkill_then_resume_is_identical(tmp_path):
+    """MinAtar: kill -9 mid-run, resume from the checkpoint (learner, RNG, emulator state):
+    episodes.csv identical to the uninterrupted run's."""
+    full = tmp_path / "full"
+    r = cli(*NET_RUN, "--out", str(full))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "run"
+    rc, _ = run_until([*NET_RUN, "--out", str(out)], out / "episodes.csv", 60, signal.SIGKILL)
+    assert rc == -signal.SIGKILL and (out / "checkpoint.npz").exists()
+    r = cli(*NET_RUN, "--out", str(out), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "config.json").read_text())["resumed_from_episode"] >= 20
+    assert (out / "episodes.csv").read_bytes() == (full / "episodes.csv").read_bytes()
+    rows = read_csv(out / "episodes.csv")
+    assert int(rows[-1]["steps"]) == 4000 and {"score", "complete", "beta_mean"} <= set(rows[0])
