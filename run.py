@@ -566,12 +566,12 @@ def sweep_parser():
 
 
 def expand(args):
-    """The cartesian product of every grid -> a list of validated settings."""
-    for k in ("tuner", "alpha", "mu", "psi"):
-        if getattr(args, k) is None:
-            setattr(args, k, DEFAULTS[k])
-    grids = {k: parse_grid(getattr(args, k), k) for k in GRID_FLAGS}
-    for name, choices in (("domain", envs.LINEAR_DOMAINS), ("tuner", mt.TUNERS)):
+    """The cartesian product of every grid -> a list of validated settings (defaults per domain)."""
+    grids = {k: parse_grid(getattr(args, k), k) for k in GRID_FLAGS + ("steps", "frames")
+             if getattr(args, k) is not None}
+    for name, choices in (("domain", envs.DOMAINS), ("tuner", mt.TUNERS)):
+        if getattr(args, name) is None:
+            continue
         vals = [v.strip() for v in getattr(args, name).split(",")]
         for v in vals:
             if v not in choices:
@@ -581,9 +581,9 @@ def expand(args):
     keys = list(grids)
     out = []
     for combo in itertools.product(*(grids[k] for k in keys)):
-        ns = argparse.Namespace(**vars(args))
-        ns.__dict__.update(zip(keys, combo))
         for seed in range(seeds):
+            ns = argparse.Namespace(**vars(args))
+            ns.__dict__.update(zip(keys, combo))
             ns.seed = str(seed)
             s = settings(ns)
             try:

@@ -94,3 +94,18 @@ def test_bad_sweep_input_is_one_line_error(args, words, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], r.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_network_domain_sweep_equals_one_by_one(tmp_path):
+    """The same sweep machinery on a MinAtar game (step budgets instead of episodes)."""
+    grid = ["--domain", "minatar-breakout", "--tuner", "none,mixed", "--steps", "300", "--quiet"]
+    r = sweep(*grid, "--workers", "2", "--out", str(tmp_path / "sweep"))
+    assert r.returncode == 0, r.stderr
+    swept = results(tmp_path / "sweep")
+    assert len(swept) == 2
+    for tuner in ("none", "mixed"):
+        s = run.settings(run.run_parser().parse_args(
+            ["--domain", "minatar-breakout", "--tuner", tuner, "--steps", "300"]))
+        d = tmp_path / "single" / run.run_name(s)
+        run.run(s, str(d), quiet=True)
+        assert swept[d.name] == (d / "episodes.csv").read_bytes()
