@@ -144,7 +144,7 @@ def _exp(x):
     raise NotImplementedError("only inside Numba")
 
 
-@overload(_exp, inline="always")
+@overload(_exp)
 def _exp_overload(x):
     if x == types.float32:
         return lambda x: _exp32(x)
