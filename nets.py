@@ -70,8 +70,9 @@ its own threads for the larger products; on a shared machine that gave 10-100x s
 run with OPENBLAS_NUM_THREADS=1 (set before NumPy/SciPy are imported) or pin the process to one
 core. A vjp with k > 1 computes each conv weight gradient for all k rows in one product, so a
 row's last bits can differ from the same row computed with k = 1; results are otherwise
-deterministic. The sigmoid uses its own vectorisable exp (Cephes' Pade form, relative error
-~5e-16), evaluated in float64 for either dtype; NaN passes through.
+deterministic. The sigmoid (evaluated in float64 for either dtype; NaN passes through) and
+metatrace's per-weight passes use `_exp64` / `_exp32` (`_exp` picks by precision): Cephes'
+exponentials written without a library call, so the loops around them vectorize (~1 ulp).
 Measured on one AMD EPYC core of a shared 2-core machine (OPENBLAS_NUM_THREADS=1 taskset -c 1,
 float32, |A| = 18, ``python -c "import nets; nets.bench()"``), medians of several runs: forward
 0.17-0.25 ms, vjp k=3 0.8-0.9 ms, vjp k=1 0.24-0.26 ms, jvp 0.21-0.29 ms. The k weight gradients
@@ -85,7 +86,7 @@ import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  numba_xxgemm resolves sgemm/dgemm from this module
 from llvmlite import ir
 from numba import get_num_threads, njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 CONV, DENSE = 0, 1
 IDENTITY, SILU, DSILU = 0, 1, 2
@@ -319,23 +320,76 @@ def _pow2(typingctx, n):
     return types.float64(n), codegen
 
 
-@njit(cache=True, error_model="numpy", fastmath=_FM)
-def _sigmoid(x):
-    """Logistic sigmoid 1/(1+exp(-x)) in float64, exact to ~1 ulp, no overflow for any x."""
-    # exp(-|x|) = 2**n * (q + p) / (q - p), |r| <= ln(2)/2 (Cephes exp, Pade form).
-    t = -abs(x)
-    t = -708.0 if t < -708.0 else t  # written so that a NaN passes through
-    n = np.floor(t * 1.4426950408889634 + 0.5)
+@intrinsic
+def _pow2f(typingctx, n):
+    """2.0**n as float32 from an int32 n in [-126, 127], by writing the exponent bits."""
+    if not isinstance(n, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        bits = builder.shl(builder.add(args[0], ir.Constant(i32, 127)), ir.Constant(i32, 23))
+        return builder.bitcast(bits, ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _exp64(x):
+    """exp(x) in float64 without a library call, so loops around it vectorize (Cephes' Pade form,
+    about 1 ulp); below -708 it returns 0, above 709.78 inf, and NaN stays NaN.
+    Rounds with the 1.5*2^52 trick: never call it under fastmath 'reassoc'."""
+    t = x if x > -708.0 else -708.0
+    t = t if t < 709.0 else 709.0
+    n = (t * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0
     r = (t - n * 0.693145751953125) - n * 1.42860682030941723212e-6
     rr = r * r
     p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
              + 9.99999999999999999910e-1)
     q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
          + 2.27265548208155028766e-1) * rr + 2.0
-    e_num = (q + p) * _pow2(np.int32(n))
-    e_den = q - p
-    s = 1.0 / (e_den + e_num)
-    return e_den * s if x >= 0 else e_num * s
+    e = (1.0 + 2.0 * p / (q - p)) * _pow2(np.int32(n))
+    e = e if x > -708.0 else 0.0
+    e = e if x < 709.78 else np.inf
+    return e if x == x else x
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _exp32(x):
+    """exp(x) in float32 without a library call (Cephes' expf polynomial, about 1 ulp), gradual
+    underflow to 0 and overflow to inf as IEEE does, NaN stays NaN. Same rounding trick as _exp64:
+    never under 'reassoc'."""
+    f = np.float32
+    t = x if x > f(-104.0) else f(-104.0)
+    t = t if t < f(89.0) else f(89.0)
+    n = (t * f(1.44269504) + f(12582912.0)) - f(12582912.0)
+    r = (t - n * f(0.693359375)) - n * f(-2.12194440e-4)
+    p = ((((f(1.9875691500e-4) * r + f(1.3981999507e-3)) * r + f(8.3334519073e-3)) * r
+          + f(4.1665795894e-2)) * r + f(1.6666665459e-1)) * r + f(5.0000001201e-1)
+    k = np.int32(n)
+    k1 = k >> np.int32(1)                       # 2^n = 2^k1 2^(n-k1), each factor a normal float
+    e = (p * (r * r) + r + f(1.0)) * _pow2f(k1) * _pow2f(k - k1)
+    return e if x == x else x
+
+
+def _exp(x):
+    """exp in the precision of x: _exp32 for float32 (8 lanes), _exp64 otherwise."""
+    raise NotImplementedError("only inside Numba")
+
+
+@overload(_exp)
+def _exp_overload(x):
+    if x == types.float32:
+        return lambda x: _exp32(x)
+    return lambda x: _exp64(np.float64(x))
+
+
+@njit(cache=True, error_model="numpy", fastmath=_FM)
+def _sigmoid(x):
+    """Logistic sigmoid 1/(1+exp(-x)) in float64, exact to ~1 ulp, no overflow for any x."""
+    e = _exp64(-abs(x))                     # exp(-|x|) in [0, 1]
+    s = 1.0 / (1.0 + e)
+    return s if x >= 0 else e * s
 
 
 @njit(cache=True, error_model="numpy", fastmath=_FM)
