@@ -548,6 +548,15 @@ def softmax_policy(logits, pi, logpi):
     return H
 
 
+@nb.njit(cache=True)
+def policy_cotangents(pi, logpi, H, A, cot):
+    """Rows 0 and 2 of cot in place: d(log pi(A)/2)/dlogits = (e_A - pi)/2 (with dV = 1 in
+    column 0, so row 0 yields g^U) and dH/dlogits = -pi (log pi + H) (spec §1.4)."""
+    for a in range(pi.shape[0]):
+        cot[0, 1 + a] = 0.5 * ((1.0 if a == A else 0.0) - pi[a])
+        cot[2, 1 + a] = -pi[a] * (logpi[a] + H)
+
+
 class NetAgent:
     """AC(lambda) + tuner on a nets.py network: `policy` at S_t, then `learn` from the transition.
 
@@ -567,7 +576,7 @@ class NetAgent:
         self.ws0, self.ws1 = nets.workspace(net, dtype, k=3), nets.workspace(net, dtype, k=1)
         self.cot = np.zeros((3, 1 + A), dtype)      # rows: g^U, g^V, g^H
         self.cot1 = np.zeros((1, 1 + A), dtype)
-        self.cot[1, 0] = self.cot1[0, 0] = 1.0
+        self.cot[0, 0] = self.cot[1, 0] = self.cot1[0, 0] = 1.0   # dV = 1 in g^U and g^V
         self.G = np.zeros((3, n), dtype)
         self.G1 = np.zeros((1, n), dtype)
         self.d = np.zeros(n, dtype)
@@ -596,12 +605,8 @@ class NetAgent:
         """AC(lambda) + tuner update from (S_t, A, R, S_{t+1}); gamma1 = gamma(1 - term). -> ok."""
         c, L, nets, net, clock = self.config, self.learner, self.nets, self.net, self.clock
         t0 = time.perf_counter() if clock is not None else 0.0
-        cot = self.cot
-        cot[0, 1:] = -0.5 * self.pi
-        cot[0, 1 + A] += 0.5                               # U = V + log(pi(A))/2
-        if c.psi > 0:
-            cot[2, 1:] = -self.pi * (self.logpi + self.H0)  # dH/dlogits
-        nets.vjp(net, self.w, self.ws0, cot[:self.k], self.G[:self.k])
+        policy_cotangents(self.pi, self.logpi, self.H0, A, self.cot)
+        nets.vjp(net, self.w, self.ws0, self.cot[:self.k], self.G[:self.k])
         gU, gV = self.G[0], self.G[1]
         gH = self.G[2] if c.psi > 0 else self.zero
         V1 = 0.0

@@ -127,7 +127,7 @@ def test_bad_network_input_is_one_line_error(args, words, tmp_path):
 
 
 def test_minatar_learning_beats_random_policy():
-    """Untuned AC(lambda) on MinAtar Space Invaders, 30k steps, fixed seed: the last 100 episodes
+    """Untuned AC(lambda) (alpha = 2^-6) on MinAtar Space Invaders, 30k steps, fixed seed: the last 100 episodes
     score clearly above a uniformly random policy on the same game (and above its own start)."""
     import envs
     import run
@@ -143,7 +143,7 @@ def test_minatar_learning_beats_random_policy():
             env.reset()
     random_mean = np.mean(scores)
     s = run.settings(run.run_parser().parse_args(
-        ["--domain", "minatar-space_invaders", "--tuner", "none", "--alpha", "2^-5", "--seed", "0",
+        ["--domain", "minatar-space_invaders", "--tuner", "none", "--alpha", "2^-6", "--seed", "0",
          "--steps", "30000"]))
     runner, n, learned = run.NetRunner(s), 0, []
     while n < 30000:
@@ -153,3 +153,33 @@ def test_minatar_learning_beats_random_policy():
         learned.append(score)
     assert np.mean(learned[-100:]) > random_mean + 0.7
     assert np.mean(learned[-100:]) > np.mean(learned[:100]) + 0.5
+
+
+@pytest.mark.parametrize("tuner", ["none", "mixed"])
+def test_network_trace_and_entropy_gradient_match_finite_differences(tuner):
+    """From a zero trace, one step leaves z = g^U = grad(V + log pi(A)/2) at w_t, and the step
+    used g^H = grad H: both checked against central differences of the network's own outputs."""
+    rng = np.random.default_rng(7)
+    cfg = mt.Config(tuner=tuner, alpha=2.0 ** -6, mu=1e-3, psi=0.05, gamma=0.9, lam=0.7)
+    ag = mt.NetAgent(NET, cfg, seed=3, dtype=np.float64)
+    obs0, obs1 = rng.uniform(0, 1, (2, *NET.obs_shape))
+    w0 = ag.w.copy()
+    A = ag.policy(obs0)
+    assert ag.learn(A, 0.3, obs1, 0.9)
+    ws = nets.workspace(NET, np.float64, k=1)
+
+    def UH(w):
+        V, logits = nets.forward(NET, w, obs0, ws)
+        lp = logits - logits.max()
+        lp = lp - np.log(np.exp(lp).sum())
+        return np.array([V + 0.5 * lp[A], -(np.exp(lp) * lp).sum()])
+
+    layers = NET.layers
+    idx = list(rng.choice(NET.n_params, 40, replace=False)) + [layers[-1].b_off, layers[-1].w_off]
+    for i in idx:
+        e = np.zeros(NET.n_params)
+        e[i] = 1e-6
+        fd = (UH(w0 + e) - UH(w0 - e)) / 2e-6
+        assert abs(ag.learner.W[mt.Z_][i] - fd[0]) <= 1e-6 * max(1.0, abs(fd[0]))
+        assert abs(ag.G[2][i] - fd[1]) <= 1e-6 * max(1.0, abs(fd[1]))
+    assert abs(ag.learner.W[mt.Z_][layers[-1].b_off] - 1.0) < 1e-12      # dV/d(value bias) = 1
