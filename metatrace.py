@@ -84,24 +84,22 @@ def check_config(c):
 # The tuner: spec §2.0 steps 2-7 for all variants
 # ------------------------------------------------------------------------------------------------
 
-# The per-weight passes run over every index (dense: the network) or over a list of live indices
-# (sparse: linear features).  Each loop body is written out twice, once per loop, on purpose: LLVM
-# vectorizes the dense loop only in that form (neither an index select nor an inlined body
-# function vectorizes: 10-40x slower).  tests/test_metatrace.py checks that both forms agree.
+# Two forms of the per-weight passes.  Sparse (linear features): the loops run over a list of live
+# indices.  Dense (the network, or a linear model in tests): the weights are cut into blocks, and in
+# a block of R x C weights every gradient is an outer product or a sum of two,
+#     g^U_qc = x_q gU_c,   g^H_qc = x_q gH_c,   d_qc = c1 x1_q d1_c + c0 x_q d0_c,
+# which is how a dense layer's gradients come out of backpropagation (nets.dense_factors): they are
+# never materialized.  A materialized vector is the block R = 1, x = x1 = [1].  Each loop body is
+# therefore written out twice, on purpose: LLVM vectorizes the dense loops only in this form
+# (neither an index select nor an inlined per-weight body function vectorizes: 10-40x slower).
+# tests/test_sparse_vs_dense.py and tests/test_metatrace.py check both forms against the literal
+# reference and the spec's identities.
 
 @nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
-def _dots(gU, gH, d, h, z, gl, sup, m, dense):
-    """<g^U,h>, <g^H,h>, <d,h>, ||g^U||^2, <gl z + g^U, d> over sup[:m] (or every weight)."""
+def _dots(gU, gH, d, h, z, gl, sup, m):
+    """<g^U,h>, <g^H,h>, <d,h>, ||g^U||^2, <gl z + g^U, d> over sup[:m]."""
     gUh = gHh = dh = gU2 = zd = 0.0
-    n = m if dense else 0
-    for i in range(n):
-        g = np.float64(gU[i])
-        gU2 += g * g
-        gUh += g * h[i]
-        gHh += np.float64(gH[i]) * h[i]
-        dh += np.float64(d[i]) * h[i]
-        zd += (gl * np.float64(z[i]) + g) * d[i]
-    for k in range(m - n):
+    for k in range(m):
         i = sup[k]
         g = np.float64(gU[i])
         gU2 += g * g
@@ -113,26 +111,21 @@ def _dots(gU, gH, d, h, z, gl, sup, m, dense):
 
 
 @nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
-def _zh(z, gU, h, gl, act, m, dense):
-    """<z_t, h> = <gl z_{t-1} + g^U, h> over every live weight (SID, NOSID)."""
+def _zh(z, gU, h, gl, act, m):
+    """<z_t, h> = <gl z_{t-1} + g^U, h> over every live weight act[:m] (SID, NOSID)."""
     zh = 0.0
-    n = m if dense else 0
-    for i in range(n):
-        zh += (gl * np.float64(z[i]) + gU[i]) * h[i]
-    for k in range(m - n):
+    for k in range(m):
         i = act[k]
         zh += (gl * np.float64(z[i]) + gU[i]) * h[i]
     return zh
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _vector_pass(W, gU, gH, delta, gl, psi, mu, norm, act, m, dense):
-    """V1-V4 / M1, M3, M5, M6 for every live weight, and e_i = exp(bv_i) into row E_."""
+def _vector_pass(W, gU, gH, delta, gl, psi, mu, norm, act, m):
+    """V1-V4 / M1, M3, M5, M6 for every live weight act[:m], and e_i = exp(bv_i) into row E_."""
     zbv, vv, bv, hv, e = W[ZBV_], W[VV_], W[BV_], W[HV_], W[E_]
-    ty = W.dtype.type
-    delta, gl, psi, mu = ty(delta), ty(gl), ty(psi), ty(mu)
-    n = m if dense else 0
-    for i in range(n):
+    for k in range(m):
+        i = act[k]
         zb = gl * zbv[i] + gU[i] * hv[i]                      # V1 / M1
         D = delta * zb + psi * gH[i] * hv[i]                  # V2 / M3
         b = bv[i]
@@ -145,45 +138,26 @@ def _vector_pass(W, gU, gH, delta, gl, psi, mu, norm, act, m, dense):
         zbv[i] = zb
         bv[i] = b
         e[i] = _exp(b)
-    for k in range(m - n):
-        i = act[k]
-        zb = gl * zbv[i] + gU[i] * hv[i]
-        D = delta * zb + psi * gH[i] * hv[i]
-        b = bv[i]
-        if norm:
-            v = max(abs(D), vv[i] + mu * (abs(D) - vv[i]))
-            b = b + mu * D / v if v > 0 else b
-            vv[i] = v
-        else:
-            b = b + mu * D
-        zbv[i] = zb
-        bv[i] = b
-        e[i] = _exp(b)
 
 
 @nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
-def _x_vector(e, gU, sup, m, dense):
-    """sum_i e_i (g^U_i)^2 over sup[:m] (or all): the per-weight part of V5 / M7."""
+def _x_vector(e, gU, sup, m):
+    """sum_i e_i (g^U_i)^2 over sup[:m]: the per-weight part of V5 / M7."""
     xv = 0.0
-    n = m if dense else 0
-    for i in range(n):
-        xv += np.float64(e[i]) * gU[i] * gU[i]
-    for k in range(m - n):
+    for k in range(m):
         i = sup[k]
         xv += np.float64(e[i]) * gU[i] * gU[i]
     return xv
 
 
 @nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
-def _weight_pass(W, gU, gH, d, alpha, delta, dh, gl, psi, vec, sh, act, m, dense):
+def _weight_pass(W, gU, gH, d, alpha, delta, dh, gl, psi, vec, sh, act, m):
     """z_t, then h-vec (V8 / M9), h (S8 / M10) and w (S9 / V9 / M11) for every live weight, with
     alpha_i = alpha e_i (V7 / M8) or alpha.  Returns sum 0 (w_i + alpha_i): NaN iff non-finite."""
     w, z, h, hv, e = W[W_], W[Z_], W[H_], W[HV_], W[E_]
-    ty = W.dtype.type
-    alpha, delta, dh, gl, psi = ty(alpha), ty(delta), ty(dh), ty(gl), ty(psi)
     bad = 0.0
-    n = m if dense else 0
-    for i in range(n):
+    for k in range(m):
+        i = act[k]
         a = alpha * e[i] if vec else alpha
         gh = gH[i]
         zi = gl * z[i] + gU[i]                                # AC trace z_t
@@ -195,52 +169,122 @@ def _weight_pass(W, gU, gH, d, alpha, delta, dh, gl, psi, vec, sh, act, m, dense
         wi = w[i] + a * (delta * zi + psi * gh)
         w[i] = wi
         bad += 0.0 * (wi + a)
-    for k in range(m - n):
-        i = act[k]
-        a = alpha * e[i] if vec else alpha
-        gh = gH[i]
-        zi = gl * z[i] + gU[i]
-        z[i] = zi
-        if vec:
-            hv[i] += a * (zi * (delta + d[i] * hv[i]) + psi * gh)
-        if sh:
-            h[i] += a * (zi * (delta + dh) + psi * gh)
-        wi = w[i] + a * (delta * zi + psi * gh)
-        w[i] = wi
-        bad += 0.0 * (wi + a)
     return bad
 
 
-@nb.njit(cache=True)
-def tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, dense,
-               delta, gV2, kind, norm, gl, psi, mu, nosid_bound):
-    """One step of spec §2.0 (steps 2-7) for every tuner; returns False if anything went non-finite.
+@nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+def _dots_blk(h, x, x1, gU, gH, d1, d0, c1, c0):
+    """<g^U,h>, <g^H,h>, <d,h> over one dense block (see above)."""
+    C = gU.shape[0]
+    gUh = gHh = dh = 0.0
+    for q in range(x.shape[0]):
+        hq = h[q * C:(q + 1) * C]
+        su = sh = s1 = s0 = 0.0
+        for c in range(C):
+            hc = np.float64(hq[c])
+            su += gU[c] * hc
+            sh += gH[c] * hc
+            s1 += d1[c] * hc
+            s0 += d0[c] * hc
+        xq = np.float64(x[q])
+        gUh += xq * su
+        gHh += xq * sh
+        dh += c1 * np.float64(x1[q]) * s1 + c0 * xq * s0
+    return gUh, gHh, dh
 
-    gU, gH, d are full-length vectors that are zero outside the indices sup[:ns] (or everywhere
-    dense).  gl = gamma*lambda.  On return W holds z_t, w_{t+1}, h_{t+1}, and s the new beta.
-    Live weights: act[:ist[N_ACT]] (sparse) or all (dense).
-    """
+
+@nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+def _zdots_blk(z, h, x, x1, gU, d1, d0, c1, c0, gl):
+    """<z_t, h> and <z_t, d> with z_t = gl z + g^U over one dense block (SID, NOSID)."""
+    C = gU.shape[0]
+    zh = zd = 0.0
+    for q in range(x.shape[0]):
+        xq, a1, a0 = np.float64(x[q]), c1 * np.float64(x1[q]), c0 * np.float64(x[q])
+        for c in range(C):
+            i = q * C + c
+            zi = gl * np.float64(z[i]) + xq * gU[c]
+            zh += zi * h[i]
+            zd += zi * (a1 * d1[c] + a0 * d0[c])
+    return zh, zd
+
+
+@nb.njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _vector_blk(zbv, vv, bv, hv, e, x, gU, gH, acc, delta, gl, psi, mu, norm):
+    """V1-V4 / M1, M3, M5, M6 over one dense block, e = exp(bv), and acc_c += sum_q e_qc (g^U_qc)^2
+    (the per-weight part of V5 / M7, summed per column so that the loop vectorizes)."""
+    ty = zbv.dtype.type
+    delta, gl, psi, mu = ty(delta), ty(gl), ty(psi), ty(mu)
+    C = gU.shape[0]
+    for q in range(x.shape[0]):
+        xq = x[q]
+        for c in range(C):
+            i = q * C + c
+            g = xq * gU[c]
+            zb = gl * zbv[i] + g * hv[i]                      # V1 / M1
+            D = delta * zb + psi * (xq * gH[c]) * hv[i]       # V2 / M3
+            b = bv[i]
+            if norm:
+                v = max(abs(D), vv[i] + mu * (abs(D) - vv[i]))    # V3 / M5
+                b = b + mu * D / v if v > 0 else b            # V4 / M6
+                vv[i] = v
+            else:
+                b = b + mu * D                                # unnormalized V4
+            zbv[i] = zb
+            bv[i] = b
+            ei = _exp(b)
+            e[i] = ei
+            acc[c] += ei * (g * g)
+
+
+@nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+def _weight_blk(w, z, h, hv, e, x, x1, gU, gH, d1, d0, c1, c0, alpha, delta, dh, gl, psi,
+                vec, sh):
+    """As _weight_pass (z_t; V8 / M9; S8 / M10; S9 / V9 / M11) over one dense block."""
+    ty = w.dtype.type
+    alpha, delta, dh, gl, psi = ty(alpha), ty(delta), ty(dh), ty(gl), ty(psi)
+    C = gU.shape[0]
+    bad = ty(0.0)
+    for q in range(x.shape[0]):
+        xq, a1, a0 = x[q], ty(c1) * x1[q], ty(c0) * x[q]
+        for c in range(C):
+            i = q * C + c
+            a = alpha * e[i] if vec else alpha
+            gh = xq * gH[c]
+            zi = gl * z[i] + xq * gU[c]                       # AC trace z_t
+            z[i] = zi
+            if vec:
+                hv[i] += a * (zi * (delta + (a1 * d1[c] + a0 * d0[c]) * hv[i]) + psi * gh)
+            if sh:
+                h[i] += a * (zi * (delta + dh) + psi * gh)
+            wi = w[i] + a * (delta * zi + psi * gh)
+            w[i] = wi
+            bad += ty(0.0) * (wi + a)
+    return bad
+
+
+@nb.njit(cache=True, fastmath={"reassoc"})
+def _sumsq(v):
+    """||v||^2 in float64."""
+    t = 0.0
+    for i in range(v.shape[0]):
+        t += np.float64(v[i]) * v[i]
+    return t
+
+
+@nb.njit(cache=True, fastmath={"reassoc"})
+def _sum(v):
+    """sum(v) in float64."""
+    t = 0.0
+    for i in range(v.shape[0]):
+        t += v[i]
+    return t
+
+
+@nb.njit(cache=True)
+def _meta_scalars(s, kind, norm, gl, psi, mu, delta, gUh, gHh, gU2, xv, zh, zd, gV2, nosid_bound):
+    """The scalar lines: S1-S6 / M2, M4-M7 / V5-V6, SID-R and NOSID-R (spec §4.2-4.3).
+    Sets s and returns the new beta (or beta-hat, or the vector tuner's shared offset)."""
     vec = kind == VECTOR or kind == MIXED
-    sh = kind == SCALAR or kind == MIXED or kind == SID or kind == NOSID
-    step = ist[STEP]
-    if not dense:                         # activate the weights first touched in this episode
-        vv, lazy = W[VV_], vec and norm
-        for k in range(ns):
-            i = sup[k]
-            if in_act[i] == 0:
-                in_act[i] = 1
-                act[ist[N_ACT]] = i
-                ist[N_ACT] += 1
-                if lazy:                  # the v-vec decays of the steps it was not live
-                    vv[i] *= (1.0 - mu) ** (step - vt[i])
-    m = ns if dense else ist[N_ACT]
-    gUh = gHh = dh = gU2 = zd = 0.0
-    if kind != NONE:                      # dot products with the pre-update h
-        gUh, gHh, dh, gU2, zd = _dots(gU, gH, d, W[H_], W[Z_], gl, sup, ns, dense)
-    xv = 0.0
-    if vec:
-        _vector_pass(W, gU, gH, delta, gl, psi, mu, norm, act, m, dense)
-        xv = _x_vector(W[E_], gU, sup, ns, dense)       # g^U is zero off its support
     beta = s[BETA]
     if kind == SCALAR or kind == MIXED:
         s[ZB] = gl * s[ZB] + gUh                              # S1 / M2
@@ -252,7 +296,7 @@ def tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, dense,
         else:
             beta += mu * D
     elif kind == SID or kind == NOSID:
-        D = delta * _zh(W[Z_], gU, W[H_], gl, act, m, dense) + psi * gHh   # spec §4.2
+        D = delta * zh + psi * gHh                            # spec §4.2
         if kind == SID:
             beta += mu * D
         else:
@@ -266,9 +310,106 @@ def tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, dense,
         s[U] = max(x, s[U] + (1.0 - gl) * (x - s[U]))
         beta -= math.log(max(s[U], 1.0))                      # S6 / V6 / M7
     s[BETA] = beta
+    return beta
+
+
+@nb.njit(cache=True)
+def tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, dense,
+               delta, gV2, kind, norm, gl, psi, mu, nosid_bound):
+    """One step of spec §2.0 (steps 2-7) for every tuner; returns False if anything went non-finite.
+
+    gU, gH, d are full-length vectors that are zero outside the indices sup[:ns] (or everywhere
+    dense, where they are one materialized block of `dense_step`).  gl = gamma*lambda.  On return W
+    holds z_t, w_{t+1}, h_{t+1}, and s the new beta.  Live weights: act[:ist[N_ACT]] (sparse).
+    """
+    if dense:
+        one = np.ones(1, W.dtype)
+        empty = np.zeros(0, W.dtype)
+        return dense_step(W, s, ist, gU, gH, d, d, 1.0, 0.0, ns, ns, empty, empty, empty, empty,
+                          empty, empty, one, np.zeros(ns, W.dtype), delta, gV2, kind, norm, gl, psi, mu,
+                          nosid_bound)
+    vec = kind == VECTOR or kind == MIXED
+    sh = kind == SCALAR or kind == MIXED or kind == SID or kind == NOSID
+    step = ist[STEP]
+    vv, lazy = W[VV_], vec and norm       # activate the weights first touched in this episode
+    for k in range(ns):
+        i = sup[k]
+        if in_act[i] == 0:
+            in_act[i] = 1
+            act[ist[N_ACT]] = i
+            ist[N_ACT] += 1
+            if lazy:                      # the v-vec decays of the steps it was not live
+                vv[i] *= (1.0 - mu) ** (step - vt[i])
+    m = ist[N_ACT]
+    gUh = gHh = dh = gU2 = zd = zh = xv = 0.0
+    if kind != NONE:                      # dot products with the pre-update h
+        gUh, gHh, dh, gU2, zd = _dots(gU, gH, d, W[H_], W[Z_], gl, sup, ns)
+    if vec:
+        _vector_pass(W, gU, gH, delta, gl, psi, mu, norm, act, m)
+        xv = _x_vector(W[E_], gU, sup, ns)              # g^U is zero off its support
+    if kind == SID or kind == NOSID:
+        zh = _zh(W[Z_], gU, W[H_], gl, act, m)
+    beta = _meta_scalars(s, kind, norm, gl, psi, mu, delta, gUh, gHh, gU2, xv, zh, zd, gV2,
+                         nosid_bound)
     alpha = math.exp(beta)                                    # S7; V7 / M8: alpha * e_i
-    bad = _weight_pass(W, gU, gH, d, alpha, delta, dh, gl, psi, vec, sh, act, m, dense)
+    bad = _weight_pass(W, gU, gH, d, alpha, delta, dh, gl, psi, vec, sh, act, m)
     ist[STEP] = step + 1
+    return math.isfinite(bad) and math.isfinite(beta)
+
+
+@nb.njit(cache=True)
+def dense_step(W, s, ist, gU, gH, gV, gV1, c1, c0, lo, hi, x, x1, fU, fH, fV, fV1, one, acc,
+               delta, gV2, kind, norm, gl, psi, mu, nosid_bound):
+    """One step of spec §2.0 (steps 2-7) over every weight, in dense blocks; False if non-finite.
+
+    Weights [lo, hi) are one factored block (x, x1 of length R, fU, fH, fV, fV1 of length C,
+    R C = hi - lo), e.g. a dense layer: g^U = outer(x, fU), g^H = outer(x, fH),
+    d = c1 outer(x1, fV1) + c0 outer(x, fV).  Outside it, gU, gH and d = c1 gV1 + c0 gV are
+    materialized (full-length vectors, read only there).  acc: scratch of max(lo, n - hi, C)
+    floats.  gV2 = ||g^V||^2 (NOSID only).  `one` = [1.0]."""
+    n = W.shape[1]
+    vec = kind == VECTOR or kind == MIXED
+    sh = kind == SCALAR or kind == MIXED or kind == SID or kind == NOSID
+    gUh = gHh = dh = zh = zd = xv = 0.0
+    gU2 = 0.0
+    for b in range(3):                    # the dot products with the pre-update h, V1-V4 / M1-M6
+        a, e = (0, lo) if b == 0 else ((lo, hi) if b == 1 else (hi, n))
+        if b == 1:
+            X, X1, FU, FH, FV, FV1 = x, x1, fU, fH, fV, fV1
+        else:
+            X, X1, FU, FH, FV, FV1 = one, one, gU[a:e], gH[a:e], gV[a:e], gV1[a:e]
+        if e == a:
+            continue
+        if kind != NONE:
+            u, hh, dd = _dots_blk(W[H_, a:e], X, X1, FU, FH, FV1, FV, c1, c0)
+            gUh += u
+            gHh += hh
+            dh += dd
+            gU2 += _sumsq(X) * _sumsq(FU)
+        if kind == SID or kind == NOSID:
+            u, dd = _zdots_blk(W[Z_, a:e], W[H_, a:e], X, X1, FU, FV1, FV, c1, c0, gl)
+            zh += u
+            zd += dd
+        if vec:
+            acc[:FU.shape[0]] = 0.0
+            _vector_blk(W[ZBV_, a:e], W[VV_, a:e], W[BV_, a:e], W[HV_, a:e], W[E_, a:e], X, FU,
+                        FH, acc, delta, gl, psi, mu, norm)
+            xv += _sum(acc[:FU.shape[0]])
+    beta = _meta_scalars(s, kind, norm, gl, psi, mu, delta, gUh, gHh, gU2, xv, zh, zd, gV2,
+                         nosid_bound)
+    alpha = math.exp(beta)                                    # S7; V7 / M8: alpha * e_i
+    bad = 0.0
+    for b in range(3):
+        a, e = (0, lo) if b == 0 else ((lo, hi) if b == 1 else (hi, n))
+        if b == 1:
+            X, X1, FU, FH, FV, FV1 = x, x1, fU, fH, fV, fV1
+        else:
+            X, X1, FU, FH, FV, FV1 = one, one, gU[a:e], gH[a:e], gV[a:e], gV1[a:e]
+        if e == a:
+            continue
+        bad += _weight_blk(W[W_, a:e], W[Z_, a:e], W[H_, a:e], W[HV_, a:e], W[E_, a:e], X, X1,
+                           FU, FH, FV1, FV, c1, c0, alpha, delta, dh, gl, psi, vec, sh)
+    ist[STEP] += 1
     return math.isfinite(bad) and math.isfinite(beta)
 
 
@@ -549,20 +690,23 @@ def softmax_policy(logits, pi, logpi):
 
 
 @nb.njit(cache=True)
-def policy_cotangents(pi, logpi, H, A, cot):
-    """Rows 0 and 2 of cot in place: d(log pi(A)/2)/dlogits = (e_A - pi)/2 (with dV = 1 in
-    column 0, so row 0 yields g^U) and dH/dlogits = -pi (log pi + H) (spec §1.4)."""
+def policy_cotangents(pi, logpi, H, A, cot, rH):
+    """Cotangents on the logits, in place: row 0 d(log pi(A)/2)/dlogits = (e_A - pi)/2 (column 0
+    holds dV = 1, so row 0 yields g^U) and, if rH > 0, row rH dH/dlogits = -pi (log pi + H)."""
     for a in range(pi.shape[0]):
         cot[0, 1 + a] = 0.5 * ((1.0 if a == A else 0.0) - pi[a])
-        cot[2, 1 + a] = -pi[a] * (logpi[a] + H)
+        if rH > 0:
+            cot[rH, 1 + a] = -pi[a] * (logpi[a] + H)
 
 
 class NetAgent:
     """AC(lambda) + tuner on a nets.py network: `policy` at S_t, then `learn` from the transition.
 
-    Per step (spec §1.5): forward(S_t) [policy]; one vjp at S_t giving g^U, g^V and g^H together;
-    forward(S_{t+1}) for V(S_{t+1}) and, when the tuner needs d, a vjp at S_{t+1} for grad V(S_{t+1});
-    then `tuner_step` over every weight (dense).  Buffers are allocated once here.
+    Per step (spec §1.5): forward(S_t) [policy]; one vjp at S_t for g^U, g^H (psi > 0) and g^V
+    (tuners that need d) together; forward(S_{t+1}) for V(S_{t+1}) and, when the tuner needs d, a
+    vjp at S_{t+1} for grad V(S_{t+1}); then `dense_step` over every weight.  The largest dense
+    layer's gradients stay factored (nets.dense_factors): its outer products are formed inside the
+    tuner's passes, never stored.  Buffers are allocated once here.
     """
 
     def __init__(self, net, config, seed=0, dtype=np.float32):
@@ -573,17 +717,30 @@ class NetAgent:
         self.learner = Learner(net.n_params, config, dtype, dense=True)
         self.learner.W[W_] = nets.init_params(net, np.random.default_rng(init_ss), dtype)
         n, A = net.n_params, net.n_actions
-        self.ws0, self.ws1 = nets.workspace(net, dtype, k=3), nets.workspace(net, dtype, k=1)
-        self.cot = np.zeros((3, 1 + A), dtype)      # rows: g^U, g^V, g^H
-        self.cot1 = np.zeros((1, 1 + A), dtype)
-        self.cot[0, 0] = self.cot[1, 0] = self.cot1[0, 0] = 1.0   # dV = 1 in g^U and g^V
-        self.G = np.zeros((3, n), dtype)
-        self.G1 = np.zeros((1, n), dtype)
-        self.d = np.zeros(n, dtype)
-        self.zero = np.zeros(n, dtype)
-        self.pi, self.logpi = np.zeros(A), np.zeros(A)
         self.need_d = self.learner.kind != NONE
-        self.k = 3 if config.psi > 0 else (2 if self.need_d else 1)
+        # cotangent rows: g^U, then g^H if psi > 0, then g^V if the tuner needs d
+        self.rH = 1 if config.psi > 0 else 0
+        self.rV = 1 + self.rH if self.need_d else 0
+        self.k = 1 + (self.rH > 0) + self.need_d
+        self.ws0, self.ws1 = nets.workspace(net, dtype, k=self.k), nets.workspace(net, dtype, k=1)
+        self.cot = np.zeros((self.k, 1 + A), dtype)
+        self.cot1 = np.zeros((1, 1 + A), dtype)
+        self.cot[0, 0] = self.cot1[0, 0] = 1.0                    # dV = 1 in g^U and g^V
+        if self.need_d:
+            self.cot[self.rV, 0] = 1.0
+        self.lazy = nets.factored_layer(net)
+        ly = net.layers[self.lazy]
+        self.lo, self.hi = ly.w_off, ly.w_off + ly.fan_in * ly.fan_out
+        self.x, self.fac = nets.dense_factors(net, self.ws0, self.lazy, self.k)
+        self.x1, self.fac1 = nets.dense_factors(net, self.ws1, self.lazy, 1)
+        self.G = np.zeros((self.k, n), dtype)     # materialized outside [lo, hi)
+        self.G1 = np.zeros((1, n), dtype)
+        zn, zc = np.zeros(n, dtype), np.zeros(ly.fan_out, dtype)
+        self.gH, self.fH = (self.G[self.rH], self.fac[self.rH]) if self.rH else (zn, zc)
+        self.gV, self.fV = (self.G[self.rV], self.fac[self.rV]) if self.need_d else (zn, zc)
+        self.one = np.ones(1, dtype)
+        self.acc = np.zeros(max(self.lo, n - self.hi, ly.fan_out), dtype)
+        self.pi, self.logpi = np.zeros(A), np.zeros(A)
         self.V0 = self.H0 = 0.0
         self.clock = None     # set to np.zeros(3) to accumulate seconds in forward, backward, tuner
 
@@ -605,10 +762,8 @@ class NetAgent:
         """AC(lambda) + tuner update from (S_t, A, R, S_{t+1}); gamma1 = gamma(1 - term). -> ok."""
         c, L, nets, net, clock = self.config, self.learner, self.nets, self.net, self.clock
         t0 = time.perf_counter() if clock is not None else 0.0
-        policy_cotangents(self.pi, self.logpi, self.H0, A, self.cot)
-        nets.vjp(net, self.w, self.ws0, self.cot[:self.k], self.G[:self.k])
-        gU, gV = self.G[0], self.G[1]
-        gH = self.G[2] if c.psi > 0 else self.zero
+        policy_cotangents(self.pi, self.logpi, self.H0, A, self.cot, self.rH)
+        nets._vjp(net.table, self.ws0.table, self.w, self.ws0.buf, self.cot, self.G, self.lazy)
         V1 = 0.0
         if clock is not None:
             t1 = time.perf_counter()
@@ -618,24 +773,39 @@ class NetAgent:
         if clock is not None:
             t2 = time.perf_counter()
             clock[0] += t2 - t1
-        if self.need_d:
-            if gamma1 != 0.0:
-                nets.vjp(net, self.w, self.ws1, self.cot1, self.G1)
-                np.multiply(self.G1[0], gamma1, out=self.d)
-                self.d -= gV
-            else:
-                np.negative(gV, out=self.d)
+        if self.need_d and gamma1 != 0.0:
+            nets._vjp(net.table, self.ws1.table, self.w, self.ws1.buf, self.cot1, self.G1,
+                      self.lazy)
         delta = R + gamma1 * V1 - self.V0
-        gV2 = float(gV @ gV) if L.kind == NOSID else 0.0
+        gV2 = self.sq_norm_gV() if L.kind == NOSID else 0.0
         if clock is not None:
             t3 = time.perf_counter()
             clock[1] += t3 - t2
-        ok = tuner_step(L.W, L.s, L.ist, L.vt, L.act, L.in_act, gU, gH, self.d, L.act, L.n, True,
+        ok = dense_step(L.W, L.s, L.ist, self.G[0], self.gH, self.gV, self.G1[0],
+                        gamma1 if self.need_d else 0.0, -1.0, self.lo, self.hi, self.x, self.x1,
+                        self.fac[0], self.fH, self.fV, self.fac1[0], self.one, self.acc,
                         delta, gV2, L.kind, L.norm, c.gamma * c.lam, c.psi, c.mu,
                         c.nosid_alpha_bound)
         if clock is not None:
             clock[2] += time.perf_counter() - t3
         return ok and math.isfinite(delta)
+
+    def sq_norm_gV(self):
+        """||g^V||^2 at S_t from the last learn's backward pass (float64)."""
+        lo, hi, gV = self.lo, self.hi, self.gV.astype(np.float64)
+        return float(gV[:lo] @ gV[:lo] + gV[hi:] @ gV[hi:]
+                     + (self.x @ self.x) * float(self.fV @ self.fV))
+
+    def gradients(self):
+        """Full g^U, g^H, g^V at S_t and grad V(S_{t+1}) of the last `learn`, materialized
+        (float64 copies, for tests and inspection; the learner itself never forms them)."""
+        out = []
+        for g, x, f in ((self.G[0], self.x, self.fac[0]), (self.gH, self.x, self.fH),
+                        (self.gV, self.x, self.fV), (self.G1[0], self.x1, self.fac1[0])):
+            g = g.astype(np.float64)
+            g[self.lo:self.hi] = np.outer(x, f).ravel()
+            out.append(g)
+        return out
 
     def end_episode(self):
         """Spec §2.0 step 8."""

@@ -48,10 +48,15 @@ Public API (net: the ``Net`` description; ws: a ``Workspace``; out and cot in th
     forward(net, theta, obs, ws) -> (value: float, logits: view of ws, shape (n_actions,))
         obs: C-contiguous array of shape obs_shape in theta's dtype (ValueError otherwise).
         Stores in ws what vjp and jvp need; logits is overwritten by the next forward on ws.
-    vjp(net, theta, ws, cot, out) -> out
+    vjp(net, theta, ws, cot, out, lazy=-1) -> out
         cot: (k', 1 + n_actions), k' <= ws.k; column 0 is the cotangent on the value, columns
         1.. on the logits. Writes the k' parameter gradients cot[m] . d(value, logits)/d theta
-        into out (k', n_params), in one backward pass at the last forward's input.
+        into out (k', n_params), in one backward pass at the last forward's input. With lazy = l,
+        dense layer l's weight block (an outer product per row) is left out of `out`;
+    factored_layer(net) -> l: the dense layer with the most weights
+    dense_factors(net, ws, l, k) -> (x, g): layer l's input (fan_in,) and the k cotangents on its
+        pre-activation (k, fan_out) after the last forward/vjp on ws; its weight gradient for row
+        m is outer(x, g[m]), which is what a learner uses instead of materializing it.
     jvp(net, theta, ws, direction) -> (d value: float, d logits: view of ws)
         Forward-mode derivative along `direction` (n_params,) at the last forward's input;
         uses the vjp scratch, so its result is valid until the next vjp/jvp on ws.
@@ -240,8 +245,9 @@ def forward(net, theta, obs, ws):
     return float(ws.y[0]), ws.y[1:]
 
 
-def vjp(net, theta, ws, cot, out):
-    """out[m] = cot[m] . d(value, logits)/d theta at the last forward's input, for every row m."""
+def vjp(net, theta, ws, cot, out, lazy=-1):
+    """out[m] = cot[m] . d(value, logits)/d theta at the last forward's input, for every row m;
+    with lazy = l (a dense layer), layer l's weight block of out is not written (dense_factors)."""
     _check_theta(net, theta, ws)
     k = cot.shape[0]
     if (cot.shape != (k, 1 + net.n_actions) or not 1 <= k <= ws.k or cot.dtype != theta.dtype
@@ -250,8 +256,27 @@ def vjp(net, theta, ws, cot, out):
         raise ValueError(f"cot {cot.shape} {cot.dtype} and out {out.shape} {out.dtype} must be "
                          f"(k, {1 + net.n_actions}) and C-contiguous (k, {net.n_params}) in "
                          f"{theta.dtype}, 1 <= k <= {ws.k}")
-    _vjp(net.table, ws.table, theta, ws.buf, np.ascontiguousarray(cot), out)
+    _vjp(net.table, ws.table, theta, ws.buf, np.ascontiguousarray(cot), out, lazy)
     return out
+
+
+def factored_layer(net):
+    """Index of the dense layer with the most weights: the one a learner keeps factored."""
+    dense = [l for l, ly in enumerate(net.layers) if ly.kind == DENSE]
+    return max(dense, key=lambda l: net.layers[l].fan_in * net.layers[l].fan_out)
+
+
+def dense_factors(net, ws, l, k):
+    """Views (x, g) with x the input of dense layer l at the last forward (fan_in,) and g the
+    cotangents on its pre-activation from the last vjp (k, fan_out): the layer's weight gradient
+    for cotangent row m is the outer product x g[m] (row-major (fan_in, fan_out), as in theta)."""
+    ly = net.layers[l]
+    if ly.kind != DENSE or not 1 <= k <= ws.k:
+        raise ValueError(f"layer {l} is not a dense layer or k={k} is outside 1..{ws.k}")
+    src = ws.table[0, _X0] if l == 0 else ws.table[l - 1, _A]
+    x = ws.buf[src:src + ly.fan_in]
+    g = ws.buf[ws.table[l, _G]:ws.table[l, _G] + k * ly.fan_out].reshape(k, ly.fan_out)
+    return x, g
 
 
 def jvp(net, theta, ws, direction):
@@ -547,9 +572,24 @@ def _forward(table, wtab, theta, obs, buf):
         _activate(a, d, act)
 
 
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _backprop_dense(prev_g, wm, g, k, kk, cout):
+    """prev_g[m] = wm @ g[m] for the k rows of g, reading the (kk, cout) matrix wm once."""
+    ty = wm.dtype.type
+    for q in range(kk):
+        row = wm[q * cout:(q + 1) * cout]
+        for m in range(k):
+            gm = g[m * cout:(m + 1) * cout]
+            acc = ty(0.0)
+            for o in range(cout):
+                acc += row[o] * gm[o]
+            prev_g[m * kk + q] = acc
+
+
 @njit(cache=True)
-def _vjp(table, wtab, theta, buf, cot, out):
-    """Backward pass for the k rows of cot at once; out[m] gets the gradient for row m."""
+def _vjp(table, wtab, theta, buf, cot, out, lazy):
+    """Backward pass for the k rows of cot at once; out[m] gets the gradient for row m, except
+    the weight block of dense layer `lazy` (-1: none), left as its factors in buf."""
     ab = buf[:2]
     k = cot.shape[0]
     n_layers = table.shape[0]
@@ -595,12 +635,11 @@ def _vjp(table, wtab, theta, buf, cot, out):
                 x = buf[wtab[0, _X0]:wtab[0, _X0] + kk]
             else:
                 x = prev_a
-            for m in range(k):
-                _outer(x, g[m * cout:(m + 1) * cout], out[m, woff:woff + kk * cout], kk, cout)
-            if l > 0:
+            if l != lazy:
                 for m in range(k):
-                    _matvec(prev_g[m * kk:(m + 1) * kk], wm, g[m * cout:(m + 1) * cout],
-                            kk, cout, True, 0.0, ab)
+                    _outer(x, g[m * cout:(m + 1) * cout], out[m, woff:woff + kk * cout], kk, cout)
+            if l > 0:
+                _backprop_dense(prev_g, wm, g, k, kk, cout)
                 _mul(prev_g, prev_d, k)
 
 

@@ -179,3 +179,29 @@ def test_minatar_bad_options():
     env.reset()
     with pytest.raises(ValueError, match="action 6 is outside"):
         env.step(6)
+
+
+@pytest.mark.parametrize("game,options", [("seaquest", {}), ("freeway", {}),
+                                          ("space_invaders", {"terminal_on_life_loss": True,
+                                                              "noop_max": 5})])
+def test_fast_atari_equals_gymnasium_wrappers(game, options):
+    """FastAtari gives exactly what AtariPreprocessing + FrameStackObservation give: same
+    observations, rewards (clipped and unclipped), flags and lives, over episode boundaries."""
+    fast = envs.make(game, seed=5, **options)
+    slow = envs.make(game, seed=5, fast=False, **options)
+    assert isinstance(fast.env.env, envs.FastAtari) and not isinstance(slow.env.env, envs.FastAtari)
+    actions = np.random.default_rng(1).integers(fast.action_space.n, size=1200)
+    o1, _ = fast.reset()
+    o2, _ = slow.reset()
+    np.testing.assert_array_equal(o1, o2)
+    ends = 0
+    for a in actions:
+        o1, r1, te1, tr1, i1 = fast.step(int(a))
+        o2, r2, te2, tr2, i2 = slow.step(int(a))
+        np.testing.assert_array_equal(o1, o2)
+        assert (r1, te1, tr1, i1["score"], i1["lives"]) == (r2, te2, tr2, i2["score"], i2["lives"])
+        if te1 or tr1:
+            ends += 1
+            np.testing.assert_array_equal(fast.reset()[0], slow.reset()[0])
+    assert ends >= (1 if game != "freeway" else 0)
+    assert fast.unwrapped.ale.getEpisodeFrameNumber() == slow.unwrapped.ale.getEpisodeFrameNumber()
