@@ -290,10 +290,16 @@ def test_nan_input_gives_nan_outputs():
 
 def test_sigmoid_is_accurate_and_safe():
     x = np.concatenate([np.linspace(-50, 50, 10001), [-1e308, -1e4, -745.0, 0.0, 1e4, 1e308]])
-    s = np.array([nets._sigmoid(v) for v in x])
+    s = np.array([nets._sigmoid(v, 1.0) for v in x])
     ref = _sigmoid(x)
     assert np.all(np.isfinite(s)) and np.all((s >= 0) & (s <= 1))
     assert np.all(np.abs(s - ref) <= 4e-16 + 1e-15 * ref)
+    x32 = np.concatenate([np.linspace(-50, 50, 10001), [-3e38, -1e4, -104.0, 0.0, 1e4, 3e38]])
+    s32 = np.array([nets._sigmoid(v, np.float32(1.0)) for v in x32.astype(np.float32)])
+    assert np.array_equal(s32, s32.astype(np.float32)) and np.all((s32 >= 0) & (s32 <= 1))
+    with np.errstate(over="ignore"):
+        ref32 = 1.0 / (1.0 + np.exp(-x32.astype(np.float32).astype(np.float64)))
+    assert np.all(np.abs(s32 - ref32) <= 1e-38 + 4e-7 * ref32)      # a few float32 ulp
 
 
 def test_workspace_state_survives_vjp_and_jvp():
