@@ -37,7 +37,7 @@ import numba as nb
 import numpy as np
 
 from envs import drift_flip, first_flip, linear_features, mc_reset, mc_step
-from nets import _exp
+from nets import _A, _exp, _forward, _vjp
 
 TUNERS = ("none", "scalar", "vector", "mixed", "sid", "nosid")
 NONE, SCALAR, VECTOR, MIXED, SID, NOSID = range(6)
@@ -699,19 +699,69 @@ def policy_cotangents(pi, logpi, H, A, cot, rH):
             cot[rH, 1 + a] = -pi[a] * (logpi[a] + H)
 
 
+@nb.njit(cache=True)
+def _same(a, b):
+    """a == b element for element (a any shape, b flat)."""
+    a = a.reshape(-1)
+    for i in range(b.shape[0]):
+        if a[i] != b[i]:
+            return False
+    return True
+
+
+@nb.njit(cache=True)
+def _net_policy(table, wt, buf, w, obs, same_obs, pi, logpi, rng):
+    """Forward pass at S_t (spec §1.5), pi, log pi, and A ~ pi. -> (A, V(S_t), H(S_t))."""
+    _forward(table, wt, w, obs, buf, same_obs)
+    head = wt[wt.shape[0] - 1, _A]
+    H = softmax_policy(buf[head + 1:head + 1 + pi.shape[0]], pi, logpi)
+    return sample(pi, rng), np.float64(buf[head]), H
+
+
+@nb.njit(cache=True)
+def _net_learn(phases, table, wt0, buf0, wt1, buf1, W, s, ist, cot, cot1, G, G1, lazy, rH,
+               pi, logpi, H0, V0, A, R, obs1, last1, gamma1, need_d, gH, gV, x0, x1, fU, fH,
+               fV, fV1, one, acc, lo, hi, kind, norm, gl, psi, mu, nosid_bound):
+    """One transition of spec §1.5 / §2.0 on the network, in phases (a bit mask; all = 15):
+    1 vjp at S_t (g^U, g^H, g^V), 2 forward at S_{t+1} with w_t, 4 vjp at S_{t+1} (grad V, for
+    tuners that need d), 8 delta and `dense_step`.  -> (ok, delta)."""
+    w = W[W_]
+    if phases & 1:
+        policy_cotangents(pi, logpi, H0, A, cot, rH)
+        _vjp(table, wt0, w, buf0, cot, G, lazy)
+    if phases & 2 and gamma1 != 0.0:
+        _forward(table, wt1, w, obs1, buf1, False)
+        last1[:] = obs1.reshape(-1)
+    if phases & 4 and need_d and gamma1 != 0.0:
+        _vjp(table, wt1, w, buf1, cot1, G1, lazy)
+    if not phases & 8:
+        return True, 0.0
+    V1 = np.float64(buf1[wt1[wt1.shape[0] - 1, _A]]) if gamma1 != 0.0 else 0.0
+    delta = R + gamma1 * V1 - V0
+    gV2 = 0.0
+    if kind == NOSID:
+        gV2 = _sumsq(gV[:lo]) + _sumsq(gV[hi:]) + _sumsq(x0) * _sumsq(fV)
+    ok = dense_step(W, s, ist, G[0], gH, gV, G1[0], gamma1 if need_d else 0.0, -1.0, lo, hi,
+                    x0, x1, fU, fH, fV, fV1, one, acc, delta, gV2, kind, norm, gl, psi, mu,
+                    nosid_bound)
+    return ok and math.isfinite(delta), delta
+
+
 class NetAgent:
     """AC(lambda) + tuner on a nets.py network: `policy` at S_t, then `learn` from the transition.
 
     Per step (spec §1.5): forward(S_t) [policy]; one vjp at S_t for g^U, g^H (psi > 0) and g^V
-    (tuners that need d) together; forward(S_{t+1}) for V(S_{t+1}) and, when the tuner needs d, a
-    vjp at S_{t+1} for grad V(S_{t+1}); then `dense_step` over every weight.  The largest dense
-    layer's gradients stay factored (nets.dense_factors): its outer products are formed inside the
-    tuner's passes, never stored.  Buffers are allocated once here.
+    (tuners that need d) together; forward(S_{t+1}) with w_t for V(S_{t+1}) and, when the tuner
+    needs d, a vjp at S_{t+1} for grad V(S_{t+1}); then `dense_step` over every weight.  The
+    largest dense layer's gradients stay factored (nets.dense_factors): their outer products are
+    formed inside the tuner's passes, never stored.  Two workspaces alternate between S_t and
+    S_{t+1}, so that the next `policy` at S_{t+1} reuses the first layer's patches.  Buffers are
+    allocated once here; `policy` and `learn` are one Numba call each.
     """
 
     def __init__(self, net, config, seed=0, dtype=np.float32):
         import nets
-        self.nets, self.net, self.config = nets, net, config
+        self.nets, self.net, self.config, self.dtype = nets, net, config, np.dtype(dtype)
         init_ss, agent_ss = np.random.SeedSequence(seed).spawn(2)
         self.rng = np.random.default_rng(agent_ss)
         self.learner = Learner(net.n_params, config, dtype, dense=True)
@@ -722,7 +772,8 @@ class NetAgent:
         self.rH = 1 if config.psi > 0 else 0
         self.rV = 1 + self.rH if self.need_d else 0
         self.k = 1 + (self.rH > 0) + self.need_d
-        self.ws0, self.ws1 = nets.workspace(net, dtype, k=self.k), nets.workspace(net, dtype, k=1)
+        self.ws = [nets.workspace(net, dtype, k=self.k) for _ in range(2)]
+        self.cur = 0                                   # ws[cur] holds S_t, ws[1 - cur] S_{t+1}
         self.cot = np.zeros((self.k, 1 + A), dtype)
         self.cot1 = np.zeros((1, 1 + A), dtype)
         self.cot[0, 0] = self.cot1[0, 0] = 1.0                    # dV = 1 in g^U and g^V
@@ -731,15 +782,16 @@ class NetAgent:
         self.lazy = nets.factored_layer(net)
         ly = net.layers[self.lazy]
         self.lo, self.hi = ly.w_off, ly.w_off + ly.fan_in * ly.fan_out
-        self.x, self.fac = nets.dense_factors(net, self.ws0, self.lazy, self.k)
-        self.x1, self.fac1 = nets.dense_factors(net, self.ws1, self.lazy, 1)
+        self.factors = [nets.dense_factors(net, ws, self.lazy, self.k) for ws in self.ws]
         self.G = np.zeros((self.k, n), dtype)     # materialized outside [lo, hi)
         self.G1 = np.zeros((1, n), dtype)
-        zn, zc = np.zeros(n, dtype), np.zeros(ly.fan_out, dtype)
-        self.gH, self.fH = (self.G[self.rH], self.fac[self.rH]) if self.rH else (zn, zc)
-        self.gV, self.fV = (self.G[self.rV], self.fac[self.rV]) if self.need_d else (zn, zc)
+        self.zn, self.zc = np.zeros(n, dtype), np.zeros(ly.fan_out, dtype)
+        self.gH = self.G[self.rH] if self.rH else self.zn
+        self.gV = self.G[self.rV] if self.need_d else self.zn
         self.one = np.ones(1, dtype)
         self.acc = np.zeros(max(self.lo, n - self.hi, ly.fan_out), dtype)
+        self.last1 = np.zeros(int(np.prod(net.obs_shape)), dtype)    # S_{t+1} of the last learn
+        self.fresh1 = False                       # ws[1 - cur] holds forward(last1)
         self.pi, self.logpi = np.zeros(A), np.zeros(A)
         self.V0 = self.H0 = 0.0
         self.clock = None     # set to np.zeros(3) to accumulate seconds in forward, backward, tuner
@@ -749,59 +801,58 @@ class NetAgent:
         """The network parameters theta (a view)."""
         return self.learner.W[W_]
 
+    def _check(self, obs):
+        if obs.shape != self.net.obs_shape or obs.dtype != self.dtype:
+            raise ValueError(f"observation has shape {obs.shape} and dtype {obs.dtype}; expected "
+                             f"shape {self.net.obs_shape} and dtype {self.dtype}")
+        return np.ascontiguousarray(obs)
+
     def policy(self, obs):
         """Forward pass at S_t with w_t; returns A ~ pi(.|S_t)."""
+        obs = self._check(obs)
         t0 = time.perf_counter() if self.clock is not None else 0.0
-        self.V0, logits = self.nets.forward(self.net, self.w, obs, self.ws0)
+        same = self.fresh1 and _same(obs, self.last1)
+        if same:
+            self.cur = 1 - self.cur
+        ws = self.ws[self.cur]
+        A, self.V0, self.H0 = _net_policy(self.net.table, ws.table, ws.buf, self.w, obs, same,
+                                          self.pi, self.logpi, self.rng)
+        self.fresh1 = False
         if self.clock is not None:
             self.clock[0] += time.perf_counter() - t0
-        self.H0 = softmax_policy(logits, self.pi, self.logpi)
-        return sample(self.pi, self.rng)
+        return A
 
     def learn(self, A, R, obs1, gamma1):
         """AC(lambda) + tuner update from (S_t, A, R, S_{t+1}); gamma1 = gamma(1 - term). -> ok."""
-        c, L, nets, net, clock = self.config, self.learner, self.nets, self.net, self.clock
-        t0 = time.perf_counter() if clock is not None else 0.0
-        policy_cotangents(self.pi, self.logpi, self.H0, A, self.cot, self.rH)
-        nets._vjp(net.table, self.ws0.table, self.w, self.ws0.buf, self.cot, self.G, self.lazy)
-        V1 = 0.0
-        if clock is not None:
-            t1 = time.perf_counter()
-            clock[1] += t1 - t0
-        if gamma1 != 0.0:
-            V1, _ = nets.forward(net, self.w, obs1, self.ws1)
-        if clock is not None:
-            t2 = time.perf_counter()
-            clock[0] += t2 - t1
-        if self.need_d and gamma1 != 0.0:
-            nets._vjp(net.table, self.ws1.table, self.w, self.ws1.buf, self.cot1, self.G1,
-                      self.lazy)
-        delta = R + gamma1 * V1 - self.V0
-        gV2 = self.sq_norm_gV() if L.kind == NOSID else 0.0
-        if clock is not None:
-            t3 = time.perf_counter()
-            clock[1] += t3 - t2
-        ok = dense_step(L.W, L.s, L.ist, self.G[0], self.gH, self.gV, self.G1[0],
-                        gamma1 if self.need_d else 0.0, -1.0, self.lo, self.hi, self.x, self.x1,
-                        self.fac[0], self.fH, self.fV, self.fac1[0], self.one, self.acc,
-                        delta, gV2, L.kind, L.norm, c.gamma * c.lam, c.psi, c.mu,
-                        c.nosid_alpha_bound)
-        if clock is not None:
-            clock[2] += time.perf_counter() - t3
-        return ok and math.isfinite(delta)
-
-    def sq_norm_gV(self):
-        """||g^V||^2 at S_t from the last learn's backward pass (float64)."""
-        lo, hi, gV = self.lo, self.hi, self.gV.astype(np.float64)
-        return float(gV[:lo] @ gV[:lo] + gV[hi:] @ gV[hi:]
-                     + (self.x @ self.x) * float(self.fV @ self.fV))
+        obs1 = self._check(obs1)
+        c, L, clock = self.config, self.learner, self.clock
+        ws0, ws1 = self.ws[self.cur], self.ws[1 - self.cur]
+        (x0, f0), (x1, f1) = self.factors[self.cur], self.factors[1 - self.cur]
+        fH = f0[self.rH] if self.rH else self.zc
+        fV = f0[self.rV] if self.need_d else self.zc
+        args = (self.net.table, ws0.table, ws0.buf, ws1.table, ws1.buf, L.W, L.s, L.ist,
+                self.cot, self.cot1, self.G, self.G1, self.lazy, self.rH, self.pi, self.logpi,
+                self.H0, self.V0, A, float(R), obs1, self.last1, float(gamma1), self.need_d,
+                self.gH, self.gV, x0, x1, f0[0], fH, fV, f1[0], self.one, self.acc, self.lo,
+                self.hi, L.kind, L.norm, c.gamma * c.lam, c.psi, c.mu, c.nosid_alpha_bound)
+        if clock is None:
+            ok, _ = _net_learn(15, *args)
+        else:
+            for phase, slot in ((1, 1), (2, 0), (4, 1), (8, 2)):
+                t0 = time.perf_counter()
+                ok, _ = _net_learn(phase, *args)
+                clock[slot] += time.perf_counter() - t0
+        self.fresh1 = gamma1 != 0.0
+        return ok
 
     def gradients(self):
         """Full g^U, g^H, g^V at S_t and grad V(S_{t+1}) of the last `learn`, materialized
         (float64 copies, for tests and inspection; the learner itself never forms them)."""
+        (x0, f0), (x1, f1) = self.factors[self.cur], self.factors[1 - self.cur]
         out = []
-        for g, x, f in ((self.G[0], self.x, self.fac[0]), (self.gH, self.x, self.fH),
-                        (self.gV, self.x, self.fV), (self.G1[0], self.x1, self.fac1[0])):
+        for g, x, f in ((self.G[0], x0, f0[0]), (self.gH, x0, f0[self.rH] if self.rH else self.zc),
+                        (self.gV, x0, f0[self.rV] if self.need_d else self.zc),
+                        (self.G1[0], x1, f1[0])):
             g = g.astype(np.float64)
             g[self.lo:self.hi] = np.outer(x, f).ravel()
             out.append(g)
@@ -811,3 +862,4 @@ class NetAgent:
         """Spec §2.0 step 8."""
         L = self.learner
         end_episode(L.W, L.s, L.ist, L.vt, L.act, L.in_act, True)
+        self.fresh1 = False

@@ -547,8 +547,9 @@ def _outer(x, g, out, n_in, n_out):
 
 
 @njit(cache=True)
-def _forward(table, wtab, theta, obs, buf):
-    """Forward pass; leaves activations, derivatives and patches in buf."""
+def _forward(table, wtab, theta, obs, buf, same_obs=False):
+    """Forward pass; leaves activations, derivatives and patches in buf.  same_obs: buf's last
+    forward had this very observation, so layer 0's patches (or input copy) are reused."""
     ab = buf[:2]
     x0 = obs.reshape(-1)
     for l in range(table.shape[0]):
@@ -561,7 +562,8 @@ def _forward(table, wtab, theta, obs, buf):
         if kind == CONV:
             p = buf[wtab[l, _P]:wtab[l, _P] + nn * kk]
             if l == 0:
-                _im2col_chw(x0, p, cin, hin, win, kh, kw, sh, sw, ho, wo)
+                if not same_obs:
+                    _im2col_chw(x0, p, cin, hin, win, kh, kw, sh, sw, ho, wo)
             else:
                 prev = buf[wtab[l - 1, _A]:wtab[l - 1, _A] + cin * hin * win]
                 _im2col_hwc(prev, p, cin, hin, win, kh, kw, sh, sw, ho, wo)
@@ -570,7 +572,8 @@ def _forward(table, wtab, theta, obs, buf):
         else:
             if l == 0:
                 x = buf[wtab[0, _X0]:wtab[0, _X0] + kk]
-                x[:] = x0
+                if not same_obs:
+                    x[:] = x0
             else:
                 x = buf[wtab[l - 1, _A]:wtab[l - 1, _A] + kk]
             a[:] = b

@@ -182,3 +182,44 @@ def test_network_trace_and_entropy_gradient_match_finite_differences(tuner):
         assert abs(ag.learner.W[mt.Z_][i] - fd[0]) <= 1e-6 * max(1.0, abs(fd[0]))
         assert abs(ag.gradients()[1][i] - fd[1]) <= 1e-6 * max(1.0, abs(fd[1]))
     assert abs(ag.learner.W[mt.Z_][layers[-1].b_off] - 1.0) < 1e-12      # dV/d(value bias) = 1
+
+
+@pytest.mark.parametrize("tuner", ["none", "scalar", "vector", "mixed", "sid", "nosid"])
+def test_factored_step_equals_materialized_step(tuner):
+    """The network learner keeps the big dense layer's gradients as outer products; the same step
+    with every gradient materialized (tuner_step on dense vectors) gives the same state."""
+    ag, rng = random_agent(11, tuner, True, 0.2)
+    obs0, obs1 = rng.uniform(0, 1, (2, *NET.obs_shape))
+    L = ag.learner
+    W, s, ist = L.W.copy(), L.s.copy(), L.ist.copy()
+    A = ag.policy(obs0)
+    V0 = ag.V0
+    assert ag.learn(A, 0.7, obs1, 0.9)
+    gU, gH, gV, gV1 = ag.gradients()
+    V1 = nets.forward(NET, W[mt.W_], obs1, nets.workspace(NET, np.float64, 1))[0]
+    c = ag.config
+    ok = mt.tuner_step(W, s, ist, L.vt, L.act, L.in_act, gU, gH, 0.9 * gV1 - gV, L.act, NET.n_params,
+                       True, 0.7 + 0.9 * V1 - V0, gV @ gV, L.kind, L.norm, c.gamma * c.lam, c.psi,
+                       c.mu, c.nosid_alpha_bound)
+    assert ok
+    rows = [mt.W_, mt.Z_, mt.H_, mt.HV_, mt.BV_, mt.VV_, mt.ZBV_]
+    np.testing.assert_allclose(L.W[rows], W[rows], rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(L.s, s, rtol=1e-10, atol=1e-13)
+
+
+def test_patch_reuse_is_bit_identical():
+    """policy(S_{t+1}) after learn(..., S_{t+1}) reuses the first layer's patches: same results,
+    bit for bit, as recomputing them (float32, the Atari-like first layer of kernel 8)."""
+    net = nets.make_net((4, 20, 20), ((4, 8, 4),), (16,), 3)
+    cfg = mt.Config(tuner="mixed", alpha=2.0 ** -6, mu=1e-3, psi=0.01)
+    a, b = mt.NetAgent(net, cfg, seed=2), mt.NetAgent(net, cfg, seed=2)
+    obs = np.random.default_rng(0).uniform(0, 1, (8, *net.obs_shape)).astype(np.float32)
+    reused = 0
+    for t in range(7):
+        b.fresh1 = False                      # b recomputes everything
+        before = a.cur
+        assert a.policy(obs[t]) == b.policy(obs[t].copy())
+        reused += a.cur != before             # a switched to the workspace of S_{t+1}
+        assert a.learn(t % 3, 0.5, obs[t + 1], 0.99) and b.learn(t % 3, 0.5, obs[t + 1], 0.99)
+    assert reused == 6 and b.cur == 0
+    assert np.array_equal(a.learner.W, b.learner.W) and np.array_equal(a.learner.s, b.learner.s)
