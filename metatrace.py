@@ -16,12 +16,17 @@ Tuners (spec §2, §4, §5):
 State (`Learner`): W is an (8, n) array whose rows are
     w    all weights (critic then actor)          z    AC(lambda) trace
     h    scalar sensitivity h, or mixed h-hat     hv   per-weight sensitivity h-vec
-    bv   per-weight log step-size part beta-vec   vv   normalizer v-vec
-    zbv  per-weight meta trace z^beta-vec      e    scratch: exp(bv) of this step
+    eb   exp(bv), bv the per-weight part of beta  vv   normalizer v-vec
+    zbv  per-weight meta trace z^beta-vec         (row 7 is unused padding)
 and `s` holds the scalars beta (or beta-hat), v (or v-hat), z^beta (or z^beta-hat), u, the NOSID
-hard maximum, and the step counter.  The vector tuner stores beta_i = beta + bv_i with a shared
+hard maximum, and the step counter.  The vector tuner keeps beta_i = beta + bv_i with a shared
 offset beta, so the normalization of V6 (subtract log M from every beta_i) is one scalar update;
-the mixed tuner's beta-hat plays the same role (M7).  alpha_i = exp(beta + bv_i) in both.
+the mixed tuner's beta-hat plays the same role (M7).  alpha_i = exp(beta) eb_i in both.
+The per-weight part is stored as eb_i = exp(bv_i), not bv_i: V4 / M6 become
+eb_i <- eb_i exp(mu Delta_i / v_i), and the normalized tuners' |mu Delta_i / v_i| <= mu makes that
+exponential a short polynomial (float32, mu <= 2^-4).  In float32 the rounding error per step is
+the same either way (one ulp of eb_i is a relative error, as one ulp of bv_i ~ 1 is an absolute
+one), and no per-weight exp is left on the hot path.  `Learner.beta_vec()` returns bv = log eb.
 
 Sparsity (linear features): only weights touched by g^U or g^H during the current episode can have
 non-zero trace, so the per-weight loop runs over that "active" list.  The one per-weight update
@@ -43,7 +48,7 @@ TUNERS = ("none", "scalar", "vector", "mixed", "sid", "nosid")
 NONE, SCALAR, VECTOR, MIXED, SID, NOSID = range(6)
 
 # rows of W and entries of s
-W_, Z_, H_, HV_, BV_, VV_, ZBV_, E_ = range(8)
+W_, Z_, H_, HV_, EB_, VV_, ZBV_ = range(7)
 BETA, V, ZB, U, NMAX = range(5)
 N_SCALARS = 5
 # entries of the integer state: number of active weights, global step counter
@@ -95,6 +100,23 @@ def check_config(c):
 # tests/test_sparse_vs_dense.py and tests/test_metatrace.py check both forms against the literal
 # reference and the spec's identities.
 
+@nb.njit(cache=True)
+def _small_steps(W, norm, mu):
+    """True when every V4 / M6 step |mu Delta_i / v_i| <= mu is small enough for _exp_step's
+    polynomial in W's precision: normalized, float32, mu <= 2^-4."""
+    return norm and W.itemsize == 4 and mu <= 0.0625
+
+
+@nb.njit(cache=True, inline="always", error_model="numpy")
+def _exp_step(x, small):
+    """exp(x): Taylor to degree 4 when `small` (|x| <= 2^-4: error < 8e-9, below float32's ulp),
+    else the full exponential.  In x's precision."""
+    if small:
+        f = np.float32
+        return f(1.0) + x * (f(1.0) + x * (f(0.5) + x * (f(1 / 6) + x * f(1 / 24))))
+    return _exp(x)
+
+
 @nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
 def _dots(gU, gH, d, h, z, gl, sup, m):
     """<g^U,h>, <g^H,h>, <d,h>, ||g^U||^2, <gl z + g^U, d> over sup[:m]."""
@@ -122,22 +144,21 @@ def _zh(z, gU, h, gl, act, m):
 
 @nb.njit(cache=True, error_model="numpy")
 def _vector_pass(W, gU, gH, delta, gl, psi, mu, norm, act, m):
-    """V1-V4 / M1, M3, M5, M6 for every live weight act[:m], and e_i = exp(bv_i) into row E_."""
-    zbv, vv, bv, hv, e = W[ZBV_], W[VV_], W[BV_], W[HV_], W[E_]
+    """V1-V4 / M1, M3, M5, M6 for every live weight act[:m] (eb_i = exp(bv_i), see above)."""
+    zbv, vv, hv, e = W[ZBV_], W[VV_], W[HV_], W[EB_]
+    small = _small_steps(W, norm, mu)
     for k in range(m):
         i = act[k]
         zb = gl * zbv[i] + gU[i] * hv[i]                      # V1 / M1
         D = delta * zb + psi * gH[i] * hv[i]                  # V2 / M3
-        b = bv[i]
         if norm:
             v = max(abs(D), vv[i] + mu * (abs(D) - vv[i]))    # V3 / M5
-            b = b + mu * D / v if v > 0 else b                # V4 / M6
+            db = mu * D / v if v > 0 else 0.0 * D             # V4 / M6
             vv[i] = v
         else:
-            b = b + mu * D                                    # unnormalized V4
+            db = mu * D                                       # unnormalized V4
         zbv[i] = zb
-        bv[i] = b
-        e[i] = _exp(b)
+        e[i] *= _exp_step(db, small)
 
 
 @nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
@@ -154,7 +175,7 @@ def _x_vector(e, gU, sup, m):
 def _weight_pass(W, gU, gH, d, alpha, delta, dh, gl, psi, vec, sh, act, m):
     """z_t, then h-vec (V8 / M9), h (S8 / M10) and w (S9 / V9 / M11) for every live weight, with
     alpha_i = alpha e_i (V7 / M8) or alpha.  Returns sum 0 (w_i + alpha_i): NaN iff non-finite."""
-    w, z, h, hv, e = W[W_], W[Z_], W[H_], W[HV_], W[E_]
+    w, z, h, hv, e = W[W_], W[Z_], W[H_], W[HV_], W[EB_]
     bad = 0.0
     for k in range(m):
         i = act[k]
@@ -209,11 +230,12 @@ def _zdots_blk(z, h, x, x1, gU, d1, d0, c1, c0, gl):
 
 
 @nb.njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _vector_blk(zbv, vv, bv, hv, e, x, gU, gH, acc, delta, gl, psi, mu, norm):
-    """V1-V4 / M1, M3, M5, M6 over one dense block, e = exp(bv), and acc_c += sum_q e_qc (g^U_qc)^2
-    (the per-weight part of V5 / M7, summed per column so that the loop vectorizes)."""
+def _vector_blk(zbv, vv, hv, e, x, gU, gH, acc, delta, gl, psi, mu, norm, small):
+    """V1-V4 / M1, M3, M5, M6 over one dense block (e = eb = exp(bv)), and
+    acc_c += sum_q e_qc (g^U_qc)^2 (the per-weight part of V5 / M7, summed per column so that
+    the loop vectorizes)."""
     ty = zbv.dtype.type
-    delta, gl, psi, mu = ty(delta), ty(gl), ty(psi), ty(mu)
+    delta, gl, psi, mu, zero = ty(delta), ty(gl), ty(psi), ty(mu), ty(0.0)
     C = gU.shape[0]
     for q in range(x.shape[0]):
         xq = x[q]
@@ -222,16 +244,13 @@ def _vector_blk(zbv, vv, bv, hv, e, x, gU, gH, acc, delta, gl, psi, mu, norm):
             g = xq * gU[c]
             zb = gl * zbv[i] + g * hv[i]                      # V1 / M1
             D = delta * zb + psi * (xq * gH[c]) * hv[i]       # V2 / M3
-            b = bv[i]
-            if norm:
-                v = max(abs(D), vv[i] + mu * (abs(D) - vv[i]))    # V3 / M5
-                b = b + mu * D / v if v > 0 else b            # V4 / M6
-                vv[i] = v
-            else:
-                b = b + mu * D                                # unnormalized V4
+            vi = vv[i]                                        # (selects, not branches: the
+            v = max(abs(D), vi + mu * (abs(D) - vi))          # loop vectorizes only so) V3 / M5
+            dbn = mu * D / v if v > 0 else zero * D           # V4 / M6
+            db = dbn if norm else mu * D                      # unnormalized V4
+            vv[i] = v if norm else vi
             zbv[i] = zb
-            bv[i] = b
-            ei = _exp(b)
+            ei = e[i] * _exp_step(db, small)
             e[i] = ei
             acc[c] += ei * (g * g)
 
@@ -346,7 +365,7 @@ def tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, dense,
         gUh, gHh, dh, gU2, zd = _dots(gU, gH, d, W[H_], W[Z_], gl, sup, ns)
     if vec:
         _vector_pass(W, gU, gH, delta, gl, psi, mu, norm, act, m)
-        xv = _x_vector(W[E_], gU, sup, ns)              # g^U is zero off its support
+        xv = _x_vector(W[EB_], gU, sup, ns)             # g^U is zero off its support
     if kind == SID or kind == NOSID:
         zh = _zh(W[Z_], gU, W[H_], gl, act, m)
     beta = _meta_scalars(s, kind, norm, gl, psi, mu, delta, gUh, gHh, gU2, xv, zh, zd, gV2,
@@ -370,6 +389,7 @@ def dense_step(W, s, ist, gU, gH, gV, gV1, c1, c0, lo, hi, x, x1, fU, fH, fV, fV
     n = W.shape[1]
     vec = kind == VECTOR or kind == MIXED
     sh = kind == SCALAR or kind == MIXED or kind == SID or kind == NOSID
+    small = _small_steps(W, norm, mu)
     gUh = gHh = dh = zh = zd = xv = 0.0
     gU2 = 0.0
     for b in range(3):                    # the dot products with the pre-update h, V1-V4 / M1-M6
@@ -392,8 +412,8 @@ def dense_step(W, s, ist, gU, gH, gV, gV1, c1, c0, lo, hi, x, x1, fU, fH, fV, fV
             zd += dd
         if vec:
             acc[:FU.shape[0]] = 0.0
-            _vector_blk(W[ZBV_, a:e], W[VV_, a:e], W[BV_, a:e], W[HV_, a:e], W[E_, a:e], X, FU,
-                        FH, acc, delta, gl, psi, mu, norm)
+            _vector_blk(W[ZBV_, a:e], W[VV_, a:e], W[HV_, a:e], W[EB_, a:e], X, FU, FH, acc,
+                        delta, gl, psi, mu, norm, small)
             xv += _sum(acc[:FU.shape[0]])
     beta = _meta_scalars(s, kind, norm, gl, psi, mu, delta, gUh, gHh, gU2, xv, zh, zd, gV2,
                          nosid_bound)
@@ -407,7 +427,7 @@ def dense_step(W, s, ist, gU, gH, gV, gV1, c1, c0, lo, hi, x, x1, fU, fH, fV, fV
             X, X1, FU, FH, FV, FV1 = one, one, gU[a:e], gH[a:e], gV[a:e], gV1[a:e]
         if e == a:
             continue
-        bad += _weight_blk(W[W_, a:e], W[Z_, a:e], W[H_, a:e], W[HV_, a:e], W[E_, a:e], X, X1,
+        bad += _weight_blk(W[W_, a:e], W[Z_, a:e], W[H_, a:e], W[HV_, a:e], W[EB_, a:e], X, X1,
                            FU, FH, FV1, FV, c1, c0, alpha, delta, dh, gl, psi, vec, sh)
     ist[STEP] += 1
     return math.isfinite(bad) and math.isfinite(beta)
@@ -590,6 +610,7 @@ class Learner:
         self.n = n
         # sparse: a weight's 7 entries share a cache line; dense: each row contiguous (BLAS, SIMD)
         self.W = np.zeros((8, n), dtype) if dense else np.zeros((n, 8), dtype).T
+        self.W[EB_] = 1.0                                     # bv = 0
         self.s = np.zeros(N_SCALARS)
         self.s[BETA] = math.log(config.alpha)
         self.ist = np.zeros(2, np.int64)
@@ -602,10 +623,18 @@ class Learner:
         """The weights (a view)."""
         return self.W[W_]
 
+    def beta_vec(self):
+        """The per-weight part bv of beta (vector, mixed): log of row EB_, in float64."""
+        return np.log(self.W[EB_].astype(np.float64))
+
+    def set_beta_vec(self, bv):
+        """Set the per-weight part of beta (vector, mixed) to bv."""
+        self.W[EB_] = np.exp(np.asarray(bv, np.float64))
+
     def beta(self):
         """Per-weight log step-sizes beta_i (alpha_i = exp(beta_i))."""
         if self.kind in (VECTOR, MIXED):
-            return self.s[BETA] + self.W[BV_].astype(np.float64)
+            return self.s[BETA] + self.beta_vec()
         return np.full(self.n, self.s[BETA])
 
     def state(self):

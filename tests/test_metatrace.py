@@ -27,7 +27,7 @@ def random_learner(rng, tuner, norm, psi, gamma=0.9, lam=0.7, mu=2.0 ** -5, n=N)
     L.W[mt.H_] = rng.normal(0, 1, n)
     L.W[mt.HV_] = rng.normal(0, 1, n)
     if tuner in ("vector", "mixed"):
-        L.W[mt.BV_] = rng.normal(0, 0.5, n)
+        L.set_beta_vec(rng.normal(0, 0.5, n))
     L.W[mt.VV_] = rng.uniform(0.1, 1, n)
     L.W[mt.ZBV_] = rng.normal(0, 1, n)
     L.s[mt.V] = rng.uniform(0.1, 1)
@@ -110,7 +110,7 @@ def test_vector_one_step_identity(seed, norm, psi, term, tuner):
     """Spec §3.2 vector / mixed h-vec, coordinate i: e_i.Phi_i' = hv_{t+1,i}; cross terms are real."""
     L, W0, z, gH, d, delta = step_and_pre(seed, tuner, norm, psi, term)
     shared = L.s[mt.BETA]
-    bstar = shared + L.W[mt.BV_]
+    bstar = shared + L.beta_vec()
     alpha = np.exp(bstar)
     w, hv = W0[mt.W_], W0[mt.HV_]
     live = np.flatnonzero(d)
@@ -143,7 +143,7 @@ def test_vector_one_step_identity(seed, norm, psi, term, tuner):
 def test_mixed_hhat_one_step_identity(seed, norm, psi, term):
     """Spec §3.2 mixed h-hat: Phi-hat'(beta-hat*) = h-hat_{t+1}, every component."""
     L, W0, z, gH, d, delta = step_and_pre(seed, "mixed", norm, psi, term)
-    bh, bvec = L.s[mt.BETA], L.W[mt.BV_]
+    bh, bvec = L.s[mt.BETA], L.beta_vec()
     w, hh = W0[mt.W_], W0[mt.H_]
     Phi = lambda b: w + (b - bh) * hh + np.exp(b + bvec) * (z * delta(w + (b - bh) * hh) + psi * gH)
     assert rel_err(Phi(bh), L.W[mt.W_]) < 1e-12
@@ -174,7 +174,7 @@ def prediction_run(tuner, beta0, bvec, traj, gamma=0.95, lam=0.8):
     nf = traj[0][0].shape[0]
     L = mt.Learner(nf, mt.Config(tuner=tuner, normalized=False, alpha=math.exp(beta0), mu=0.0,
                                  gamma=gamma, lam=lam), dense=True)
-    L.W[mt.BV_] = bvec
+    L.set_beta_vec(bvec)
     L.W[mt.W_] = np.linspace(-0.3, 0.3, nf)
     zero = np.zeros(nf)
     Vs, zbs = [], []
@@ -325,9 +325,9 @@ def test_normalized_invariants(tuner):
         tr = random_transition(rng, rng.uniform() < 0.05)
         _, _, _, _, phi, phi1, A, _, term = tr
         _, _, _, gU, *_ = ref.linear_grads(L.w, NF, NA, phi, A, phi1, 0.9)
-        before = np.append(L.W[mt.BV_], L.s[mt.BETA])     # each meta-learned beta: vec and shared
+        before = np.append(L.beta_vec(), L.s[mt.BETA])     # each meta-learned beta: vec and shared
         do_linear_step(L, tr)
-        after = np.append(L.W[mt.BV_], L.s[mt.BETA])
+        after = np.append(L.beta_vec(), L.s[mt.BETA])
         step = after - before
         assert np.all(step <= mu * (1 + 1e-12))
         if L.s[mt.U] <= 1.0:
@@ -372,3 +372,18 @@ def test_sid_equals_scalar_when_h_held_fixed_and_differs_otherwise():
             assert rel_err(b[1], b[0]) < 1e-10
         else:
             assert rel_err(b[1], b[0]) > 1e-6
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=SEEDS)
+def test_exp_step_polynomial_is_float32_exact(seed):
+    """The normalized tuners' per-weight step exp(mu Delta/v), |.| <= mu <= 2^-4, by polynomial:
+    within 1 float32 ulp of exp, and the full exponential otherwise."""
+    x = np.random.default_rng(seed).uniform(-2.0 ** -4, 2.0 ** -4, 1000).astype(np.float32)
+    poly = np.array([mt._exp_step(v, True) for v in x])
+    assert np.all(np.abs(poly - np.exp(x.astype(np.float64))) <= 2.0 ** -23 * np.exp(2.0 ** -4))
+    big = np.float32(3.7)
+    assert abs(mt._exp_step(big, False) - math.exp(3.7)) <= 2e-7 * math.exp(3.7)
+    W = np.zeros((8, 3), np.float32)
+    assert mt._small_steps(W, True, 2.0 ** -4) and not mt._small_steps(W, True, 0.1)
+    assert not mt._small_steps(W, False, 1e-3) and not mt._small_steps(W.astype(np.float64), True, 1e-3)

@@ -26,7 +26,7 @@ def random_agent(seed, tuner, norm, psi):
     W[mt.H_] = rng.normal(0, 1, n)
     W[mt.HV_] = rng.normal(0, 1, n)
     if tuner in ("vector", "mixed"):
-        W[mt.BV_] = rng.normal(0, 0.5, n)
+        ag.learner.set_beta_vec(rng.normal(0, 0.5, n))
     W[mt.VV_] = rng.uniform(0.1, 1, n)
     W[mt.ZBV_] = rng.normal(0, 1, n)
     ag.learner.s[mt.V], ag.learner.s[mt.ZB], ag.learner.s[mt.U] = rng.uniform(0.1, 1), rng.normal(), 0.5
@@ -77,7 +77,7 @@ def test_scalar_identity_network(seed, norm, psi, term):
 def test_mixed_identities_network(seed, norm, psi, term):
     """Spec §3.2 mixed h-hat (every component) and h-vec (random coordinates) on the network."""
     ag, W0, z, gH, delta = one_step(seed, "mixed", norm, psi, term)
-    bh, bvec = ag.learner.s[mt.BETA], ag.learner.W[mt.BV_]
+    bh, bvec = ag.learner.s[mt.BETA], ag.learner.beta_vec()
     w, hh, hv = W0[mt.W_], W0[mt.H_], W0[mt.HV_]
     Phi = lambda b: w + (b - bh) * hh + np.exp(b + bvec) * (z * delta(w + (b - bh) * hh) + psi * gH)
     assert rel_err(Phi(bh), ag.w) < 1e-12
@@ -202,7 +202,7 @@ def test_factored_step_equals_materialized_step(tuner):
                        True, 0.7 + 0.9 * V1 - V0, gV @ gV, L.kind, L.norm, c.gamma * c.lam, c.psi,
                        c.mu, c.nosid_alpha_bound)
     assert ok
-    rows = [mt.W_, mt.Z_, mt.H_, mt.HV_, mt.BV_, mt.VV_, mt.ZBV_]
+    rows = [mt.W_, mt.Z_, mt.H_, mt.HV_, mt.EB_, mt.VV_, mt.ZBV_]
     np.testing.assert_allclose(L.W[rows], W[rows], rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(L.s, s, rtol=1e-10, atol=1e-13)
 
