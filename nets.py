@@ -75,9 +75,12 @@ its own threads for the larger products; on a shared machine that gave 10-100x s
 run with OPENBLAS_NUM_THREADS=1 (set before NumPy/SciPy are imported) or pin the process to one
 core. A vjp with k > 1 computes each conv weight gradient for all k rows in one product, so a
 row's last bits can differ from the same row computed with k = 1; results are otherwise
-deterministic. The sigmoid (evaluated in float64 for either dtype; NaN passes through) and
-metatrace's per-weight passes use `_exp64` / `_exp32` (`_exp` picks by precision): Cephes'
-exponentials written without a library call, so the loops around them vectorize (~1 ulp).
+deterministic. The sigmoid (in theta's precision; NaN passes through) uses `_exp64` / `_exp32`
+(`_exp` picks by precision): Cephes' exponentials written without a library call, so the loops
+around them vectorize (~1 ulp). A dense layer's backward product reads its weight matrix once for
+all k rows. The learner (metatrace.NetAgent) calls vjp with lazy = factored_layer(net): the
+Atari net's 663,552-weight dense layer then costs one pass over its weights, not k outer
+products written out.
 Measured on one AMD EPYC core of a shared 2-core machine (OPENBLAS_NUM_THREADS=1 taskset -c 1,
 float32, |A| = 18, ``python -c "import nets; nets.bench()"``), medians of several runs: forward
 0.17-0.25 ms, vjp k=3 0.8-0.9 ms, vjp k=1 0.24-0.26 ms, jvp 0.21-0.29 ms. The k weight gradients
@@ -699,9 +702,12 @@ def bench(net_name="atari", n_actions=18, repeats=200, dtype=np.float32, seed=0)
     cot = rng.standard_normal((3, 1 + n_actions)).astype(dtype)
     out = np.zeros((3, net.n_params), dtype)
     direction = rng.standard_normal(net.n_params).astype(dtype)
+    lazy = factored_layer(net)
     calls = {"forward": lambda: forward(net, theta, obs, ws),
              "vjp k=3": lambda: vjp(net, theta, ws, cot, out),
              "vjp k=1": lambda: vjp(net, theta, ws, cot[:1], out[:1]),
+             "vjp k=3 lazy": lambda: vjp(net, theta, ws, cot, out, lazy),
+             "vjp k=1 lazy": lambda: vjp(net, theta, ws, cot[:1], out[:1], lazy),
              "jvp": lambda: jvp(net, theta, ws, direction)}
     print(f"{net_name} |A|={n_actions} {np.dtype(dtype).name} n_params={net.n_params} "
           f"numba threads={get_num_threads()} "
@@ -715,8 +721,8 @@ def bench(net_name="atari", n_actions=18, repeats=200, dtype=np.float32, seed=0)
             call()
             times[r] = time.perf_counter() - t0
         median[name] = np.median(times) * 1e3
-        print(f"  {name:8s} {median[name]:7.3f} ms  (10%-90%: {np.quantile(times, .1) * 1e3:.3f}"
+        print(f"  {name:12s} {median[name]:7.3f} ms  (10%-90%: {np.quantile(times, .1) * 1e3:.3f}"
               f"-{np.quantile(times, .9) * 1e3:.3f})")
-    step = 2 * median["forward"] + median["vjp k=3"] + median["vjp k=1"]
-    print(f"  step: forward, vjp k=3, forward, vjp k=1 = {step:.3f} ms")
+    step = 2 * median["forward"] + median["vjp k=3 lazy"] + median["vjp k=1 lazy"]
+    print(f"  step: forward, vjp k=3 lazy, forward, vjp k=1 lazy = {step:.3f} ms")
     return median

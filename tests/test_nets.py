@@ -150,6 +150,29 @@ def test_small_net_jvp_and_vjp_match_finite_differences(net, seed, k):
 
 @SETTINGS
 @given(small_nets(), SEEDS, st.integers(1, 3))
+def test_lazy_vjp_leaves_the_dense_block_as_factors(net, seed, k):
+    """vjp(lazy=l) writes every block but dense layer l's weights, bit for bit as the full vjp,
+    and dense_factors(l) gives that block as outer(x, g[m]) (finite differences via the full vjp)."""
+    theta, obs, rng = setup(net, seed)
+    cot = rng.standard_normal((k, 1 + net.n_actions))
+    full = vjp_of(net, theta, obs, cot)
+    l = nets.factored_layer(net)
+    ly = net.layers[l]
+    assert all(ly.fan_in * ly.fan_out >= m.fan_in * m.fan_out for m in net.layers if m.kind == nets.DENSE)
+    ws = nets.workspace(net, theta.dtype, k)
+    nets.forward(net, theta, obs, ws)
+    out = np.full((k, net.n_params), 7.0)
+    nets.vjp(net, theta, ws, cot, out, l)
+    lo, hi = ly.w_off, ly.w_off + ly.fan_in * ly.fan_out
+    assert np.all(out[:, lo:hi] == 7.0)
+    assert np.array_equal(out[:, :lo], full[:, :lo]) and np.array_equal(out[:, hi:], full[:, hi:])
+    x, g = nets.dense_factors(net, ws, l, k)
+    for m in range(k):
+        assert close(np.outer(x, g[m]).ravel(), full[m, lo:hi], 1e-12)
+
+
+@SETTINGS
+@given(small_nets(), SEEDS, st.integers(1, 3))
 def test_vjp_is_the_transpose_of_jvp(net, seed, k):
     theta, obs, rng = setup(net, seed)
     v = rng.standard_normal(net.n_params)
