@@ -33,6 +33,9 @@ Atari (spec §6.3; needs `ale-py` and `opencv-python-headless`, imported on firs
                                     the start (Machado et al. 2018, source of the paper's 0.25)
     clip_rewards=True               reward clipped to [-1, 1] for learning [R]; the unclipped game
                                     score of the step is always info["score"]
+    fast=True                       `FastAtari` computes what AtariPreprocessing and
+                                    FrameStackObservation compute (tested equal step for step)
+                                    with preallocated buffers; False: gymnasium's wrappers
 
 MinAtar (needs `minatar`, imported on first use):
     minatar-asterix, minatar-breakout, minatar-freeway, minatar-seaquest, minatar-space_invaders ->

@@ -1,9 +1,11 @@
 """AC(lambda) with Metatrace step-size tuning (Young, Wang & Taylor 2018); spec: ALGORITHMS.md.
 
-One tuner code path serves every function approximator.  A model hands `tuner_step` flat vectors
-(g^U, g^H, d = grad delta) and scalars (delta, ||g^V||^2); the tuner applies steps 2-7 of spec §2.0
-for the chosen tuner and updates the weights.  `linear_step` is the linear-softmax model of
-spec §1.4 on sparse features; the Numba network of `nets.py` plugs into the same `tuner_step`.
+One tuner serves every function approximator.  A model hands it the gradients (g^U, g^H,
+d = grad delta) and scalars (delta, ||g^V||^2); the tuner applies steps 2-7 of spec §2.0 for the
+chosen tuner and updates the weights.  `linear_step` is the linear-softmax model of spec §1.4 on
+sparse features (`tuner_step`); the Numba network of `nets.py` (`NetAgent`) hands `dense_step` its
+gradients in blocks, its largest dense layer's as outer products that are never materialized.
+Both share the scalar lines (`_meta_scalars`); the per-weight loop bodies exist once per form.
 
 Tuners (spec §2, §4, §5):
     none    plain AC(lambda) with fixed alpha = exp(log alpha0)
@@ -32,7 +34,11 @@ Sparsity (linear features): only weights touched by g^U or g^H during the curren
 non-zero trace, so the per-weight loop runs over that "active" list.  The one per-weight update
 that touches every weight on every step is the decay of v-vec when Delta_i = 0 (spec §2.2 note);
 it is applied lazily, v_i *= (1 - mu)^k, when weight i becomes active again.  `dense=True` runs
-the same code over every index (the network).
+`dense_step` over every index instead (one materialized block).
+
+Network (`NetAgent`), per agent step on the Atari net (681,027 weights, float32): the per-weight
+passes read and write 2 (none), 3 (scalar) or 7 (vector, mixed) state rows, about 11-49 MB a step,
+which is what bounds the tuners' speed here; see README "Performance".
 """
 import math
 import time
@@ -377,6 +383,16 @@ def tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, dense,
 
 
 @nb.njit(cache=True)
+def _block(b, lo, hi, n, gU, gH, gV, gV1, x, x1, fU, fH, fV, fV1, one):
+    """Block b of dense_step: weights [a, e) and their factors (x, x1, fU, fH, fV, fV1); blocks
+    0 and 2 are the materialized [0, lo) and [hi, n) (x = x1 = [1]), block 1 the factored one."""
+    if b == 1:
+        return lo, hi, x, x1, fU, fH, fV, fV1
+    a, e = (0, lo) if b == 0 else (hi, n)
+    return a, e, one, one, gU[a:e], gH[a:e], gV[a:e], gV1[a:e]
+
+
+@nb.njit(cache=True)
 def dense_step(W, s, ist, gU, gH, gV, gV1, c1, c0, lo, hi, x, x1, fU, fH, fV, fV1, one, acc,
                delta, gV2, kind, norm, gl, psi, mu, nosid_bound):
     """One step of spec §2.0 (steps 2-7) over every weight, in dense blocks; False if non-finite.
@@ -386,18 +402,14 @@ def dense_step(W, s, ist, gU, gH, gV, gV1, c1, c0, lo, hi, x, x1, fU, fH, fV, fV
     d = c1 outer(x1, fV1) + c0 outer(x, fV).  Outside it, gU, gH and d = c1 gV1 + c0 gV are
     materialized (full-length vectors, read only there).  acc: scratch of max(lo, n - hi, C)
     floats.  gV2 = ||g^V||^2 (NOSID only).  `one` = [1.0]."""
-    n = W.shape[1]
     vec = kind == VECTOR or kind == MIXED
     sh = kind == SCALAR or kind == MIXED or kind == SID or kind == NOSID
     small = _small_steps(W, norm, mu)
     gUh = gHh = dh = zh = zd = xv = 0.0
     gU2 = 0.0
     for b in range(3):                    # the dot products with the pre-update h, V1-V4 / M1-M6
-        a, e = (0, lo) if b == 0 else ((lo, hi) if b == 1 else (hi, n))
-        if b == 1:
-            X, X1, FU, FH, FV, FV1 = x, x1, fU, fH, fV, fV1
-        else:
-            X, X1, FU, FH, FV, FV1 = one, one, gU[a:e], gH[a:e], gV[a:e], gV1[a:e]
+        a, e, X, X1, FU, FH, FV, FV1 = _block(b, lo, hi, W.shape[1], gU, gH, gV, gV1, x, x1,
+                                              fU, fH, fV, fV1, one)
         if e == a:
             continue
         if kind != NONE:
@@ -420,11 +432,8 @@ def dense_step(W, s, ist, gU, gH, gV, gV1, c1, c0, lo, hi, x, x1, fU, fH, fV, fV
     alpha = math.exp(beta)                                    # S7; V7 / M8: alpha * e_i
     bad = 0.0
     for b in range(3):
-        a, e = (0, lo) if b == 0 else ((lo, hi) if b == 1 else (hi, n))
-        if b == 1:
-            X, X1, FU, FH, FV, FV1 = x, x1, fU, fH, fV, fV1
-        else:
-            X, X1, FU, FH, FV, FV1 = one, one, gU[a:e], gH[a:e], gV[a:e], gV1[a:e]
+        a, e, X, X1, FU, FH, FV, FV1 = _block(b, lo, hi, W.shape[1], gU, gH, gV, gV1, x, x1,
+                                              fU, fH, fV, fV1, one)
         if e == a:
             continue
         bad += _weight_blk(W[W_, a:e], W[Z_, a:e], W[H_, a:e], W[HV_, a:e], W[EB_, a:e], X, X1,

@@ -83,8 +83,10 @@ Atari net's 663,552-weight dense layer then costs one pass over its weights, not
 products written out.
 Measured on one AMD EPYC core of a shared 2-core machine (OPENBLAS_NUM_THREADS=1 taskset -c 1,
 float32, |A| = 18, ``python -c "import nets; nets.bench()"``), medians of several runs: forward
-0.17-0.25 ms, vjp k=3 0.8-0.9 ms, vjp k=1 0.24-0.26 ms, jvp 0.21-0.29 ms. The k weight gradients
-set the floor: about 4.3 M multiply-adds and 2.7 MB written per row.
+0.17-0.24 ms, vjp k=3 0.98-1.19 ms (0.41-0.61 ms lazy), vjp k=1 0.25-0.35 ms (0.20-0.28 ms
+lazy), jvp 0.21-0.27 ms; this shared VM's speed varies by about 30% between runs. What remains
+is the conv layers' products (about 3 M multiply-adds per forward, 4-11 M per vjp) and one pass
+over the 2.65 MB dense weight matrix per forward or vjp.
 """
 import os
 import time

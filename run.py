@@ -25,6 +25,7 @@ import json
 import math
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -320,9 +321,16 @@ def save_checkpoint(out, agent, episodes_done):
         np.savez(f, meta=np.array(meta), **arrays)
         f.flush()
         os.fsync(f.fileno())
-    if os.path.exists(os.path.join(out, CKPT)):
-        os.replace(os.path.join(out, CKPT), os.path.join(out, CKPT_PREV))
-    os.replace(tmp, os.path.join(out, CKPT))
+    cur, prev_tmp = os.path.join(out, CKPT), os.path.join(out, "checkpoint.prev.tmp")
+    if os.path.exists(cur):               # keep it as the fallback; CKPT never goes missing
+        if os.path.exists(prev_tmp):
+            os.remove(prev_tmp)
+        try:
+            os.link(cur, prev_tmp)
+        except OSError:                   # a file system without hard links
+            shutil.copyfile(cur, prev_tmp)
+        os.replace(prev_tmp, os.path.join(out, CKPT_PREV))
+    os.replace(tmp, cur)
 
 
 def load_checkpoint(out, agent):
