@@ -223,3 +223,14 @@ def test_patch_reuse_is_bit_identical():
         assert a.learn(t % 3, 0.5, obs[t + 1], 0.99) and b.learn(t % 3, 0.5, obs[t + 1], 0.99)
     assert reused == 6 and b.cur == 0
     assert np.array_equal(a.learner.W, b.learner.W) and np.array_equal(a.learner.s, b.learner.s)
+
+
+def test_agent_rejects_observations_of_the_wrong_shape_or_dtype():
+    ag = mt.NetAgent(NET, mt.Config(tuner="mixed", alpha=2.0 ** -6, mu=1e-3, psi=0.01))
+    good = np.zeros(NET.obs_shape, np.float32)
+    for bad in (np.zeros((3, 6, 6), np.float32), np.zeros(NET.obs_shape, np.float64)):
+        with pytest.raises(ValueError, match="expected shape"):
+            ag.policy(bad)
+        A = ag.policy(good)
+        with pytest.raises(ValueError, match="expected shape"):
+            ag.learn(A, 0.0, bad, 0.99)
