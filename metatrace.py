@@ -741,8 +741,12 @@ def policy_cotangents(pi, logpi, H, A, cot, rH):
 def _same(a, b):
     """a == b element for element (a any shape, b flat)."""
     a = a.reshape(-1)
-    for i in range(b.shape[0]):
-        if a[i] != b[i]:
+    n = b.shape[0]
+    for i0 in range(0, n, 256):       # no exit inside a chunk, so that the compare vectorizes
+        diff = False
+        for i in range(i0, min(i0 + 256, n)):
+            diff |= a[i] != b[i]
+        if diff:
             return False
     return True
 
