@@ -732,24 +732,31 @@ BENCH_TUNERS = [("none", "2^-7", "0"), ("scalar", "2^-9", "2^-8"), ("vector", "2
 
 def bench_net(domain, repeats, steps, where):
     """Per tuner: median learner time per step split into forward / backward / tuner update, and
-    agent steps/s of the whole loop (emulator included)."""
-    print(f"{domain}: median over {repeats} repeats of {steps} agent steps after a warm-up; {where}; "
-          f"float32; times in ms per agent step")
-    print(f"{'tuner':<8}{'forward':>9}{'backward':>10}{'tuner':>8}{'learner':>9}{'env+rest':>10}"
-          f"{'steps/s':>9}")
-    for tuner in ("none", "scalar", "vector", "mixed"):
+    agent steps/s of the whole loop (emulator included).  The repeats go round the four tuners in
+    turn, so that a slow spell of a shared machine falls on all of them alike."""
+    print(f"{domain}: median over {repeats} repeats of {steps} agent steps after a warm-up, the "
+          f"tuners taking turns; {where}; float32; times in ms per agent step")
+    tuners = ("none", "scalar", "vector", "mixed")
+    runners = {}
+    for tuner in tuners:
         s = settings(run_parser().parse_args(["--domain", domain, "--tuner", tuner]))
-        runner = NetRunner(s)
-        runner.episode(64)                                   # compile and warm up
-        agent, rows = runner.agent, []
-        for _ in range(repeats):
+        runners[tuner] = NetRunner(s)
+        runners[tuner].episode(64)                           # compile and warm up
+    rows = {tuner: [] for tuner in tuners}
+    for _ in range(repeats):
+        for tuner in tuners:
+            runner = runners[tuner]
+            agent = runner.agent
             agent.clock = np.zeros(3)
             t0, n = time.perf_counter(), 0
             while n < steps:
                 n += runner.episode(steps - n)[2]
             wall = time.perf_counter() - t0
-            rows.append([*(agent.clock * 1e3 / n), wall * 1e3 / n, n / wall])
-        med = np.median(np.array(rows), axis=0)
+            rows[tuner].append([*(agent.clock * 1e3 / n), wall * 1e3 / n, n / wall])
+    print(f"{'tuner':<8}{'forward':>9}{'backward':>10}{'tuner':>8}{'learner':>9}{'env+rest':>10}"
+          f"{'steps/s':>9}")
+    for tuner in tuners:
+        med = np.median(np.array(rows[tuner]), axis=0)
         print(f"{tuner:<8}{med[0]:>9.3f}{med[1]:>10.3f}{med[2]:>8.3f}{med[:3].sum():>9.3f}"
               f"{med[3] - med[:3].sum():>10.3f}{med[4]:>9.0f}", flush=True)
     return 0

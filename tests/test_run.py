@@ -118,6 +118,17 @@ def test_bench_prints_every_tuner():
         assert any(line.startswith(tuner) for line in r.stdout.splitlines())
 
 
+def test_net_bench_prints_a_breakdown_per_tuner():
+    r = cli("bench", "--domain", "minatar-breakout", "--repeats", "2", "--steps", "20")
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in r.stdout.splitlines()[2:]}
+    assert sorted(rows) == ["mixed", "none", "scalar", "vector"]
+    for tuner, cols in rows.items():
+        forward, backward, tune, learner, rest, rate = map(float, cols)
+        assert min(forward, backward, learner, rest, rate) > 0, (tuner, cols)
+        assert learner == pytest.approx(forward + backward + tune, abs=2e-3), (tuner, cols)
+
+
 def run_until(args, path, rows, sig):
     """Start a run, wait until its CSV has more than `rows` episodes, then send it `sig`."""
     p = subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, stderr=subprocess.PIPE,
