@@ -886,16 +886,8 @@ class NetAgent:
     def learn(self, A, R, obs1, gamma1):
         """AC(lambda) + tuner update from (S_t, A, R, S_{t+1}); gamma1 = gamma(1 - term). -> ok."""
         obs1 = self._check(obs1)
-        c, L, clock = self.config, self.learner, self.clock
-        ws0, ws1 = self.ws[self.cur], self.ws[1 - self.cur]
-        (x0, f0), (x1, f1) = self.factors[self.cur], self.factors[1 - self.cur]
-        fH = f0[self.rH] if self.rH else self.zc
-        fV = f0[self.rV] if self.need_d else self.zc
-        args = (self.net.table, ws0.table, ws0.buf, ws1.table, ws1.buf, L.W, L.s, L.ist,
-                self.cot, self.cot1, self.G, self.G1, self.lazy, self.rH, self.pi, self.logpi,
-                self.H0, self.V0, A, float(R), obs1, self.last1, float(gamma1), self.need_d,
-                self.gH, self.gV, x0, x1, f0[0], fH, fV, f1[0], self.one, self.acc, self.sums,
-                self.lo, self.hi, L.kind, L.norm, c.gamma * c.lam, c.psi, c.mu, c.nosid_alpha_bound)
+        clock = self.clock
+        args = self._learn_args(A, R, obs1, gamma1)
         if clock is None:
             ok, _ = _net_learn(15, *args)
         else:
@@ -905,6 +897,20 @@ class NetAgent:
                 clock[slot] += time.perf_counter() - t0
         self.fresh1 = gamma1 != 0.0
         return ok
+
+    def _learn_args(self, A, R, obs1, gamma1):
+        """The arguments of _net_learn after the phase mask."""
+        c, L = self.config, self.learner
+        ws0, ws1 = self.ws[self.cur], self.ws[1 - self.cur]
+        (x0, f0), (x1, f1) = self.factors[self.cur], self.factors[1 - self.cur]
+        fH = f0[self.rH] if self.rH else self.zc
+        fV = f0[self.rV] if self.need_d else self.zc
+        return (self.net.table, ws0.table, ws0.buf, ws1.table, ws1.buf, L.W, L.s, L.ist,
+                self.cot, self.cot1, self.G, self.G1, self.lazy, self.rH, self.pi, self.logpi,
+                self.H0, self.V0, A, float(R), obs1, self.last1, float(gamma1), self.need_d,
+                self.gH, self.gV, x0, x1, f0[0], fH, fV, f1[0], self.one, self.acc, self.sums,
+                self.lo, self.hi, L.kind, L.norm, c.gamma * c.lam, c.psi, c.mu,
+                c.nosid_alpha_bound)
 
     def gradients(self):
         """Full g^U, g^H, g^V at S_t and grad V(S_{t+1}) of the last `learn`, materialized
@@ -924,3 +930,54 @@ class NetAgent:
         L = self.learner
         end_episode(L.W, L.s, L.ist, L.vt, L.act, L.in_act, True)
         self.fresh1 = False
+
+
+@nb.njit(cache=True)
+def _touch_rows(W, rows, f):
+    """Read and write each of W's listed rows once (w <- f w, f = 1 at run time), all rows in
+    one sweep (256 entries of each in turn, as a fused pass streams them): the least memory
+    traffic a per-weight step over that state can have."""
+    f = W.dtype.type(f)
+    n = W.shape[1]
+    for i0 in range(0, n, 256):
+        for r in rows:
+            row = W[r, i0:min(i0 + 256, n)]
+            for i in range(row.shape[0]):
+                row[i] *= f
+
+
+def bench_tuner(n_actions=18, repeats=50, seed=0):
+    """Print, per tuner, the median time of one `dense_step` (the tuner phase of a network step)
+    on the Atari net in float32: hot (state in cache, the step repeated) and cold (after a 64 MB
+    sweep), each next to the same for reading and writing every state row once (_touch_rows)."""
+    import nets
+    net = nets.ATARI(n_actions)
+    rng = np.random.default_rng(seed)
+    obs = [rng.random(net.obs_shape).astype(np.float32) for _ in range(2)]
+    sweep = np.zeros(16 << 20, np.float32)
+    rows = {"none": (W_, Z_), "scalar": (W_, Z_, H_), "vector": (W_, Z_, HV_, EB_, VV_, ZBV_),
+            "mixed": (W_, Z_, H_, HV_, EB_, VV_, ZBV_)}
+    print(f"Atari net, {net.n_params} weights, float32: median ms over {repeats} calls of the "
+          f"tuner phase (dense_step) and of one read+write of its state rows")
+    print(f"{'tuner':<8}{'rows':>5}{'hot':>8}{'floor':>8}{'cold':>8}{'floor':>8}")
+    for tuner, rr in rows.items():
+        agent = NetAgent(net, Config(tuner=tuner, alpha=2.0 ** -8, mu=0.001, psi=0.01), seed)
+        for t in range(8):                      # real steps: traces, h and factors not zero
+            agent.learn(agent.policy(obs[t % 2]), 1.0, obs[(t + 1) % 2], 0.99)
+        args = agent._learn_args(agent.policy(obs[0]), 1.0, obs[1], 0.99)
+        _net_learn(7, *args)                    # the gradients at S_t and S_{t+1}
+        idx = np.array(rr, np.int64)
+        calls = (lambda: _net_learn(8, *args), lambda: _touch_rows(agent.learner.W, idx, 1.0))
+        med = []
+        for cold in (False, True):
+            for call in calls:
+                call()
+                times = np.empty(repeats)
+                for r in range(repeats):
+                    if cold:
+                        sweep += 1.0
+                    t0 = time.perf_counter()
+                    call()
+                    times[r] = time.perf_counter() - t0
+                med.append(np.median(times) * 1e3)
+        print(f"{tuner:<8}{len(rr):>5}" + "".join(f"{m:>8.3f}" for m in med), flush=True)

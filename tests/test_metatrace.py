@@ -387,3 +387,16 @@ def test_exp_step_polynomial_is_float32_exact(seed):
     W = np.zeros((8, 3), np.float32)
     assert mt._small_steps(W, True, 2.0 ** -4) and not mt._small_steps(W, True, 0.1)
     assert not mt._small_steps(W, False, 1e-3) and not mt._small_steps(W.astype(np.float64), True, 1e-3)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=SEEDS, n=st.integers(1, 1000))
+def test_touch_rows_scales_exactly_the_listed_rows(seed, n):
+    """bench_tuner's memory floor reads and writes every entry of the listed rows, no other."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((8, n)).astype(np.float32)
+    rows = np.sort(rng.choice(8, size=rng.integers(1, 8), replace=False)).astype(np.int64)
+    want = W.copy()
+    want[rows] *= 2
+    mt._touch_rows(W, rows, 2.0)
+    assert np.array_equal(W, want)
