@@ -733,7 +733,8 @@ BENCH_TUNERS = [("none", "2^-7", "0"), ("scalar", "2^-9", "2^-8"), ("vector", "2
 def bench_net(domain, repeats, steps, where):
     """Per tuner: median learner time per step split into forward / backward / tuner update, and
     agent steps/s of the whole loop (emulator included).  The repeats go round the four tuners in
-    turn, so that a slow spell of a shared machine falls on all of them alike."""
+    turn, so that a slow spell of a shared machine falls on all of them alike; each repeat starts
+    with 50 unmeasured steps, which bring the caches back from the previous tuner."""
     print(f"{domain}: median over {repeats} repeats of {steps} agent steps after a warm-up, the "
           f"tuners taking turns; {where}; float32; times in ms per agent step")
     tuners = ("none", "scalar", "vector", "mixed")
@@ -747,6 +748,7 @@ def bench_net(domain, repeats, steps, where):
         for tuner in tuners:
             runner = runners[tuner]
             agent = runner.agent
+            runner.episode(50)                               # caches back from the last tuner
             agent.clock = np.zeros(3)
             t0, n = time.perf_counter(), 0
             while n < steps:
