@@ -37,8 +37,9 @@ it is applied lazily, v_i *= (1 - mu)^k, when weight i becomes active again.  `d
 `dense_step` over every index instead (one materialized block).
 
 Network (`NetAgent`), per agent step on the Atari net (681,027 weights, float32): the per-weight
-passes read and write 2 (none), 3 (scalar) or 7 (vector, mixed) state rows, about 11-49 MB a step,
-which is what bounds the tuners' speed here; see README "Performance".
+passes read and write 2 (none), 3 (scalar), 6 (vector) or 7 (mixed) state rows, 11-49 MB a step;
+they are bound by instructions when that state is in cache and by memory when it is not
+(`bench_tuner` measures both against the memory floor; README "Performance").
 """
 import math
 import time
