@@ -201,6 +201,27 @@ def _weight_pass(W, gU, gH, d, alpha, delta, dh, gl, psi, vec, sh, act, m):
 
 
 @nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+def _dots_blk(h, x, x1, gU, gH, d1, d0, c1, c0):
+    """<g^U,h>, <g^H,h>, <d,h> over one dense block (see above)."""
+    C = gU.shape[0]
+    gUh = gHh = dh = 0.0
+    for q in range(x.shape[0]):
+        hq = h[q * C:(q + 1) * C]
+        su = sh = s1 = s0 = 0.0
+        for c in range(C):
+            hc = np.float64(hq[c])
+            su += gU[c] * hc
+            sh += gH[c] * hc
+            s1 += d1[c] * hc
+            s0 += d0[c] * hc
+        xq = np.float64(x[q])
+        gUh += xq * su
+        gHh += xq * sh
+        dh += c1 * np.float64(x1[q]) * s1 + c0 * xq * s0
+    return gUh, gHh, dh
+
+
+@nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
 def _zdots_blk(z, h, x, x1, gU, d1, d0, c1, c0, gl):
     """<z_t, h> and <z_t, d> with z_t = gl z + g^U over one dense block (SID, NOSID)."""
     C = gU.shape[0]
@@ -216,20 +237,15 @@ def _zdots_blk(z, h, x, x1, gU, d1, d0, c1, c0, gl):
 
 
 @nb.njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _vector_rows(zbv, vv, hv, e, h, x, x1, gU, gH, part, delta, gl, psi, mu, vec, norm, small):
-    """_vector_blk over the rows x of a block (the state rows cut to match), in W's precision."""
+def _vector_blk(zbv, vv, hv, e, x, gU, gH, acc, delta, gl, psi, mu, norm, small):
+    """V1-V4 / M1, M3, M5, M6 over one dense block (e = eb = exp(bv)), and
+    acc_c += sum_q e_qc (g^U_qc)^2 (the per-weight part of V5 / M7, summed per column so that
+    the loop vectorizes)."""
     ty = zbv.dtype.type
     delta, gl, psi, mu, zero = ty(delta), ty(gl), ty(psi), ty(mu), ty(0.0)
     C = gU.shape[0]
-    t0, t1, acc = part[0], part[1], part[2]
     for q in range(x.shape[0]):
-        xq, x1q = x[q], x1[q]
-        hq = h[q * C:(q + 1) * C]
-        for c in range(C):
-            t0[c] += xq * hq[c]
-            t1[c] += x1q * hq[c]
-        if not vec:
-            continue
+        xq = x[q]
         for c in range(C):
             i = q * C + c
             g = xq * gU[c]
@@ -244,40 +260,6 @@ def _vector_rows(zbv, vv, hv, e, h, x, x1, gU, gH, part, delta, gl, psi, mu, vec
             ei = e[i] * _exp_step(db, small)
             e[i] = ei
             acc[c] += ei * (g * g)
-
-
-@nb.njit(cache=True, error_model="numpy")
-def _vector_blk(zbv, vv, hv, e, h, x, x1, gU, gH, part, sums, delta, gl, psi, mu, vec, norm,
-                small):
-    """One pass over a dense block: V1-V4 / M1, M3, M5, M6 if vec (e = eb = exp(bv)), and the
-    column sums behind the dot products with the pre-update h: sums[0] += h^T x,
-    sums[1] += h^T x1 and sums[2] += sum_q e_qc (g^U_qc)^2 (the per-weight part of V5 / M7).
-    Summed per column, so that the loops vectorize: in W's precision over 64 rows (`part`), then
-    in float64.  (The row range is cut by slicing: a loop from a variable start does not
-    vectorize.)"""
-    R, C = x.shape[0], gU.shape[0]
-    for r0 in range(0, R, 64):
-        r1 = min(r0 + 64, R)
-        a, b = r0 * C, r1 * C
-        part[:, :C] = 0.0
-        _vector_rows(zbv[a:b], vv[a:b], hv[a:b], e[a:b], h[a:b], x[r0:r1], x1[r0:r1], gU, gH,
-                     part, delta, gl, psi, mu, vec, norm, small)
-        for j in range(3):
-            for c in range(C):
-                sums[j, c] += part[j, c]
-
-
-@nb.njit(cache=True, fastmath={"reassoc"})
-def _col_dots(sums, gU, gH, d1, d0, c1, c0):
-    """<g^U,h>, <g^H,h>, <d,h> and sum e (g^U)^2 over one block, from _vector_blk's sums."""
-    gUh = gHh = dh = xv = 0.0
-    for c in range(gU.shape[0]):
-        t0, t1 = sums[0, c], sums[1, c]
-        gUh += gU[c] * t0
-        gHh += gH[c] * t0
-        dh += c1 * d1[c] * t1 + c0 * d0[c] * t0
-        xv += sums[2, c]
-    return gUh, gHh, dh, xv
 
 
 @nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
@@ -370,8 +352,8 @@ def tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, dense,
         one = np.ones(1, W.dtype)
         empty = np.zeros(0, W.dtype)
         return dense_step(W, s, ist, gU, gH, d, d, 1.0, 0.0, ns, ns, empty, empty, empty, empty,
-                          empty, empty, one, np.zeros((3, ns), W.dtype), np.zeros((3, ns)), delta,
-                          gV2, kind, norm, gl, psi, mu, nosid_bound)
+                          empty, empty, one, np.zeros(ns, W.dtype), delta, gV2, kind, norm, gl, psi, mu,
+                          nosid_bound)
     vec = kind == VECTOR or kind == MIXED
     sh = kind == SCALAR or kind == MIXED or kind == SID or kind == NOSID
     step = ist[STEP]
@@ -413,15 +395,14 @@ def _block(b, lo, hi, n, gU, gH, gV, gV1, x, x1, fU, fH, fV, fV1, one):
 
 @nb.njit(cache=True)
 def dense_step(W, s, ist, gU, gH, gV, gV1, c1, c0, lo, hi, x, x1, fU, fH, fV, fV1, one, acc,
-               sums, delta, gV2, kind, norm, gl, psi, mu, nosid_bound):
+               delta, gV2, kind, norm, gl, psi, mu, nosid_bound):
     """One step of spec §2.0 (steps 2-7) over every weight, in dense blocks; False if non-finite.
 
     Weights [lo, hi) are one factored block (x, x1 of length R, fU, fH, fV, fV1 of length C,
     R C = hi - lo), e.g. a dense layer: g^U = outer(x, fU), g^H = outer(x, fH),
     d = c1 outer(x1, fV1) + c0 outer(x, fV).  Outside it, gU, gH and d = c1 gV1 + c0 gV are
-    materialized (full-length vectors, read only there).  acc, sums: scratch of shape
-    (3, max(lo, n - hi, C)) in W's precision and in float64.  gV2 = ||g^V||^2 (NOSID only).
-    `one` = [1.0]."""
+    materialized (full-length vectors, read only there).  acc: scratch of max(lo, n - hi, C)
+    floats.  gV2 = ||g^V||^2 (NOSID only).  `one` = [1.0]."""
     vec = kind == VECTOR or kind == MIXED
     sh = kind == SCALAR or kind == MIXED or kind == SID or kind == NOSID
     small = _small_steps(W, norm, mu)
@@ -433,19 +414,20 @@ def dense_step(W, s, ist, gU, gH, gV, gV1, c1, c0, lo, hi, x, x1, fU, fH, fV, fV
         if e == a:
             continue
         if kind != NONE:
-            sums[:, :FU.shape[0]] = 0.0
-            _vector_blk(W[ZBV_, a:e], W[VV_, a:e], W[HV_, a:e], W[EB_, a:e], W[H_, a:e], X, X1,
-                        FU, FH, acc, sums, delta, gl, psi, mu, vec, norm, small)
-            u, hh, dd, xx = _col_dots(sums, FU, FH, FV1, FV, c1, c0)
+            u, hh, dd = _dots_blk(W[H_, a:e], X, X1, FU, FH, FV1, FV, c1, c0)
             gUh += u
             gHh += hh
             dh += dd
-            xv += xx
             gU2 += _sumsq(X) * _sumsq(FU)
         if kind == SID or kind == NOSID:
             u, dd = _zdots_blk(W[Z_, a:e], W[H_, a:e], X, X1, FU, FV1, FV, c1, c0, gl)
             zh += u
             zd += dd
+        if vec:
+            acc[:FU.shape[0]] = 0.0
+            _vector_blk(W[ZBV_, a:e], W[VV_, a:e], W[HV_, a:e], W[EB_, a:e], X, FU, FH, acc,
+                        delta, gl, psi, mu, norm, small)
+            xv += _sum(acc[:FU.shape[0]])
     beta = _meta_scalars(s, kind, norm, gl, psi, mu, delta, gUh, gHh, gU2, xv, zh, zd, gV2,
                          nosid_bound)
     alpha = math.exp(beta)                                    # S7; V7 / M8: alpha * e_i
@@ -782,7 +764,7 @@ def _net_policy(table, wt, buf, w, obs, same_obs, pi, logpi, rng):
 @nb.njit(cache=True)
 def _net_learn(phases, table, wt0, buf0, wt1, buf1, W, s, ist, cot, cot1, G, G1, lazy, rH,
                pi, logpi, H0, V0, A, R, obs1, last1, gamma1, need_d, gH, gV, x0, x1, fU, fH,
-               fV, fV1, one, acc, sums, lo, hi, kind, norm, gl, psi, mu, nosid_bound):
+               fV, fV1, one, acc, lo, hi, kind, norm, gl, psi, mu, nosid_bound):
     """One transition of spec §1.5 / §2.0 on the network, in phases (a bit mask; all = 15):
     1 vjp at S_t (g^U, g^H, g^V), 2 forward at S_{t+1} with w_t, 4 vjp at S_{t+1} (grad V, for
     tuners that need d), 8 delta and `dense_step`.  -> (ok, delta)."""
@@ -803,8 +785,8 @@ def _net_learn(phases, table, wt0, buf0, wt1, buf1, W, s, ist, cot, cot1, G, G1,
     if kind == NOSID:
         gV2 = _sumsq(gV[:lo]) + _sumsq(gV[hi:]) + _sumsq(x0) * _sumsq(fV)
     ok = dense_step(W, s, ist, G[0], gH, gV, G1[0], gamma1 if need_d else 0.0, -1.0, lo, hi,
-                    x0, x1, fU, fH, fV, fV1, one, acc, sums, delta, gV2, kind, norm, gl, psi,
-                    mu, nosid_bound)
+                    x0, x1, fU, fH, fV, fV1, one, acc, delta, gV2, kind, norm, gl, psi, mu,
+                    nosid_bound)
     return ok and math.isfinite(delta), delta
 
 
@@ -850,8 +832,7 @@ class NetAgent:
         self.gH = self.G[self.rH] if self.rH else self.zn
         self.gV = self.G[self.rV] if self.need_d else self.zn
         self.one = np.ones(1, dtype)
-        m = max(self.lo, n - self.hi, ly.fan_out)
-        self.acc, self.sums = np.zeros((3, m), dtype), np.zeros((3, m))
+        self.acc = np.zeros(max(self.lo, n - self.hi, ly.fan_out), dtype)
         self.last1 = np.zeros(int(np.prod(net.obs_shape)), dtype)    # S_{t+1} of the last learn
         self.fresh1 = False                       # ws[1 - cur] holds forward(last1)
         self.pi, self.logpi = np.zeros(A), np.zeros(A)
@@ -909,8 +890,8 @@ class NetAgent:
         return (self.net.table, ws0.table, ws0.buf, ws1.table, ws1.buf, L.W, L.s, L.ist,
                 self.cot, self.cot1, self.G, self.G1, self.lazy, self.rH, self.pi, self.logpi,
                 self.H0, self.V0, A, float(R), obs1, self.last1, float(gamma1), self.need_d,
-                self.gH, self.gV, x0, x1, f0[0], fH, fV, f1[0], self.one, self.acc, self.sums,
-                self.lo, self.hi, L.kind, L.norm, c.gamma * c.lam, c.psi, c.mu,
+                self.gH, self.gV, x0, x1, f0[0], fH, fV, f1[0], self.one, self.acc, self.lo,
+                self.hi, L.kind, L.norm, c.gamma * c.lam, c.psi, c.mu,
                 c.nosid_alpha_bound)
 
     def gradients(self):
