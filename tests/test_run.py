@@ -101,7 +101,7 @@ def test_killed_run_keeps_its_episodes(tmp_path):
                           "--out", str(out), "--quiet"], cwd=ROOT)
     path = out / "episodes.csv"
     deadline = time.time() + 120
-    while time.time() < deadline and not (path.exists() and path.read_text().count("\n") > 20):
+    while time.time() < deadline and not (path.exists() and path.read_text().count("\n") > 21):  # header + 21 rows
         time.sleep(0.2)
     p.send_signal(signal.SIGKILL)
     p.wait()
