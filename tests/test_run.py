@@ -101,7 +101,8 @@ def test_killed_run_keeps_its_episodes(tmp_path):
                           "--out", str(out), "--quiet"], cwd=ROOT)
     path = out / "episodes.csv"
     deadline = time.time() + 120
-    while time.time() < deadline and not (path.exists() and path.read_text().count("\n") > 21):  # header + 21 rows
+    # the header and more than 20 episode rows
+    while time.time() < deadline and not (path.exists() and path.read_text().count("\n") > 21):
         time.sleep(0.2)
     p.send_signal(signal.SIGKILL)
     p.wait()
