@@ -417,26 +417,161 @@ def make(name, seed=None, **options):
     raise ValueError(f"unknown domain {name!r}; accepted: {', '.join(DOMAINS)}")
 
 
+_STATE_DTYPES = "biuf"          # array and scalar kinds a saved game state may hold (no objects)
+
+
+def _encode(x, arrays, rngs):
+    """A MinAtar game value as JSON, its arrays and random generators moved into `arrays`.
+
+    Every non-scalar is tagged ({"list": ...}, {"array": name}, ...), so that decoding can accept
+    exactly these shapes of data and nothing else."""
+    if x is None or type(x) in (bool, int, float, str):
+        return x
+    if isinstance(x, np.generic) and x.dtype.kind in _STATE_DTYPES:
+        return {"np": x.dtype.str, "v": x.item()}
+    if isinstance(x, np.ndarray) and x.dtype.kind in _STATE_DTYPES:
+        name = f"env_{len(arrays)}"
+        arrays[name] = np.ascontiguousarray(x).copy()
+        return {"array": name}
+    if isinstance(x, (list, tuple)):
+        return {type(x).__name__: [_encode(v, arrays, rngs) for v in x]}
+    if isinstance(x, dict) and all(type(k) is str for k in x):
+        return {"dict": {k: _encode(v, arrays, rngs) for k, v in x.items()}}
+    if isinstance(x, np.random.RandomState):
+        if id(x) not in rngs:                 # one generator shared by two owners stays shared
+            name, (_, key, pos, has_gauss, gauss) = f"env_{len(arrays)}", x.get_state()
+            arrays[name] = key.copy()
+            rngs[id(x)] = {"random": name, "pos": int(pos), "has_gauss": int(has_gauss),
+                           "gauss": float(gauss)}
+        return dict(rngs[id(x)])
+    raise TypeError(f"cannot save a game value of type {type(x).__name__}")
+
+
+def _decode(j, arrays, rngs, used):
+    """Inverse of `_encode`; anything but the tagged shapes it writes raises ValueError."""
+    if j is None or type(j) in (bool, int, float, str):
+        return j
+    if not (isinstance(j, dict) and len(j) >= 1):
+        raise ValueError(f"unexpected value {str(j)[:40]!r}")
+    tag = next(iter(j))
+    if tag == "np" and set(j) == {"np", "v"}:
+        dt = np.dtype(str(j["np"]))
+        if dt.kind not in _STATE_DTYPES or type(j["v"]) not in (bool, int, float):
+            raise ValueError(f"numpy scalar of dtype {j['np']!r}")
+        return dt.type(j["v"])
+    if tag == "array" and set(j) == {"array"}:
+        a = arrays.get(j["array"])
+        if a is None or a.dtype.kind not in _STATE_DTYPES:
+            raise ValueError(f"missing or non-numeric array {j['array']!r}")
+        used.add(j["array"])
+        return a.copy()
+    if tag in ("list", "tuple") and set(j) == {tag} and isinstance(j[tag], list):
+        out = [_decode(v, arrays, rngs, used) for v in j[tag]]
+        return out if tag == "list" else tuple(out)
+    if tag == "dict" and set(j) == {"dict"} and isinstance(j["dict"], dict):
+        return {str(k): _decode(v, arrays, rngs, used) for k, v in j["dict"].items()}
+    if tag == "random" and set(j) == {"random", "pos", "has_gauss", "gauss"}:
+        name = j["random"]
+        if name not in rngs:
+            key = arrays.get(name)
+            if key is None or key.dtype != np.uint32 or key.shape != (624,):
+                raise ValueError(f"random state {name!r} is not a uint32 array of 624 words")
+            if not (type(j["pos"]) is int and 0 <= j["pos"] <= 624
+                    and j["has_gauss"] in (0, 1) and type(j["gauss"]) in (int, float)):
+                raise ValueError(f"random state {name!r} has a bad position or cached value")
+            r = np.random.RandomState()
+            r.set_state(("MT19937", key.copy(), j["pos"], j["has_gauss"], float(j["gauss"])))
+            rngs[name] = r
+            used.add(name)
+        return rngs[name]
+    raise ValueError(f"unexpected value {str(j)[:40]!r}")
+
+
+def _same_kind(new, old):
+    """A restored attribute may replace the live one: same type, or both numbers, or both None."""
+    num = (int, float, np.integer, np.floating)
+    if isinstance(old, bool) or isinstance(new, bool):
+        return type(new) is type(old)
+    if isinstance(old, num) and isinstance(new, num):
+        return True
+    if isinstance(old, np.ndarray):
+        return isinstance(new, np.ndarray) and new.shape == old.shape and new.dtype == old.dtype
+    return type(new) is type(old)
+
+
 def get_env_state(env):
-    """Bytes that restore an ALE or MinAtar env between episodes: the emulator state with its
-    random generator (ALE's cloneState(include_rng=True)), or MinAtar's game object."""
-    import pickle
+    """(arrays, meta) that restore an ALE or MinAtar env between episodes, with no pickle:
+    ALE's own serialization of its emulator and random state (cloneState(include_rng=True)) as
+    bytes in arrays["env"]; a MinAtar game's attributes as tagged JSON in meta, its arrays and
+    random generators' words in arrays["env_*"]."""
     inner = env.unwrapped
     if isinstance(inner, MinAtarEnv):
-        return pickle.dumps(inner.game)
-    return pickle.dumps(inner.ale.cloneState(include_rng=True))
+        arrays, rngs, game = {}, {}, inner.game
+        meta = {"outer": {k: _encode(v, arrays, rngs) for k, v in vars(game).items() if k != "env"},
+                "game": {k: _encode(v, arrays, rngs) for k, v in vars(game.env).items()}}
+        return arrays, meta
+    blob = inner.ale.cloneState(include_rng=True).serialize()
+    return {"env": np.frombuffer(blob, np.uint8).copy()}, None
 
 
-def set_env_state(env, blob):
-    """Restore `get_env_state`'s bytes; the next reset() continues the saved random streams."""
-    import pickle
+def prepare_env_state(env, arrays, meta):
+    """Validate a state from `get_env_state` completely, without touching env; returns a function
+    of no arguments that applies it (and cannot fail).  ValueError says what is wrong."""
     inner = env.unwrapped
     if isinstance(inner, MinAtarEnv):
-        inner.game = pickle.loads(blob)
-    else:
-        inner.ale.restoreState(pickle.loads(blob))
+        game = inner.game
+        if not (isinstance(meta, dict) and set(meta) == {"outer", "game"}
+                and all(isinstance(meta[k], dict) for k in meta)):
+            raise ValueError("MinAtar state: expected the two attribute tables 'outer' and 'game'")
+        rngs, used, new = {}, set(), {}
+        for part, obj in (("outer", game), ("game", game.env)):
+            live = {k: v for k, v in vars(obj).items() if not (part == "outer" and k == "env")}
+            if set(meta[part]) != set(live):
+                diff = sorted(set(meta[part]) ^ set(live))
+                raise ValueError(f"MinAtar state: attributes differ from the game's ({diff[0]})")
+            vals = {k: _decode(v, arrays, rngs, used) for k, v in meta[part].items()}
+            for k, v in vals.items():
+                if not _same_kind(v, live[k]):
+                    raise ValueError(f"MinAtar state: attribute {k} has type {type(v).__name__}, "
+                                     f"the game's has {type(live[k]).__name__}")
+            new[part] = vals
+        extra = sorted(set(arrays) - used)
+        if extra:
+            raise ValueError(f"MinAtar state: array {extra[0]} is not part of the game state")
+
+        def apply():
+            for k, v in new["outer"].items():
+                setattr(game, k, v)
+            for k, v in new["game"].items():
+                setattr(game.env, k, v)
+            _forget_first_seed(env)
+        return apply
+    import ale_py
+    if meta is not None or set(arrays) != {"env"}:
+        raise ValueError("ALE state: expected exactly one byte array 'env' and no game table")
+    blob = arrays["env"]
+    if blob.dtype != np.uint8 or blob.ndim != 1 or not 0 < blob.size < 1 << 24:
+        raise ValueError("ALE state: 'env' is not a byte string of a plausible length")
+    try:
+        state = ale_py.ALEState(blob.tobytes())
+    except Exception as e:   # ALE's own parser refused it
+        raise ValueError(f"ALE state: ALE cannot read it ({type(e).__name__})") from None
+
+    def apply():
+        inner.ale.restoreState(state)
+        _forget_first_seed(env)
+    return apply
+
+
+def set_env_state(env, arrays, meta):
+    """Restore `get_env_state`'s state; the next reset() continues the saved random streams."""
+    prepare_env_state(env, arrays, meta)()
+
+
+def _forget_first_seed(env):
+    """The `make` seed was used by the run's first reset: a restored env must not reseed."""
     e = env
-    while isinstance(e, gym.Wrapper):         # the `make` seed was used by the first reset
+    while isinstance(e, gym.Wrapper):
         if isinstance(e, SeedAndScore):
             e._first_seed = None
         e = e.env
