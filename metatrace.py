@@ -181,7 +181,8 @@ def _x_vector(e, gU, sup, m):
 @nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
 def _weight_pass(W, gU, gH, d, alpha, delta, dh, gl, psi, vec, sh, act, m):
     """z_t, then h-vec (V8 / M9), h (S8 / M10) and w (S9 / V9 / M11) for every live weight, with
-    alpha_i = alpha e_i (V7 / M8) or alpha.  Returns sum 0 (w_i + alpha_i): NaN iff non-finite."""
+    alpha_i = alpha e_i (V7 / M8) or alpha.  Returns NaN iff a new w_i or an alpha_i is
+    non-finite or an alpha_i has underflowed to 0, else 0."""
     w, z, h, hv, e = W[W_], W[Z_], W[H_], W[HV_], W[EB_]
     bad = 0.0
     for k in range(m):
@@ -196,7 +197,7 @@ def _weight_pass(W, gU, gH, d, alpha, delta, dh, gl, psi, vec, sh, act, m):
             h[i] += a * (zi * (delta + dh) + psi * gh)
         wi = w[i] + a * (delta * zi + psi * gh)
         w[i] = wi
-        bad += 0.0 * (wi + a)
+        bad += 0.0 * wi + (0.0 * a if a > 0.0 else np.nan)
     return bad
 
 
@@ -267,7 +268,7 @@ def _weight_blk(w, z, h, hv, e, x, x1, gU, gH, d1, d0, c1, c0, alpha, delta, dh,
                 vec, sh):
     """As _weight_pass (z_t; V8 / M9; S8 / M10; S9 / V9 / M11) over one dense block."""
     ty = w.dtype.type
-    alpha, delta, dh, gl, psi = ty(alpha), ty(delta), ty(dh), ty(gl), ty(psi)
+    alpha, delta, dh, gl, psi, nan = ty(alpha), ty(delta), ty(dh), ty(gl), ty(psi), ty(np.nan)
     C = gU.shape[0]
     bad = ty(0.0)
     for q in range(x.shape[0]):
@@ -284,7 +285,7 @@ def _weight_blk(w, z, h, hv, e, x, x1, gU, gH, d1, d0, c1, c0, alpha, delta, dh,
                 h[i] += a * (zi * (delta + dh) + psi * gh)
             wi = w[i] + a * (delta * zi + psi * gh)
             w[i] = wi
-            bad += ty(0.0) * (wi + a)
+            bad += ty(0.0) * wi + (ty(0.0) * a if a > ty(0.0) else nan)
     return bad
 
 
@@ -380,7 +381,7 @@ def tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, dense,
     alpha = math.exp(beta)                                    # S7; V7 / M8: alpha * e_i
     bad = _weight_pass(W, gU, gH, d, alpha, delta, dh, gl, psi, vec, sh, act, m)
     ist[STEP] = step + 1
-    return math.isfinite(bad) and math.isfinite(beta)
+    return math.isfinite(bad) and math.isfinite(beta) and alpha > 0.0
 
 
 @nb.njit(cache=True)
@@ -440,7 +441,7 @@ def dense_step(W, s, ist, gU, gH, gV, gV1, c1, c0, lo, hi, x, x1, fU, fH, fV, fV
         bad += _weight_blk(W[W_, a:e], W[Z_, a:e], W[H_, a:e], W[HV_, a:e], W[EB_, a:e], X, X1,
                            FU, FH, FV1, FV, c1, c0, alpha, delta, dh, gl, psi, vec, sh)
     ist[STEP] += 1
-    return math.isfinite(bad) and math.isfinite(beta)
+    return math.isfinite(bad) and math.isfinite(beta) and alpha > 0.0
 
 
 @nb.njit(cache=True)
