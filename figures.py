@@ -20,6 +20,7 @@ the table say "k/n diverged". A setting whose runs all diverged keeps its legend
 """
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -159,18 +160,28 @@ class Run:
 
 
 def read_episodes(path):
-    """episodes.csv -> {column: float array}; rows that do not parse are dropped."""
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    """episodes.csv -> {column: float array}.  Only a last line without its newline (a run killed
+    while writing it) is dropped; any other row that does not parse is a FigureError."""
+    try:
+        with open(path, newline="") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise FigureError(f"{path} is unreadable ({type(e).__name__})") from None
+    if not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
+    rows = list(csv.reader(io.StringIO(text)))
     if not rows:
         return {"return": np.zeros(0)}
     header, good = rows[0], []
-    for row in rows[1:]:
+    if not ({"return", "score"} & set(header)) or len(set(header)) != len(header):
+        raise FigureError(f"{path} is not an episodes table (header {','.join(header)[:60]!r})")
+    for n, row in enumerate(rows[1:], 2):
         try:
-            if len(row) == len(header):
-                good.append([float(v) if v != "" else math.nan for v in row])
+            if len(row) != len(header):
+                raise ValueError
+            good.append([float(v) if v != "" else math.nan for v in row])
         except ValueError:
-            pass
+            raise FigureError(f"{path} line {n} does not parse as {len(header)} numbers") from None
     a = np.array(good, dtype=float).reshape(len(good), len(header))
     return {h: a[:, j] for j, h in enumerate(header)}
 
@@ -178,8 +189,8 @@ def read_episodes(path):
 def load_runs(results_dir):
     """Every run directory (config.json + episodes.csv) under results_dir, at any depth.
 
-    Directories whose config.json does not parse are skipped with one warning line on stderr.
-    A directory that does not exist raises FigureError.
+    A directory that does not exist, or a run whose config.json does not parse, raises
+    FigureError (a figure never leaves out a run silently).
     """
     if not os.path.isdir(results_dir):
         raise FigureError(f"results directory {results_dir} does not exist")
@@ -194,8 +205,8 @@ def load_runs(results_dir):
             except (OSError, ValueError, KeyError, TypeError):
                 bad.append(root)
     if bad:
-        print(f"figures: warning: skipped {len(bad)} run directories with an unreadable config.json "
-              f"(first: {bad[0]})", file=sys.stderr)
+        raise FigureError(f"{len(bad)} run directories have an unreadable config.json (first: "
+                          f"{bad[0]}); fix or move them")
     return runs
 
 
@@ -711,6 +722,8 @@ def make_figure(number, results_dir, out, suite="ale"):
         raise FigureError(f"--fig {number} is outside 1..9")
     if not os.path.isdir(results_dir):
         raise FigureError(f"results directory {results_dir} does not exist (figure {number})")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise FigureError(f"--out {out} is a file, not a directory")
     runs = load_runs(results_dir)
     if not runs:
         raise FigureError(f"no runs (config.json + episodes.csv) under {results_dir} "
@@ -724,7 +737,10 @@ def make_figure(number, results_dir, out, suite="ale"):
                           f"(found domain/tuner: {', '.join(found)})")
     n_runs = len({id(r) for p in panels for c in p.curves for r in c.group.runs})
     fig = draw(spec, panels, note, n_runs)
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise FigureError(f"--out {out} cannot be created ({e.strerror})") from None
     base = os.path.join(out, f"fig{number}")
     fig.savefig(base + ".png", dpi=120)
     fig.savefig(base + ".pdf")
@@ -734,7 +750,10 @@ def make_figure(number, results_dir, out, suite="ale"):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors."""
+    """argparse with one-line errors and no abbreviated flags."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, allow_abbrev=False, **k)
 
     def error(self, message):
         raise FigureError(message)
@@ -745,8 +764,8 @@ def parser(prog="figures.py"):
     p.add_argument("--fig", required=True, help="figure number, 1..9")
     p.add_argument("results_dir", metavar="RESULTS_DIR", help="folder holding run directories")
     p.add_argument("--out", default="figures", help="output folder (default %(default)s)")
-    p.add_argument("--suite", choices=("ale", "minatar"), default="ale",
-                   help="Figs. 8-9: the ALE games (default) or their MinAtar versions")
+    p.add_argument("--suite", choices=("ale", "minatar"), default=None,
+                   help="Figs. 8-9 only: the ALE games (default) or their MinAtar versions")
     return p
 
 
@@ -759,7 +778,9 @@ def main(argv=None, prog="figures.py"):
             number = int(args.fig)
         except ValueError:
             raise FigureError(f"--fig {args.fig!r} is not a figure number 1..9") from None
-        fig, rows = make_figure(number, args.results_dir, args.out, args.suite)
+        if args.suite is not None and number not in (8, 9):
+            raise FigureError(f"--suite applies to Figs. 8-9 only, not to --fig {number}")
+        fig, rows = make_figure(number, args.results_dir, args.out, args.suite or "ale")
     except FigureError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
