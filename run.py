@@ -1,31 +1,37 @@
 """metatrace experiment runner.
 
     python run.py --domain mountaincar                       one run on the defaults
-    python run.py --domain mountaincar --tuner scalar --alpha 2^-9 --mu 2^-8 --episodes 1000 \
+    python run.py --domain mountaincar --tuner scalar --alpha 2^-9 --mu 2^-8 --episodes 1000
                   --seed 0 --out runs/x                      one run, every setting explicit
     python run.py bench --domain mountaincar                 agent steps/s for every tuner
     python run.py sweep --alpha 2^-3..2^-12 --mu 2^-6,2^-8 --seeds 10 --out runs/s   a grid of runs
     python run.py figures --fig 2 runs/s --out figs          a paper figure from results
 
-A run writes OUT/config.json (every setting, package versions, git commit, status) and
-OUT/episodes.csv (one row per episode, flushed as episodes finish, so a killed run keeps them).
-Numbers accept decimals (0.001, 1e-3) and powers of two (2^-9).
+A run writes OUT/config.json (every setting, provenance, status) and OUT/episodes.csv (one row
+per episode, written whole as each episode finishes, so a killed run keeps them). One process at a
+time holds a run directory. Numbers accept decimals (0.001, 1e-3) and powers (2^-9).
 """
 import os
 
-# one BLAS thread per run: the network's small products are fastest single-threaded, and runs of a
-# sweep must not fight over cores (set before numpy is imported)
+# one BLAS thread per run, whatever the caller's environment says (set before numpy is imported):
+# the network's small products are fastest single-threaded, a sweep's runs must not fight over
+# cores, and another thread count changes a network run's sums in the last digits
+# (`--blas-threads N` asks for more)
 for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_v, "1")
+    os.environ[_v] = "1"
 
 import argparse  # noqa: E402
 import csv
+import errno
+import hashlib
+import io
 import itertools
 import json
 import math
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -37,26 +43,38 @@ import envs
 import metatrace as mt
 
 DEFAULTS = dict(tuner="scalar", alpha="2^-9", mu="2^-8", gamma="0.99", lam="0.8", psi="0",
-                drift="6e-6", episodes="1000", seed="0")
+                drift="6e-6", episodes="1000", seed="0", blas_threads="1")
 # network domains (spec §6.3): mixed Metatrace, mu = 0.001, psi = 0.01, 12.5 M agent steps on ALE
 NET_DEFAULTS = dict(tuner="mixed", alpha="2^-8", mu="0.001", psi="0.01")
 NET_STEPS = {"atari": 12_500_000, "minatar": 5_000_000}
-RANGES = {  # name: (check, accepted range in words)
+
+
+def _int_range(lo, hi):
+    return (lambda x: lo <= x <= hi and x == int(x), f"integers >= {lo} and <= {hi:,}")
+
+
+RANGES = {  # name: (check of a finite float, accepted range in words)
     "alpha": (lambda x: 0 < x < math.inf, "(0, inf)"),
     "mu": (lambda x: 0 <= x < math.inf, "[0, inf)"),
     "gamma": (lambda x: 0 <= x <= 1, "[0, 1]"),
     "lam": (lambda x: 0 <= x <= 1, "[0, 1]"),
     "psi": (lambda x: 0 <= x < math.inf, "[0, inf)"),
     "drift": (lambda x: 0 <= x <= 1, "[0, 1]"),
-    "episodes": (lambda x: x >= 1 and x == int(x), "integers >= 1"),
-    "steps": (lambda x: x >= 1 and x == int(x), "integers >= 1"),
-    "frames": (lambda x: x >= 1 and x == int(x), "integers >= 1"),
-    "seed": (lambda x: 0 <= x < 2**63 and x == int(x), "integers in [0, 2^63)"),
+    "episodes": _int_range(1, 10**9),
+    "steps": _int_range(1, 10**12),
+    "frames": _int_range(1, 4 * 10**12),
+    "seed": _int_range(0, 2**63 - 1),
+    "seeds": _int_range(1, 10_000),
+    "workers": _int_range(1, 1024),
+    "repeats": _int_range(1, 10_000),
+    "threads": _int_range(1, 1024),
+    "blas_threads": _int_range(1, 1024),
+    "checkpoint_every": _int_range(1, 10**9),
+    "checkpoint_minutes": (lambda x: 0 < x <= 10**6, "(0, 1000000] minutes"),
 }
-RUN_NUMBERS = ("alpha", "mu", "gamma", "lam", "psi", "drift", "episodes", "seed")
-for _k in ("seeds", "workers", "repeats", "cores", "threads"):
-    RANGES[_k] = RANGES["episodes"]
-INTEGERS = ("episodes", "seed", "seeds", "workers", "repeats", "cores", "threads", "steps", "frames")
+FLOATS = ("alpha", "mu", "gamma", "lam", "psi", "drift", "checkpoint_minutes")
+RUN_NUMBERS = ("alpha", "mu", "gamma", "lam", "psi", "seed")
+MAX_RUNS = 100_000        # a sweep larger than this is a typo, not a plan
 _NUMBER = re.compile(r"^\s*([-+]?\d+(\.\d*)?)\s*\^\s*([-+]?\d+(\.\d*)?)\s*$")
 
 
@@ -64,30 +82,38 @@ class UsageError(Exception):
     """Bad input from the command line: reported as one line, exit status 2."""
 
 
+def flag(name):
+    """The command-line spelling of a setting's name."""
+    return "--" + name.replace("_", "-")
+
+
 def parse_number(text, name):
-    """A decimal (0.001, 1e-3) or a power (2^-9) -> float; UsageError naming the value otherwise."""
+    """A decimal (0.001, 1e-3) or a power (2^-9) -> finite float; UsageError naming the value."""
     m = _NUMBER.match(text)
     try:
         x = float(m.group(1)) ** float(m.group(3)) if m else float(text)
     except (ValueError, OverflowError, ZeroDivisionError):
         x = None
-    if x is None or math.isnan(x):
-        raise UsageError(f"--{name.replace('_', '-')}: malformed number {text!r}; "
-                         "expected a decimal like 0.001 or a power like 2^-9")
+    if x is None or isinstance(x, complex) or math.isnan(x) or (m and math.isinf(x)):
+        raise UsageError(f"{flag(name)}: malformed number {text!r}; expected a finite decimal "
+                         "like 0.001 or a power like 2^-9")
     return x
 
 
 def checked(name, text):
-    """Parse and range-check one numeric flag."""
+    """Parse and range-check one numeric flag (infinite values are outside every range)."""
     x = parse_number(text, name)
     ok, words = RANGES[name]
-    if not ok(x):
-        raise UsageError(f"--{name} {text} is outside the accepted range {words}")
-    return int(x) if name in INTEGERS else x
+    if not (math.isfinite(x) and ok(x)):
+        raise UsageError(f"{flag(name)} {text} is outside the accepted range {words}")
+    return x if name in FLOATS else int(x)
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors."""
+    """argparse with one-line errors, and no abbreviated flags (`--seed` is not `--seeds`)."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, allow_abbrev=False, **k)
 
     def error(self, message):
         raise UsageError(message)
@@ -97,48 +123,53 @@ def join_numbers(argv):
     """`--alpha -2^-3` -> `--alpha=-2^-3`, so a negative value reaches the range check."""
     out, it = [], iter(argv)
     for tok in it:
-        if tok.lstrip("-").replace("-", "_") in RANGES:
-            out.append(f"{tok}={next(it, '')}")
+        if tok.startswith("--") and "=" not in tok and tok[2:].replace("-", "_") in RANGES:
+            nxt = next(it, None)
+            out.append(tok if nxt is None else f"{tok}={nxt}")
         else:
             out.append(tok)
     return out
 
 
 def run_parser():
-    """Flags of a single run (spec §6.1 defaults)."""
+    """Flags of a single run (spec §6.1, §6.3 defaults); None = not given (defaults per domain)."""
     p = Parser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--domain", default="mountaincar", choices=envs.DOMAINS)
     p.add_argument("--tuner", default=None, choices=mt.TUNERS,
                    help="step-size tuner (default scalar on mountain car, mixed on the networks)")
-    p.add_argument("--unnormalized", action="store_true",
+    p.add_argument("--unnormalized", action="store_true", default=None,
                    help="scalar/vector/mixed Metatrace without the normalizations (v, u/M)")
     p.add_argument("--alpha", default=None, help="initial (or fixed) step-size alpha_0")
-    p.add_argument("--mu", default=None, help="meta step-size")
-    p.add_argument("--gamma", default=DEFAULTS["gamma"], help="discount")
-    p.add_argument("--lam", default=DEFAULTS["lam"], help="trace decay lambda")
+    p.add_argument("--mu", default=None, help="meta step-size (not for --tuner none)")
+    p.add_argument("--gamma", default=None, help=f"discount (default {DEFAULTS['gamma']})")
+    p.add_argument("--lam", default=None, help=f"trace decay lambda (default {DEFAULTS['lam']})")
     p.add_argument("--psi", default=None, help="entropy weight")
-    p.add_argument("--drift", default=DEFAULTS["drift"],
-                   help="sign-flip rate per feature per step (drifting_mountaincar only)")
-    p.add_argument("--episodes", default=DEFAULTS["episodes"], help="mountain car: episodes")
+    p.add_argument("--drift", default=None,
+                   help=f"sign-flip rate per feature per step (drifting_mountaincar only; "
+                        f"default {DEFAULTS['drift']})")
+    p.add_argument("--episodes", default=None,
+                   help=f"mountain car: episodes (default {DEFAULTS['episodes']})")
     p.add_argument("--steps", default=None,
                    help="network domains: agent steps (default 12.5 M on ALE, 5 M on MinAtar)")
     p.add_argument("--frames", default=None,
                    help="ALE: emulator frames (= 4 x agent steps), instead of --steps")
-    p.add_argument("--no-clip-rewards", action="store_true",
+    p.add_argument("--no-clip-rewards", action="store_true", default=None,
                    help="ALE: learn from the raw game score instead of rewards clipped to [-1, 1]")
-    p.add_argument("--seed", default=DEFAULTS["seed"])
-    p.add_argument("--out", default=None, help="run directory (default runs/<name>)")
-    p.add_argument("--timeout-bootstrap", action="store_true",
-                   help="bootstrap from the state at the 200-step time limit (spec §1.6); "
-                        "default treats it as terminal, as the paper did")
-    p.add_argument("--no-alpha-bound", action="store_true",
+    p.add_argument("--seed", default=None, help="random seed (default 0)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<name>-<date>)")
+    p.add_argument("--timeout-bootstrap", action="store_true", default=None,
+                   help="mountain car and ALE: bootstrap from the state at the time limit (spec "
+                        "§1.6); default treats it as terminal, as the paper did")
+    p.add_argument("--no-alpha-bound", action="store_true", default=None,
                    help="NOSID without its overshoot guard (spec §4.3 N2)")
+    p.add_argument("--blas-threads", default=None,
+                   help="network domains: BLAS threads (default 1; more changes the last digits)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (a finished run is kept)")
-    p.add_argument("--checkpoint-every", type=int, default=100, metavar="N",
+    p.add_argument("--checkpoint-every", default="100", metavar="N",
                    help="checkpoint every N episodes (default %(default)s)")
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0, metavar="M",
+    p.add_argument("--checkpoint-minutes", default="5", metavar="M",
                    help="... or every M minutes, whichever comes first (default %(default)s)")
     p.add_argument("--keep-checkpoint", action="store_true",
                    help="keep the checkpoint of a finished run (removed by default)")
@@ -150,32 +181,85 @@ def is_net(domain):
     return domain not in envs.LINEAR_DOMAINS
 
 
-def settings(args):
-    """The validated settings of a run as a plain dict (defaults depend on the domain)."""
+def applies(name, domain, tuner):
+    """Whether a flag means anything for a run on `domain` with `tuner`."""
+    net, ale = is_net(domain), domain in envs.ATARI_DOMAINS
+    return {"drift": domain == "drifting_mountaincar",
+            "episodes": not net, "steps": net, "frames": ale, "no_clip_rewards": ale,
+            "blas_threads": net, "timeout_bootstrap": not net or ale,
+            "mu": tuner != "none", "unnormalized": tuner in ("scalar", "vector", "mixed"),
+            "no_alpha_bound": tuner == "nosid"}.get(name, True)
+
+
+DOMAIN_FLAGS = ("drift", "episodes", "steps", "frames", "no_clip_rewards", "blas_threads",
+                "timeout_bootstrap", "mu", "unnormalized", "no_alpha_bound")
+
+
+def inapplicable(args):
+    """The first flag given in `args` that does not apply to its domain and tuner, or None."""
+    tuner = args.tuner or (NET_DEFAULTS if is_net(args.domain) else DEFAULTS)["tuner"]
+    for k in DOMAIN_FLAGS:
+        if getattr(args, k) is not None and not applies(k, args.domain, tuner):
+            return k
+    return None
+
+
+def refuse(name, args):
+    """UsageError for a flag that does not apply to the run's domain or tuner."""
+    why = (f"tuner {args.tuner or 'none'}" if name in ("mu", "unnormalized", "no_alpha_bound")
+           else f"domain {args.domain}")
+    hint = {"episodes": "; the network domains take --steps",
+            "steps": "; mountain car takes --episodes",
+            "frames": "; MinAtar takes --steps"}.get(name, "")
+    if name == "frames" and not is_net(args.domain):
+        hint = "; mountain car takes --episodes"
+    raise UsageError(f"{flag(name)} does not apply to {why}{hint}")
+
+
+def settings(args, strict=True):
+    """The validated settings of a run as a plain dict: every setting that changes a result,
+    with the ones that do not apply to the domain and tuner at one canonical value.
+    strict: a flag given that does not apply is an error (a single run; a sweep checks itself)."""
     net = is_net(args.domain)
-    for k in ("tuner", "alpha", "mu", "psi"):
-        if getattr(args, k) is None:
-            setattr(args, k, (NET_DEFAULTS if net else DEFAULTS)[k])
-    s = {k: checked(k, getattr(args, k)) for k in RUN_NUMBERS}
-    s.update(domain=args.domain, tuner=args.tuner, normalized=not args.unnormalized,
-             timeout_bootstrap=args.timeout_bootstrap, nosid_alpha_bound=not args.no_alpha_bound)
-    if args.domain != "drifting_mountaincar":
-        s["drift"] = 0.0
+    base = NET_DEFAULTS if net else DEFAULTS
+    tuner = args.tuner or base["tuner"]
+    for k in RANGES:                       # a malformed value is reported before anything else
+        if isinstance(getattr(args, k, None), str) and k in DOMAIN_FLAGS + RUN_NUMBERS:
+            checked(k, getattr(args, k))
+    if strict and inapplicable(args):
+        refuse(inapplicable(args), args)
+
+    def value(k):
+        given = getattr(args, k)
+        return given if given is not None else base.get(k, DEFAULTS.get(k))
+    s = {k: checked(k, value(k)) for k in RUN_NUMBERS}
+    if tuner == "none":
+        s["mu"] = 0.0
+    s.update(domain=args.domain, tuner=tuner,
+             normalized=not (args.unnormalized and applies("unnormalized", args.domain, tuner)),
+             timeout_bootstrap=bool(args.timeout_bootstrap) and applies(
+                 "timeout_bootstrap", args.domain, tuner),
+             nosid_alpha_bound=not (args.no_alpha_bound and tuner == "nosid"),
+             drift=checked("drift", value("drift")) if args.domain == "drifting_mountaincar"
+             else 0.0)
     if net:
-        if args.steps is not None and args.frames is not None:
+        ale = args.domain in envs.ATARI_DOMAINS
+        if args.steps is not None and args.frames is not None and ale:
             raise UsageError("give --steps or --frames, not both")
-        family = "minatar" if args.domain.startswith(envs.MINATAR_PREFIX) else "atari"
-        if args.frames is not None:
-            if family != "atari":
-                raise UsageError(f"--frames is for ALE games; {args.domain} takes --steps")
+        if args.frames is not None and ale:
             steps = -(-checked("frames", args.frames) // 4)
+        elif args.steps is not None:
+            steps = checked("steps", args.steps)
         else:
-            steps = checked("steps", args.steps) if args.steps is not None else NET_STEPS[family]
-        s.update(episodes=None, steps=steps, clip_rewards=not args.no_clip_rewards)
+            steps = NET_STEPS["atari" if ale else "minatar"]
+        s.update(episodes=None, steps=steps, clip_rewards=not (args.no_clip_rewards and ale),
+                 blas_threads=checked("blas_threads", value("blas_threads")))
     else:
-        for k in ("steps", "frames"):
-            if getattr(args, k) is not None:
-                raise UsageError(f"--{k} is for the network domains; {args.domain} takes --episodes")
+        s.update(episodes=checked("episodes", value("episodes")))
+    try:
+        mt.check_config(config_of(s))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     return s
 
 
@@ -185,6 +269,68 @@ def config_of(s):
                      gamma=s["gamma"], lam=s["lam"], psi=s["psi"],
                      timeout_bootstrap=s["timeout_bootstrap"],
                      nosid_alpha_bound=s["nosid_alpha_bound"])
+
+
+def settings_hash(s):
+    """A short hash of every setting: the identity of a run."""
+    return hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_name(s):
+    """A run directory's name: a readable prefix plus the hash of all its settings."""
+    norm = "" if s["normalized"] or s["tuner"] in ("none", "sid", "nosid") else "-unnorm"
+
+    def p2(x):
+        if x <= 0:
+            return "0"
+        k = math.log2(x)
+        return f"2^{int(k)}" if k == int(k) else f"{x:g}"
+    return (f"{s['domain']}-{s['tuner']}{norm}-a{p2(s['alpha'])}-mu{p2(s['mu'])}-s{s['seed']}-"
+            f"{settings_hash(s)}")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is not a complete, matching state of this run: refused whole."""
+
+
+def check_arrays(live, arrays):
+    """Every array of `live` is in `arrays` with the same dtype and shape, and nothing else is."""
+    if set(arrays) != set(live):
+        extra = sorted(set(arrays) ^ set(live))
+        raise CheckpointError(f"array {extra[0]} is missing or unexpected")
+    for k, v in live.items():
+        a = arrays[k]
+        if a.dtype != v.dtype or a.shape != v.shape:
+            raise CheckpointError(f"array {k} is {a.dtype}{list(a.shape)}, expected "
+                                  f"{v.dtype}{list(v.shape)}")
+
+
+def check_learner(arrays):
+    """A learner's saved arrays (between episodes): finite weights and state, positive step-size
+    factors, and integer state that cannot index outside the arrays (the kernels do not check)."""
+    W, s, ist = arrays["learner_W"], arrays["learner_s"], arrays["learner_ist"]
+    if not (np.isfinite(W).all() and np.isfinite(s).all()):
+        raise CheckpointError("the learner state holds non-finite values")
+    if not (W[mt.EB_] > 0).all():
+        raise CheckpointError("a per-weight step-size factor is not positive")
+    if ist[mt.N_ACT] != 0 or arrays["learner_in_act"].any():
+        raise CheckpointError("the learner's active list is not empty (not saved between episodes)")
+    vt = arrays["learner_vt"]
+    if not (ist[mt.STEP] >= 0 and (vt >= 0).all() and (vt <= ist[mt.STEP]).all()):
+        raise CheckpointError("the learner's step counters are out of range")
+
+
+def check_rng(state, like):
+    """A bit generator state (as JSON) that `like`'s kind of generator accepts; returns it."""
+    probe = type(like.bit_generator)()
+    try:
+        if not (isinstance(state, dict) and state.get("bit_generator") ==
+                like.bit_generator.state["bit_generator"]):
+            raise ValueError("another kind of generator")
+        probe.state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as e:
+        raise CheckpointError(f"a random generator state is malformed ({e})") from None
+    return probe.state
 
 
 class NetRunner:
@@ -202,29 +348,49 @@ class NetRunner:
         self.gamma, self.boot_at_limit = s["gamma"], s["timeout_bootstrap"]
 
     def get_state(self):
-        """Learner arrays, agent RNG and emulator state, between episodes (for checkpoints)."""
+        """Learner arrays, agent RNG and emulator state, between episodes -> (arrays, meta)."""
         arrays = {f"learner_{k}": v.copy() for k, v in self.learner.state().items()}
-        arrays["env"] = np.frombuffer(envs.get_env_state(self.env), np.uint8)
-        return arrays, {"rng_agent": self.agent.rng.bit_generator.state}
+        env_arrays, env_meta = envs.get_env_state(self.env)
+        arrays.update(env_arrays)
+        return arrays, {"rng_agent": self.agent.rng.bit_generator.state, "env": env_meta}
 
-    def set_state(self, arrays, rngs):
-        """Restore `get_state`; the next episode starts with a reset of the restored emulator."""
-        for k, v in self.learner.state().items():
-            v[...] = arrays[f"learner_{k}"]
-        self.agent.rng.bit_generator.state = rngs["rng_agent"]
-        envs.set_env_state(self.env, arrays["env"].tobytes())
-        self.obs = None
+    def prepare_state(self, arrays, meta):
+        """Validate a `get_state` result completely; returns a function that applies it."""
+        learner = {k: v for k, v in arrays.items() if k.startswith("learner_")}
+        check_arrays({f"learner_{k}": v for k, v in self.learner.state().items()}, learner)
+        check_learner(learner)
+        if not (isinstance(meta, dict) and set(meta) == {"rng_agent", "env"}):
+            raise CheckpointError("the state's table is not that of a network run")
+        rng = check_rng(meta["rng_agent"], self.agent.rng)
+        try:
+            apply_env = envs.prepare_env_state(
+                self.env, {k: v for k, v in arrays.items() if not k.startswith("learner_")},
+                meta["env"])
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+
+        def apply():
+            for k, v in self.learner.state().items():
+                v[...] = learner[f"learner_{k}"]
+            self.agent.rng.bit_generator.state = rng
+            apply_env()
+            self.obs = None
+        return apply
 
     def fields(self):
         """Columns of episodes.csv."""
         return ["episode", "return", "score", "length", "steps", "complete", "diverged",
                 "beta_mean"]
 
+    def stats(self):
+        """The logged statistics of the learner's state."""
+        return {"beta_mean": float(self.learner.beta().mean())}
+
     def next_row(self, steps_left, tick):
-        """One episode, cut at the step budget -> (CSV row without episode/steps, ok)."""
+        """One episode, cut at the step budget -> (CSV row without episode/steps/stats, ok)."""
         ret, score, length, ok, complete = self.episode(steps_left, tick)
         return {"return": ret, "score": score, "length": length, "complete": int(complete),
-                "diverged": int(not ok), "beta_mean": float(self.learner.beta().mean())}, ok
+                "diverged": int(not ok)}, ok
 
     def episode(self, max_steps, tick=None):
         """Up to max_steps agent steps of one episode -> (return, score, length, ok, complete)."""
@@ -260,16 +426,69 @@ def make_agent(s):
                           n_noise=n_noise, drift=s["drift"], seed=s["seed"])
 
 
-def run_name(s):
-    """A readable run directory name from the settings."""
-    norm = "" if s["normalized"] or s["tuner"] in ("none", "sid", "nosid") else "-unnorm"
-    a, m = math.log2(s["alpha"]), math.log2(s["mu"]) if s["mu"] > 0 else "0"
-    fmt = lambda x: f"{x:g}" if isinstance(x, str) or x != int(x) else f"{int(x)}"
-    return f"{s['domain']}-{s['tuner']}{norm}-a2^{fmt(a)}-mu2^{fmt(m)}-s{s['seed']}"
+class LinearRunner:
+    """A mountain-car run: the Numba episode loop of metatrace.LinearAgent."""
+
+    def __init__(self, s):
+        self.s, self.agent = s, make_agent(s)
+        self.learner = self.agent.learner
+
+    def get_state(self):
+        """See metatrace.LinearAgent.get_state -> (arrays, meta)."""
+        arrays, rngs = self.agent.get_state()
+        return arrays, {"rngs": rngs}
+
+    def prepare_state(self, arrays, meta):
+        """Validate a `get_state` result completely; returns a function that applies it."""
+        live, _ = self.agent.get_state()
+        check_arrays(live, arrays)
+        check_learner(arrays)
+        if not np.isin(arrays["signs"], (-1.0, 1.0)).all() or arrays["env_state"][0] < 0:
+            raise CheckpointError("the drift state is out of range")
+        if not (isinstance(meta, dict) and set(meta) == {"rngs"} and isinstance(meta["rngs"], dict)
+                and set(meta["rngs"]) == {"rng_env", "rng_agent"}):
+            raise CheckpointError("the state's table is not that of a mountain-car run")
+        rngs = {k: check_rng(v, getattr(self.agent, k)) for k, v in meta["rngs"].items()}
+        return lambda: self.agent.set_state(arrays, rngs)
+
+    def fields(self):
+        """Columns of episodes.csv."""
+        return ["episode", "return", "length", "steps", "diverged"] + list(self.stats())
+
+    def stats(self):
+        """Mean log step-size over groups of weights (spec §6.2 Fig. 7 groups on the drifting
+        domain)."""
+        s, beta = self.s, self.learner.beta()
+        nf = envs.N_TILE_FEATURES + (envs.N_NOISE if s["domain"] == "drifting_mountaincar" else 0)
+        critic, actor = beta[:nf], beta[nf:].reshape(envs.MC_ACTIONS, nf)
+        cols = {"beta_critic": critic[:envs.N_TILE_FEATURES].mean(),
+                "beta_actor": actor[:, :envs.N_TILE_FEATURES].mean()}
+        if nf > envs.N_TILE_FEATURES:
+            cols["beta_critic_noise"] = critic[envs.N_TILE_FEATURES:].mean()
+            cols["beta_actor_noise"] = actor[:, envs.N_TILE_FEATURES:].mean()
+        return cols
+
+    def next_row(self, steps_left, tick):
+        """One episode -> (CSV row without episode/steps/stats, ok)."""
+        ret, length, ok = self.agent.episode()
+        tick(1)
+        return {"return": ret, "length": length, "diverged": int(not ok)}, ok
+
+
+def cpu_model():
+    """The CPU's model name (Linux), or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def provenance():
-    """Package versions and the git commit of the code."""
+    """Command line, package versions, the git commit, the CPU and the thread counts."""
     import gymnasium
     import numba
     here = os.path.dirname(os.path.abspath(__file__))
@@ -281,89 +500,169 @@ def provenance():
                                     cwd=here, capture_output=True, text=True, timeout=10).stdout)
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
-    return {"python": platform.python_version(), "numpy": np.__version__,
+    try:
+        from threadpoolctl import threadpool_info
+        blas = [{"library": i.get("internal_api"), "threads": i.get("num_threads")}
+                for i in threadpool_info() if i.get("user_api") == "blas"]
+    except ImportError:
+        blas = None
+    return {"command": [os.path.basename(sys.argv[0]) or "run.py", *sys.argv[1:]],
+            "python": platform.python_version(), "numpy": np.__version__,
             "numba": numba.__version__, "gymnasium": gymnasium.__version__,
-            "git_commit": commit, "git_dirty": dirty, "host": platform.node()}
+            "git_commit": commit, "git_dirty": dirty, "host": platform.node(),
+            "cpu": cpu_model(), "blas": blas, "numba_threads": numba.get_num_threads()}
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def write_json(path, obj):
-    """Atomic JSON write (temp file + rename)."""
+    """Atomic JSON write (temp file + rename); a failed write leaves no temp file."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
 
 
-def beta_columns(s, learner):
-    """Mean log step-size over groups of weights (spec §6.2 Fig. 7 groups on the drifting domain)."""
-    beta = learner.beta()
-    nf = envs.N_TILE_FEATURES + (envs.N_NOISE if s["domain"] == "drifting_mountaincar" else 0)
-    critic, actor = beta[:nf], beta[nf:].reshape(envs.MC_ACTIONS, nf)
-    cols = {"beta_critic": critic[:envs.N_TILE_FEATURES].mean(),
-            "beta_actor": actor[:, :envs.N_TILE_FEATURES].mean()}
-    if nf > envs.N_TILE_FEATURES:
-        cols["beta_critic_noise"] = critic[envs.N_TILE_FEATURES:].mean()
-        cols["beta_actor_noise"] = actor[:, envs.N_TILE_FEATURES:].mean()
-    return cols
+CKPT, CKPT_PREV, CKPT_TMP = "checkpoint.npz", "checkpoint.prev.npz", "checkpoint.tmp.npz"
+CKPT_FORMAT, CKPT_VERSION = "metatrace-checkpoint", 2
 
 
-CKPT, CKPT_PREV = "checkpoint.npz", "checkpoint.prev.npz"
+def save_checkpoint(out, runner, s, episodes_done):
+    """Atomic checkpoint between episodes (temp + rename); the previous one is kept as a fallback.
+    Arrays and JSON only (np.savez of numeric arrays; read back with allow_pickle=False)."""
+    arrays, state = runner.get_state()
+    meta = json.dumps({"format": CKPT_FORMAT, "version": CKPT_VERSION,
+                       "settings_hash": settings_hash(s), "seed": s["seed"],
+                       "episodes_done": episodes_done, "state": state})
+    tmp = os.path.join(out, CKPT_TMP)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(meta), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        cur, prev_tmp = os.path.join(out, CKPT), os.path.join(out, "checkpoint.prev.tmp")
+        if os.path.exists(cur):               # keep it as the fallback; CKPT never goes missing
+            _remove(prev_tmp)
+            try:
+                os.link(cur, prev_tmp)
+            except OSError:                   # a file system without hard links
+                shutil.copyfile(cur, prev_tmp)
+            os.replace(prev_tmp, os.path.join(out, CKPT_PREV))
+        os.replace(tmp, cur)
+    except BaseException:
+        _remove(tmp)
+        _remove(os.path.join(out, "checkpoint.prev.tmp"))
+        raise
 
 
-def save_checkpoint(out, agent, episodes_done):
-    """Atomic checkpoint between episodes (temp + rename); the previous one is kept as a fallback."""
-    arrays, rngs = agent.get_state()
-    meta = json.dumps({"episodes_done": episodes_done, "rngs": rngs})
-    tmp = os.path.join(out, "checkpoint.tmp.npz")
-    with open(tmp, "wb") as f:
-        np.savez(f, meta=np.array(meta), **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    cur, prev_tmp = os.path.join(out, CKPT), os.path.join(out, "checkpoint.prev.tmp")
-    if os.path.exists(cur):               # keep it as the fallback; CKPT never goes missing
-        if os.path.exists(prev_tmp):
-            os.remove(prev_tmp)
-        try:
-            os.link(cur, prev_tmp)
-        except OSError:                   # a file system without hard links
-            shutil.copyfile(cur, prev_tmp)
-        os.replace(prev_tmp, os.path.join(out, CKPT_PREV))
-    os.replace(tmp, cur)
+def read_checkpoint(path, runner, s):
+    """Read and validate one checkpoint completely -> (episodes_done, apply); the agent is not
+    touched (apply() restores it).  CheckpointError says why a file is refused."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise CheckpointError("not an .npz archive")
+            arrays = {k: z[k] for k in z.files}
+    except CheckpointError:
+        raise
+    except Exception as e:   # not a zip, a CRC error, a pickled object array, a truncated file
+        raise CheckpointError(f"unreadable ({type(e).__name__}: {str(e)[:80]})") from None
+    m = arrays.pop("meta", None)
+    if m is None or m.dtype.kind != "U" or m.shape != ():
+        raise CheckpointError("no metadata")
+    try:
+        meta = json.loads(str(m[()]))
+    except ValueError:
+        raise CheckpointError("metadata is not JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != CKPT_FORMAT:
+        raise CheckpointError("not a metatrace checkpoint")
+    if meta.get("version") != CKPT_VERSION:
+        raise CheckpointError(f"format version {meta.get('version')!r}, this code reads "
+                              f"{CKPT_VERSION}")
+    if meta.get("seed") != s["seed"]:
+        raise CheckpointError(f"it belongs to seed {meta.get('seed')!r}, this run has {s['seed']}")
+    if meta.get("settings_hash") != settings_hash(s):
+        raise CheckpointError("it belongs to a run with other settings")
+    done = meta.get("episodes_done")
+    if type(done) is not int or done < 1 or set(meta) != {
+            "format", "version", "settings_hash", "seed", "episodes_done", "state"}:
+        raise CheckpointError("malformed metadata")
+    return done, runner.prepare_state(arrays, meta["state"])
 
 
-def load_checkpoint(out, agent):
-    """Restore the newest readable checkpoint into agent; returns episodes done (0 if none).
+def load_checkpoint(out, runner, s, rows):
+    """Restore the newest valid checkpoint into runner -> episodes done (0 when there is none).
 
-    A truncated or corrupt file (zip CRC, missing or misshapen arrays) is reported on stderr and
-    the previous checkpoint is tried."""
-    want, _ = agent.get_state()
+    A refused checkpoint is reported on stderr and the previous one tried; if checkpoints exist
+    but none is usable, CheckpointError, with the run directory and the agent left untouched."""
+    why = []
     for name in (CKPT, CKPT_PREV):
         path = os.path.join(out, name)
         if not os.path.exists(path):
             continue
         try:
-            with np.load(path) as z:
-                arrays = {k: z[k] for k in want}
-                meta = json.loads(str(z["meta"]))
-            bad = [k for k in want if k != "env" and arrays[k].shape != want[k].shape]
-            if bad:
-                raise ValueError(f"array {bad[0]} has the wrong shape")
-            agent.set_state(arrays, meta["rngs"])
-            return int(meta["episodes_done"])
-        except Exception as e:  # any failure to read means: not a usable checkpoint
-            print(f"run.py: checkpoint {path} is unreadable ({type(e).__name__}: {e}); "
-                  "falling back to the previous one", file=sys.stderr)
+            done, apply = read_checkpoint(path, runner, s)
+            if done > rows:
+                raise CheckpointError(f"it is at episode {done} but episodes.csv has {rows} rows")
+        except CheckpointError as e:
+            why.append(f"{name}: {e}")
+            print(f"run.py: checkpoint {path} is unreadable or invalid ({e}); falling back to "
+                  "the previous one", file=sys.stderr)
+            continue
+        apply()
+        return done
+    if why:
+        raise CheckpointError(f"no usable checkpoint in {out} ({'; '.join(why)}); nothing was "
+                              "changed; remove the checkpoint files to start the run over")
     return 0
 
 
 def read_rows(path, n):
-    """The first n data rows of a CSV (all if fewer), as dicts."""
+    """The first n data rows of a CSV (all if fewer) as dicts; a partial last line is dropped."""
     if not os.path.exists(path):
         return []
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))[:n]
+        text = f.read()
+    if not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
+    return list(csv.DictReader(io.StringIO(text)))[:n]
+
+
+class RowWriter:
+    """Appends whole CSV rows: each row is one write of its bytes, and a write that fails (a full
+    disk) is cut back to the last whole row before the error goes on."""
+
+    def __init__(self, path, fields):
+        self.fields = fields
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self.size = os.fstat(self.fd).st_size
+
+    def write(self, row):
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=self.fields, lineterminator="\n").writerow(row)
+        data = buf.getvalue().encode()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError:
+            os.ftruncate(self.fd, self.size)
+            raise
+        self.size += len(data)
+
+    def close(self):
+        os.close(self.fd)
 
 
 class Interrupt:
@@ -373,7 +672,6 @@ class Interrupt:
         self.signal = None
 
     def __enter__(self):
-        import signal
         self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
@@ -381,37 +679,89 @@ class Interrupt:
         self.signal = sig
 
     def __exit__(self, *exc):
-        import signal
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
 
 
-class LinearRunner:
-    """A mountain-car run: the Numba episode loop of metatrace.LinearAgent."""
+class RunLock:
+    """An exclusive lock on a run directory (OUT/.lock) for the life of the process that writes
+    it; a second process fails at once."""
 
-    def __init__(self, s):
-        self.s, self.agent = s, make_agent(s)
-        self.learner = self.agent.learner
+    def __init__(self, out, what="run"):
+        self.path, self.what, self.fd = os.path.join(out, ".lock"), what, None
 
-    def get_state(self):
-        """See metatrace.LinearAgent.get_state."""
-        return self.agent.get_state()
+    def __enter__(self):
+        import fcntl
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UsageError(f"{os.path.dirname(self.path)} is in use by another {self.what} "
+                             "(one writer per directory)") from None
+        self.fd = fd
+        return self
 
-    def set_state(self, arrays, rngs):
-        """See metatrace.LinearAgent.set_state."""
-        self.agent.set_state(arrays, rngs)
+    def __exit__(self, *exc):
+        os.close(self.fd)
 
-    def fields(self):
-        """Columns of episodes.csv."""
-        return ["episode", "return", "length", "steps", "diverged"] + list(
-            beta_columns(self.s, self.learner))
 
-    def next_row(self, steps_left, tick):
-        """One episode -> (CSV row without episode/steps, ok)."""
-        ret, length, ok = self.agent.episode()
-        tick(1)
-        return {"return": ret, "length": length, "diverged": int(not ok),
-                **beta_columns(self.s, self.learner)}, ok
+def read_config(out):
+    """OUT/config.json as a dict with its settings and status; UsageError if unreadable."""
+    path = os.path.join(out, "config.json")
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+        if not (isinstance(cfg, dict) and isinstance(cfg.get("settings"), dict)
+                and isinstance(cfg.get("status"), str)):
+            raise ValueError("no settings or status")
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path} is unreadable ({type(e).__name__}); it is not a run this "
+                         "code can continue") from None
+    return cfg
+
+
+def differing(old, new):
+    """The first setting whose stored value differs from the requested one, or None."""
+    for k in sorted(set(old) | set(new)):
+        if old.get(k, "(absent)") != new.get(k, "(absent)"):
+            return k
+    return None
+
+
+def check_out(out, s, resume):
+    """Whether `out` can take this run, without writing anything -> the finished run's config
+    (a finished or diverged run is kept as it is), or None; UsageError otherwise."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} is a file, not a directory")
+    if not os.path.isdir(out):
+        parent = os.path.dirname(os.path.abspath(out))
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {out} cannot be created: {parent} is not a writable directory")
+        return None
+    entries = set(os.listdir(out)) - {".lock"}
+    if "config.json" not in entries:
+        if entries:
+            raise UsageError(f"--out {out} holds files that are not a run (e.g. {sorted(entries)[0]})"
+                             "; choose an empty or new directory")
+        return None
+    cfg = read_config(out)
+    if not resume:
+        raise UsageError(f"{out} already holds a run; pass --resume to continue it, "
+                         "or choose another --out")
+    k = differing(cfg["settings"], s)
+    if k is not None:
+        raise UsageError(f"--resume: {k} is {s.get(k, '(absent)')!r} but the run in {out} has "
+                         f"{cfg['settings'].get(k, '(absent)')!r}")
+    return cfg if cfg["status"] in ("finished", "diverged") else None
+
+
+def finite_stats(stats, last):
+    """(statistics, all finite): a non-finite value is replaced by its last finite value."""
+    ok = all(math.isfinite(v) for v in stats.values())
+    return ({k: v if math.isfinite(v) else last[k] for k, v in stats.items()}, ok)
 
 
 def run(s, out, quiet=False, resume=False, every=100, minutes=5.0, keep=False):
@@ -419,33 +769,37 @@ def run(s, out, quiet=False, resume=False, every=100, minutes=5.0, keep=False):
 
     Mountain car runs `episodes` episodes, the network domains `steps` agent steps. Checkpoints
     between episodes every `every` episodes or `minutes` minutes and on SIGINT/SIGTERM; with
-    resume=True an unfinished run continues from its last checkpoint (bit-identical results)."""
+    resume=True an unfinished run continues from its last checkpoint (bit-identical results).
+    The process holds OUT's lock throughout; a finished or diverged run is returned untouched."""
+    old = check_out(out, s, resume)
+    if old is not None:
+        return old
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out} cannot be created ({e.strerror})") from None
+    with RunLock(out):
+        old = check_out(out, s, resume)          # again, now that no one else can write here
+        if old is not None:
+            return old
+        return _run_locked(s, out, quiet, resume, every, minutes, keep)
+
+
+def _run_locked(s, out, quiet, resume, every, minutes, keep):
+    """`run` once OUT is locked and checked."""
     from tqdm import tqdm
     cfg_path, csv_path = os.path.join(out, "config.json"), os.path.join(out, "episodes.csv")
-    if os.path.exists(cfg_path):
-        if not resume:
-            raise UsageError(f"{out} already holds a run; pass --resume to continue it, "
-                             "or choose another --out")
-        with open(cfg_path) as f:
-            old = json.load(f)
-        changed = [k for k in s if old["settings"].get(k) != s[k]]
-        if changed:
-            k = changed[0]
-            raise UsageError(f"--resume: {k} is {s[k]!r} but the run in {out} has "
-                             f"{old['settings'].get(k)!r}")
-        if old["status"] in ("finished", "diverged"):
-            return old
-    os.makedirs(out, exist_ok=True)
-    meta = {"settings": s, "provenance": provenance(), "status": "running",
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     net = is_net(s["domain"])
+    blas = None
+    if net and s["blas_threads"] != 1:
+        from threadpoolctl import threadpool_limits
+        blas = threadpool_limits(s["blas_threads"], user_api="blas")
     runner = NetRunner(s) if net else LinearRunner(s)
-    done = load_checkpoint(out, runner) if resume else 0
-    rows = read_rows(csv_path, done)
-    if len(rows) < done:
-        print(f"run.py: {csv_path} has {len(rows)} of the checkpoint's {done} episodes; "
-              "starting over", file=sys.stderr)
-        runner, done, rows = (NetRunner(s) if net else LinearRunner(s)), 0, []
+    rows = read_rows(csv_path, 10**12) if resume else []
+    done = load_checkpoint(out, runner, s, len(rows)) if resume else 0
+    rows = rows[:done]
+    meta = {"settings": s, "settings_hash": settings_hash(s), "provenance": provenance(),
+            "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if done:
         meta["resumed_from_episode"] = done
     write_json(cfg_path, meta)
@@ -453,42 +807,56 @@ def run(s, out, quiet=False, resume=False, every=100, minutes=5.0, keep=False):
     steps = int(rows[-1]["steps"]) if rows else 0
     fields = runner.fields()
     tmp = csv_path + ".tmp"
-    with open(tmp, "w", newline="") as f:       # the episodes up to the checkpoint, atomically
-        w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, csv_path)
+    try:
+        with open(tmp, "w", newline="") as f:   # the episodes up to the checkpoint, atomically
+            w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, csv_path)
+    except BaseException:
+        _remove(tmp)
+        raise
     more = (lambda ep, st: st < s["steps"]) if net else (lambda ep, st: ep < s["episodes"])
     t0 = last_ckpt = time.perf_counter()
     steps0, status, ep = steps, "finished", done
-    with open(csv_path, "a", newline="") as f, Interrupt() as stop, \
-            tqdm(total=s["steps"] if net else s["episodes"], initial=steps if net else done,
-                 unit="step" if net else "ep", unit_scale=net, disable=quiet,
-                 dynamic_ncols=True) as bar:
-        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
-        while more(ep, steps):
-            row, ok = runner.next_row(s["steps"] - steps if net else 0,
-                                      bar.update if net else (lambda k: None))
-            steps += row["length"]
-            returns.append(row["score" if net else "return"])
-            writer.writerow({"episode": ep, "steps": steps, **row})
-            f.flush()
-            ep += 1
-            if not net:
-                bar.update(1)
-            if not quiet and (ep % 10 == 0 or not more(ep, steps)):
-                bar.set_postfix({"score10" if net else "ret100":
-                                 f"{np.mean(returns[-10 if net else -100:]):.1f}"}, refresh=False)
-            if not ok:
-                status = "diverged"
-                break
-            now = time.perf_counter()
-            if stop.signal is not None or ep % every == 0 or now - last_ckpt > 60 * minutes:
-                save_checkpoint(out, runner, ep)
-                last_ckpt = now
-            if stop.signal is not None:
-                status = "interrupted"
-                break
+    last_stats, _ = finite_stats(runner.stats(), {})
+    writer = RowWriter(csv_path, fields)
+    try:
+        with Interrupt() as stop, \
+                tqdm(total=s["steps"] if net else s["episodes"], initial=steps if net else done,
+                     unit="step" if net else "ep", unit_scale=net, disable=quiet,
+                     dynamic_ncols=True) as bar:
+            while more(ep, steps):
+                row, ok = runner.next_row(s["steps"] - steps if net else 0,
+                                          bar.update if net else (lambda k: None))
+                stats, finite = finite_stats(runner.stats(), last_stats)
+                ok = ok and finite
+                row["diverged"] = int(not ok)
+                last_stats = stats
+                steps += row["length"]
+                returns.append(row["score" if net else "return"])
+                writer.write({"episode": ep, "steps": steps, **row, **stats})
+                ep += 1
+                if not net:
+                    bar.update(1)
+                if not quiet and (ep % 10 == 0 or not more(ep, steps)):
+                    bar.set_postfix({"score10" if net else "ret100":
+                                     f"{np.mean(returns[-10 if net else -100:]):.1f}"},
+                                    refresh=False)
+                if not ok:
+                    status = "diverged"
+                    break
+                now = time.perf_counter()
+                if stop.signal is not None or ep % every == 0 or now - last_ckpt > 60 * minutes:
+                    save_checkpoint(out, runner, s, ep)
+                    last_ckpt = now
+                if stop.signal is not None:
+                    status = "interrupted"
+                    break
+    finally:
+        writer.close()
+        if blas is not None:
+            blas.unregister()
     wall = time.perf_counter() - t0
     meta.update(status=status, episodes_done=ep, agent_steps=steps, wall_seconds=round(wall, 3),
                 steps_per_second=round((steps - steps0) / wall, 1) if wall > 0 else None,
@@ -498,22 +866,39 @@ def run(s, out, quiet=False, resume=False, every=100, minutes=5.0, keep=False):
     write_json(cfg_path, meta)
     if status != "interrupted" and not keep:
         for name in (CKPT, CKPT_PREV):
-            if os.path.exists(os.path.join(out, name)):
-                os.remove(os.path.join(out, name))
+            _remove(os.path.join(out, name))
     return meta
+
+
+def run_options(args):
+    """The checkpoint and output options of a run, validated."""
+    return dict(every=checked("checkpoint_every", args.checkpoint_every),
+                minutes=checked("checkpoint_minutes", args.checkpoint_minutes),
+                keep=args.keep_checkpoint)
 
 
 def main_run(argv):
     """`python run.py [flags]`: one run."""
     args = run_parser().parse_args(join_numbers(argv))
     s = settings(args)
-    try:
-        mt.check_config(config_of(s))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    opts = run_options(args)
+    if args.resume and args.out is None:
+        raise UsageError("--resume needs --out, the directory of the run to continue")
+    if args.resume and not os.path.isdir(args.out):
+        raise UsageError(f"--resume: {args.out} is not a run directory (it does not exist)")
+    if args.resume and not os.path.exists(os.path.join(args.out, "config.json")):
+        raise UsageError(f"--resume: {args.out} holds no run (no config.json)")
     out = args.out or os.path.join("runs", run_name(s) + time.strftime("-%Y%m%d-%H%M%S"))
-    meta = run(s, out, quiet=args.quiet, resume=args.resume, every=args.checkpoint_every,
-               minutes=args.checkpoint_minutes, keep=args.keep_checkpoint)
+    try:
+        meta = run(s, out, quiet=args.quiet, resume=args.resume, **opts)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        rows = max(len(read_rows(os.path.join(out, "episodes.csv"), 10**12)), 0)
+        print(f"run.py: error: writing to {out} failed ({e.strerror or e}); episodes.csv keeps "
+              f"{rows} whole episodes; free the space and continue with the same command and "
+              "--resume", file=sys.stderr)
+        return 1
     last100 = meta.get("mean_return_last100")
     msg = (f"{meta['status']}: {meta['episodes_done']} episodes, {meta['agent_steps']} steps in "
            f"{meta['wall_seconds']:.1f} s; mean return of the last 100 episodes "
@@ -522,35 +907,41 @@ def main_run(argv):
         print(msg)
         return 0
     if meta["status"] == "diverged":
-        print(f"diverged (non-finite weights or step-sizes) in episode "
+        print(f"diverged (non-finite or vanishing weights, step-sizes or statistics) in episode "
               f"{meta['diverged_at_episode']}; {msg}", file=sys.stderr)
         return 0
     print(f"{msg}; continue it with the same command and --resume", file=sys.stderr)
     return 130
 
 
-GRID_FLAGS = ("alpha", "mu", "gamma", "lam", "psi", "drift", "episodes")
+GRID_FLAGS = ("alpha", "mu", "gamma", "lam", "psi", "drift", "episodes", "steps", "frames")
+SWEEP_ONLY = ("seeds", "workers", "ray")
+NOT_IN_SWEEP = ("seed", "resume")       # a sweep sets the seeds and always resumes
 
 
 def parse_grid(text, name):
-    """A grid: '2^-5,2^-7' (a list) or '2^-5..2^-14' (every power of two between); one value too."""
+    """A grid: '2^-5,2^-7' (a list) or '2^-5..2^-14' (every power between); one value too."""
     if ".." in text:
         ends = text.split("..")
         ms = [_NUMBER.match(e) for e in ends]
-        if len(ends) != 2 or not all(ms) or ms[0].group(1) != ms[1].group(1):
-            raise UsageError(f"--{name}: malformed range {text!r}; expected powers of one base "
-                             "like 2^-5..2^-14")
-        a, b = (parse_number(e, name) for e in ends)
-        base = float(ms[0].group(1))
+        if len(ends) != 2 or not all(ms) or float(ms[0].group(1)) != float(ms[1].group(1)):
+            raise UsageError(f"{flag(name)}: malformed range {text!r}; expected powers of one "
+                             "base like 2^-5..2^-14")
         k0, k1 = float(ms[0].group(3)), float(ms[1].group(3))
         if k0 != int(k0) or k1 != int(k1):
-            raise UsageError(f"--{name}: range {text!r} needs integer exponents")
+            raise UsageError(f"{flag(name)}: range {text!r} needs integer exponents")
+        if abs(k1 - k0) >= MAX_RUNS:
+            raise UsageError(f"{flag(name)}: range {text!r} has {abs(k1 - k0) + 1:,.0f} values; "
+                             f"a sweep takes at most {MAX_RUNS:,} runs")
         step = 1 if k1 >= k0 else -1
         values = [f"{ms[0].group(1)}^{k}" for k in range(int(k0), int(k1) + step, step)]
     else:
         values = [v.strip() for v in text.split(",")]
         if any(v == "" for v in values):
-            raise UsageError(f"--{name}: empty element in grid {text!r}")
+            raise UsageError(f"{flag(name)}: empty element in grid {text!r}")
+        if len(values) > MAX_RUNS:
+            raise UsageError(f"{flag(name)}: {len(values):,} values; a sweep takes at most "
+                             f"{MAX_RUNS:,} runs")
     for v in values:
         checked(name, v)
     return values
@@ -560,23 +951,44 @@ def sweep_parser():
     """Flags of `run.py sweep`: the run flags, each numeric one taking a grid."""
     p = run_parser()
     p.prog = "run.py sweep"
-    for a in p._actions:
+    p.description = main_sweep.__doc__
+    p.formatter_class = argparse.HelpFormatter
+    for a in list(p._actions):
         if a.dest in ("domain", "tuner"):
             a.choices = None          # comma lists, checked in expand()
-        if a.dest in ("out", "seed", "resume"):
-            a.help = argparse.SUPPRESS
-    p.add_argument("--seeds", default="1", help="runs per setting: seeds 0..N-1")
+            a.default = None if a.dest == "tuner" else a.default
+        if a.dest in NOT_IN_SWEEP:
+            p._remove_action(a)
+            for s in a.option_strings:
+                p._option_string_actions.pop(s, None)
+            for g in p._action_groups:
+                if a in g._group_actions:
+                    g._group_actions.remove(a)
+        if a.dest == "out":
+            a.help = "sweep directory: one run directory per setting, and sweep.json"
+    p.add_argument("--seeds", default="1", help="runs per setting: seeds 0..N-1 (default 1)")
     p.add_argument("--workers", default=str(os.cpu_count() or 1),
                    help="parallel runs on this machine (default: all cores)")
     p.add_argument("--ray", default=None, metavar="ADDRESS",
-                   help="run on Ray: 'local' starts a local instance, 'auto' or host:port joins a cluster")
+                   help="run on Ray: 'local' starts a private local instance, 'auto' or HOST:PORT "
+                        "joins a cluster")
     return p
 
 
+def grid_size(grids, seeds):
+    """The number of runs a grid asks for, before building it."""
+    n = seeds
+    for v in grids.values():
+        n *= len(v)
+    return n
+
+
 def expand(args):
-    """The cartesian product of every grid -> a list of validated settings (defaults per domain)."""
-    grids = {k: parse_grid(getattr(args, k), k) for k in GRID_FLAGS + ("steps", "frames")
-             if getattr(args, k) is not None}
+    """The cartesian product of every grid -> a list of validated settings (defaults per domain).
+
+    A flag that applies to none of the grid's runs is refused; where it applies to some, the
+    others take its canonical value (so a setting that changes nothing makes no extra run)."""
+    grids = {k: parse_grid(getattr(args, k), k) for k in GRID_FLAGS if getattr(args, k) is not None}
     for name, choices in (("domain", envs.DOMAINS), ("tuner", mt.TUNERS)):
         if getattr(args, name) is None:
             continue
@@ -586,58 +998,126 @@ def expand(args):
                 raise UsageError(f"--{name}: unknown value {v!r}; accepted: {', '.join(choices)}")
         grids[name] = vals
     seeds = checked("seeds", args.seeds)
+    n = grid_size(grids, seeds)
+    if n > MAX_RUNS:
+        raise UsageError(f"the grid has {n:,} runs; a sweep takes at most {MAX_RUNS:,}")
     keys = list(grids)
-    out = []
+    out, seen, used = [], set(), set()
     for combo in itertools.product(*(grids[k] for k in keys)):
+        ns = argparse.Namespace(**vars(args))
+        ns.__dict__.update(zip(keys, combo))
+        tuner = ns.tuner or (NET_DEFAULTS if is_net(ns.domain) else DEFAULTS)["tuner"]
+        used |= {k for k in DOMAIN_FLAGS if getattr(ns, k) is not None
+                 and applies(k, ns.domain, tuner)}
+        for k in DOMAIN_FLAGS:
+            if not applies(k, ns.domain, tuner):
+                setattr(ns, k, None)
+        if ns.steps is not None and ns.frames is not None and ns.domain in envs.ATARI_DOMAINS:
+            raise UsageError("give --steps or --frames, not both")
         for seed in range(seeds):
-            ns = argparse.Namespace(**vars(args))
-            ns.__dict__.update(zip(keys, combo))
             ns.seed = str(seed)
-            s = settings(ns)
-            try:
-                mt.check_config(config_of(s))
-            except ValueError as e:
-                raise UsageError(str(e)) from None
-            if s not in out:
+            s = settings(ns, strict=False)
+            h = settings_hash(s)
+            if h not in seen:
+                seen.add(h)
                 out.append(s)
+    for k in DOMAIN_FLAGS:
+        if getattr(args, k) is not None and k not in used:
+            raise UsageError(f"{flag(k)} applies to none of the sweep's runs (domains "
+                             f"{args.domain}, tuners {args.tuner or 'default'})")
     return out
 
 
-def sweep_task(s, out):
-    """One run of a sweep (resumes an unfinished one); returns (status, mean return of last 100)."""
+def _worker_init(parent):
+    """A pool worker of the sweep process `parent`: it dies with the sweep (on Linux the
+    parent's death sends it SIGKILL; elsewhere a thread watches for it), and ignores SIGINT except
+    while a run holds it (the run then checkpoints and stops)."""
+    try:
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        watched = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL,
+                                                          0, 0, 0) == 0
+    except (OSError, AttributeError):
+        watched = False
+    if os.getppid() != parent:                       # the sweep died before the call
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not watched:
+        import threading
+
+        def watch():
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+        threading.Thread(target=watch, daemon=True).start()
+
+
+def sweep_task(s, out, opts):
+    """One run of a sweep (resumes an unfinished one) -> (status, mean return of last 100)."""
     crash = os.environ.get("METATRACE_TEST_CRASH")   # fault injection for the tests: one worker dies
     if crash and os.path.exists(crash):
         os.remove(crash)
         os.kill(os.getpid(), 9)
-    meta = run(s, out, quiet=True, resume=True)
+    meta = run(s, out, quiet=True, resume=True, **opts)
     return meta["status"], meta.get("mean_return_last100")
 
 
-def _pool_engine(tasks, workers, report):
+class SweepStop:
+    """SIGINT/SIGTERM on the sweep: a first one stops it cleanly (the runs in flight checkpoint),
+    a second one kills the workers."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, sig, frame):
+        self.count += 1
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _pool_engine(tasks, workers, report, stop):
     """Local process pool, one run per worker; a crashed worker's runs are retried once."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     pending = [(t, 0) for t in tasks]
-    while pending:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    signalled = 0
+    while pending and not stop.count:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(os.getpid(),))
         inflight = {}
         try:
-            while pending or inflight:
-                while pending and len(inflight) < workers:
+            while (pending and not stop.count) or inflight:
+                while pending and not stop.count and len(inflight) < workers:
                     t, k = pending.pop(0)
                     inflight[pool.submit(sweep_task, *t)] = (t, k)
-                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                if stop.count > signalled:           # pass the stop on to the runs in flight
+                    signalled = stop.count
+                    sig = signal.SIGINT if signalled == 1 else signal.SIGKILL
+                    for p in list(getattr(pool, "_processes", {}).values()):
+                        try:
+                            os.kill(p.pid, sig)
+                        except (OSError, AttributeError):
+                            pass
+                done, _ = wait(inflight, timeout=0.25, return_when=FIRST_COMPLETED)
+                broken = False
                 for fut in done:
                     t, k = inflight.pop(fut)
                     try:
                         report(t, fut.result(), None)
                     except Exception as e:  # a run that raised, or a worker that died
-                        retry = k == 0
-                        report(t, None, f"{type(e).__name__}: {e}" + ("; retrying" if retry else ""))
+                        broken |= type(e).__name__ == "BrokenProcessPool"
+                        retry = k == 0 and not stop.count
+                        report(t, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                               + ("; retrying" if retry else ""))
                         if retry:
                             pending.append((t, 1))
-                if any(f.done() and f.exception() is not None and
-                       type(f.exception()).__name__ == "BrokenProcessPool" for f in done):
+                if broken:
                     for fut, (t, k) in inflight.items():   # the pool is gone: requeue its runs
                         pending.append((t, k))
                     inflight = {}
@@ -646,87 +1126,235 @@ def _pool_engine(tasks, workers, report):
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ray_engine(tasks, workers, report, address):
-    """Ray: the same runs as remote tasks (retried once on failure); results on a shared disk."""
-    import ray
+def private_network():
+    """Move this process into a network namespace of its own that has only a loopback interface
+    (Linux; as root, or through an unprivileged user namespace): whatever Ray opens there is
+    reachable from this machine's loopback only.  OSError if the system does not allow it."""
+    import ctypes
+    import fcntl
+    import socket
+    import struct
+    CLONE_NEWNET, CLONE_NEWUSER = 0x40000000, 0x10000000
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        uid, gid = os.getuid(), os.getgid()
+        if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) was refused")
+        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"),
+                           ("gid_map", f"0 {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP, IFF_RUNNING = 0x8913, 0x8914, 0x1, 0x40
+        ifr = fcntl.ioctl(sock, SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0))
+        flags = struct.unpack("16sH22x", ifr)[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP | IFF_RUNNING))
+
+
+RAY_MIN = (2, 59)      # the first Ray whose local clusters require token authentication
+
+
+def start_ray(address, workers):
+    """ray.init for `--ray ADDRESS`, or UsageError within 30 s.  'local' runs a private instance
+    (token authentication, its own loopback-only network namespace); a cluster address is
+    checked for a listener first."""
+    host, _, port = address.rpartition(":")
+    if address not in ("local", "auto") and not (host and port.isdigit() and 0 < int(port) < 65536):
+        raise UsageError(f"--ray {address!r}: expected local, auto or HOST:PORT")
+    if address == "local":             # read by Ray when it is imported
+        os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--ray needs the ray package (pip install -r requirements.txt)") from None
+    version = tuple(int(x) for x in re.findall(r"\d+", ray.__version__)[:2])
+    if version < RAY_MIN:
+        raise UsageError(f"--ray needs Ray >= {'.'.join(map(str, RAY_MIN))} (token "
+                         f"authentication); this is Ray {ray.__version__}")
     here = os.path.dirname(os.path.abspath(__file__))
-    env = {"env_vars": {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}}
-    if address == "local":      # workers import this checkout (and reuse its Numba cache)
-        env["env_vars"]["PYTHONPATH"] = here
-    else:                       # a cluster: ship the code; results go to --out on a shared disk
-        env.update(working_dir=here, excludes=["runs/", ".git/", ".venv*/", "docs/", ".hypothesis/"])
+    env = {"env_vars": {k: "1" for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
+                                          "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
     if address == "local":
-        ray.init(num_cpus=workers, runtime_env=env, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        try:
+            private_network()
+        except OSError as e:
+            raise UsageError(f"--ray local needs a private network namespace so that Ray listens "
+                             f"on loopback only, and this system refused one ({e.strerror}); "
+                             "use the process pool (leave out --ray)") from None
+        env["env_vars"]["PYTHONPATH"] = here     # workers import this checkout (and its cache)
+        kwargs = dict(num_cpus=workers, include_dashboard=False, configure_logging=False)
     else:
-        ray.init(address=address, runtime_env=env, log_to_driver=False)
+        if address != "auto":
+            import socket
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+            except OSError as e:
+                raise UsageError(f"--ray {address}: no Ray cluster answers there "
+                                 f"({e.strerror or e})") from None
+        env.update(working_dir=here, excludes=["runs/", ".git/", ".venv*/", "docs/", ".hypothesis/"])
+        kwargs = dict(address=address)
+    import threading
+    watchdog = threading.Timer(30, lambda: (print(f"run.py: error: --ray {address}: no Ray "
+                                                  "cluster connected within 30 s", file=sys.stderr,
+                                                  flush=True), os._exit(2)))
+    watchdog.daemon = True
+    if address != "local":            # a local start may take longer the first time
+        watchdog.start()
+    try:
+        ray.init(runtime_env=env, log_to_driver=False, **kwargs)
+    except Exception as e:
+        raise UsageError(f"--ray {address}: {type(e).__name__}: "
+                         f"{(str(e).splitlines() or [''])[0][:160]}") from None
+    finally:
+        watchdog.cancel()
+    return ray
+
+
+def _ray_engine(ray, tasks, report, stop):
+    """Ray: the same runs as remote tasks (retried once on failure); results on a shared disk."""
     try:
         remote = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=True)(sweep_task)
         refs = {remote.remote(*t): t for t in tasks}
-        while refs:
-            done, _ = ray.wait(list(refs), num_returns=1)
+        while refs and not stop.count:
+            done, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
+            if not done:
+                continue
             t = refs.pop(done[0])
             try:
                 report(t, ray.get(done[0]), None)
             except Exception as e:
-                report(t, None, f"{type(e).__name__}: {str(e).splitlines()[0]}")
+                report(t, None, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+        for ref in refs:
+            ray.cancel(ref)
     finally:
         ray.shutdown()
 
 
+def read_manifest(root):
+    """The runs already listed in ROOT/sweep.json (dir -> settings); UsageError if unreadable."""
+    path = os.path.join(root, "sweep.json")
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            m = json.load(f)
+        runs = {r["dir"]: r["settings"] for r in m["runs"]}
+        if not all(isinstance(v, dict) for v in runs.values()):
+            raise ValueError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(f"{path} is unreadable; it is not a sweep this code can extend") from None
+    return runs
+
+
+def check_sweep_root(root, tasks):
+    """Whether ROOT can take these runs, writing nothing -> (listed runs, runs already done)."""
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise UsageError(f"--out {root} is a file, not a directory")
+    if not os.path.isdir(root):
+        check_out(root, {}, False)              # its nearest existing parent must be writable
+        return {}, set()
+    listed = read_manifest(root)
+    entries = set(os.listdir(root)) - {".lock", "sweep.json", "sweep.json.tmp"}
+    names = {os.path.basename(o) for _, o in tasks} | set(listed)
+    strays = sorted(e for e in entries if e not in names and not os.path.exists(
+        os.path.join(root, e, "config.json")))
+    if strays:
+        raise UsageError(f"--out {root} holds files that are not runs of a sweep (e.g. "
+                         f"{strays[0]}); choose an empty or new directory")
+    for d, s in listed.items():             # what sweep.json says must be what is on disk
+        o = os.path.join(root, d)
+        if os.path.exists(os.path.join(o, "config.json")):
+            k = differing(read_config(o)["settings"], s)
+            if k is not None:
+                raise UsageError(f"{o} holds a run with another {k} than sweep.json lists")
+    done = set()
+    for s, o in tasks:
+        if not os.path.isdir(o):
+            if os.path.exists(o):
+                raise UsageError(f"{o} is a file, not a run directory")
+            continue
+        if not os.path.exists(os.path.join(o, "config.json")):
+            check_out(o, s, True)
+            continue
+        cfg = read_config(o)
+        k = differing(cfg["settings"], s)
+        if k is not None:
+            raise UsageError(f"{o} holds a run with {k} = {cfg['settings'].get(k, '(absent)')!r}, "
+                             f"but the sweep asks for {s.get(k, '(absent)')!r}")
+        if cfg["status"] in ("finished", "diverged"):
+            done.add(o)
+    return listed, done
+
+
 def main_sweep(argv):
-    """`python run.py sweep ...`: every combination of the grids, --seeds runs each."""
+    """`python run.py sweep ...`: every combination of the grids, --seeds runs each.  Each run
+    has its own directory (a readable name plus the hash of all its settings); a re-run skips
+    the runs that are done and resumes the others."""
     from tqdm import tqdm
     args = sweep_parser().parse_args(join_numbers(argv))
     workers = checked("workers", args.workers)
+    opts = run_options(args)
+    if args.ray is not None and not args.ray.strip():
+        raise UsageError("--ray: expected local, auto or HOST:PORT")
     runs = expand(args)
     root = os.path.abspath(args.out or "runs/sweep")
-    os.makedirs(root, exist_ok=True)
-    tasks = [(s, os.path.join(root, run_name(s))) for s in runs]
-    write_json(os.path.join(root, "sweep.json"),
-               {"command": ["run.py", "sweep", *argv], "n_runs": len(tasks),
-                "runs": [{"dir": os.path.basename(o), "settings": s} for s, o in tasks]})
+    tasks = [(s, os.path.join(root, run_name(s)), opts) for s in runs]
+    listed, finished = check_sweep_root(root, [(s, o) for s, o, _ in tasks])
+    ray = start_ray(args.ray, workers) if args.ray else None
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {root} cannot be created ({e.strerror})") from None
+    with RunLock(root, "sweep"):
+        listed, finished = check_sweep_root(root, [(s, o) for s, o, _ in tasks])
+        listed.update({os.path.basename(o): s for s, o, _ in tasks})
+        write_json(os.path.join(root, "sweep.json"),
+                   {"command": ["run.py", "sweep", *argv], "n_runs": len(listed),
+                    "runs": [{"dir": d, "settings": listed[d]} for d in sorted(listed)]})
+        todo = [t for t in tasks if t[1] not in finished]
+        print(f"sweep: {len(tasks)} runs in {root}; {len(tasks) - len(todo)} already done, "
+              f"{len(todo)} to run on {'Ray ' + args.ray if args.ray else f'{workers} workers'}",
+              flush=True)
+        failed = {}
+        os.environ.update(NUMBA_NUM_THREADS="1")
+        with SweepStop() as stop, tqdm(total=len(tasks), initial=len(tasks) - len(todo), unit="run",
+                                       disable=args.quiet, dynamic_ncols=True) as bar:
+            def report(t, result, error):
+                name = os.path.basename(t[1])
+                if error is None:
+                    failed.pop(name, None)
+                    if result[0] != "interrupted":
+                        bar.update(1)
+                else:
+                    failed[name] = error
+                    bar.write(f"run {name} failed: {error}")
+                bar.set_postfix(failed=len(failed), refresh=False)
 
-    def status_of(out):
-        try:
-            with open(os.path.join(out, "config.json")) as f:
-                return json.load(f)["status"]
-        except (OSError, ValueError, KeyError):
-            return None
-
-    todo = [t for t in tasks if status_of(t[1]) not in ("finished", "diverged")]
-    print(f"sweep: {len(tasks)} runs in {root}; {len(tasks) - len(todo)} already done, "
-          f"{len(todo)} to run on {'Ray ' + args.ray if args.ray else f'{workers} workers'}",
-          flush=True)
-    failed = {}
-    os.environ.update(NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    with tqdm(total=len(tasks), initial=len(tasks) - len(todo), unit="run", disable=args.quiet,
-              dynamic_ncols=True) as bar:
-        def report(t, result, error):
-            name = os.path.basename(t[1])
-            if error is None:
-                failed.pop(name, None)
-                bar.update(1)
+            if ray is not None:
+                _ray_engine(ray, todo, report, stop)
             else:
-                failed[name] = error
-                bar.write(f"run {name} failed: {error}")
-            bar.set_postfix(failed=len(failed), refresh=False)
-
-        if args.ray:
-            _ray_engine(todo, workers, report, args.ray)
-        else:
-            _pool_engine(todo, workers, report)
-    counts = {}
-    for _, o in tasks:
-        counts[status_of(o)] = counts.get(status_of(o), 0) + 1
-    print("sweep done: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items(), key=str)))
-    if failed:
-        print(f"run.py: {len(failed)} runs failed twice: {', '.join(sorted(failed))}", file=sys.stderr)
-        return 1
+                _pool_engine(todo, workers, report, stop)
+        counts = {}
+        for _, o, _ in tasks:
+            try:
+                st = read_config(o)["status"] if os.path.isdir(o) else "not started"
+            except UsageError:
+                st = "not started"
+            counts[st] = counts.get(st, 0) + 1
+        summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items(), key=str))
+        if stop.count:
+            print(f"run.py: sweep interrupted ({summary}); run the same command to continue",
+                  file=sys.stderr)
+            return 130
+        print("sweep done: " + summary)
+        if failed:
+            print(f"run.py: {len(failed)} runs failed twice: {', '.join(sorted(failed))}",
+                  file=sys.stderr)
+            return 1
     return 0
 
 
-BENCH_TUNERS = [("none", "2^-7", "0"), ("scalar", "2^-9", "2^-8"), ("vector", "2^-9", "2^-8"),
+BENCH_TUNERS = [("none", "2^-7", None), ("scalar", "2^-9", "2^-8"), ("vector", "2^-9", "2^-8"),
                 ("mixed", "2^-9", "2^-8"), ("sid", "2^-9", "2^-16"), ("nosid", "2^-9", "2^-12")]
 
 
@@ -769,11 +1397,16 @@ def main_bench(argv):
     p = Parser(prog="run.py bench", description=main_bench.__doc__)
     p.add_argument("--domain", default="mountaincar", choices=envs.DOMAINS)
     p.add_argument("--repeats", default="7")
-    p.add_argument("--episodes", default="200", help="mountain car: episodes per repeat")
-    p.add_argument("--steps", default="300", help="network domains: agent steps per repeat")
+    p.add_argument("--episodes", default=None, help="mountain car: episodes per repeat (200)")
+    p.add_argument("--steps", default=None, help="network domains: agent steps per repeat (300)")
     p.add_argument("--threads", "--cores", dest="threads", default="1",
                    help="CPU cores (and Numba threads) to use (default 1: one core)")
     args = p.parse_args(join_numbers(argv))
+    if args.episodes is not None and is_net(args.domain):
+        raise UsageError(f"--episodes does not apply to domain {args.domain}; it takes --steps")
+    if args.steps is not None and not is_net(args.domain):
+        raise UsageError(f"--steps does not apply to domain {args.domain}; it takes --episodes")
+    args.episodes, args.steps = args.episodes or "200", args.steps or "300"
     repeats = checked("repeats", args.repeats)
     threads = checked("threads", args.threads)
     if hasattr(os, "sched_setaffinity"):
@@ -792,9 +1425,10 @@ def main_bench(argv):
     print(f"{'tuner':<18}{'alpha0':>8}{'mu':>8}{'median':>12}{'min':>12}{'max':>12}")
     for tuner, alpha, mu in BENCH_TUNERS:
         for norm in ([True, False] if tuner in ("scalar", "vector", "mixed") else [True]):
+            mu_flag = [] if mu is None else ["--mu", mu if norm else "2^-16"]
             args_run = run_parser().parse_args(
-                ["--domain", args.domain, "--tuner", tuner, "--alpha", alpha,
-                 "--mu", mu if norm else "2^-16"] + ([] if norm else ["--unnormalized"]))
+                ["--domain", args.domain, "--tuner", tuner, "--alpha", alpha, *mu_flag]
+                + ([] if norm else ["--unnormalized"]))
             agent = make_agent(settings(args_run))
             for _ in range(100):
                 agent.episode()
@@ -805,13 +1439,13 @@ def main_bench(argv):
                     n += agent.episode()[1]
                 rates.append(n / (time.perf_counter() - t0))
             name = tuner + ("" if norm or tuner == "none" else " (unnorm.)")
-            print(f"{name:<18}{alpha:>8}{mu if norm else '2^-16':>8}{statistics.median(rates):>12,.0f}"
+            print(f"{name:<18}{alpha:>8}{(mu or '-') if norm else '2^-16':>8}{statistics.median(rates):>12,.0f}"
                   f"{min(rates):>12,.0f}{max(rates):>12,.0f}", flush=True)
     return 0
 
 
 def main(argv=None):
-    """Dispatch `run.py [bench] ...`; bad input -> one line on stderr, exit status 2."""
+    """Dispatch `run.py [bench|sweep|figures] ...`; bad input -> one line on stderr, exit 2."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv and argv[0] == "bench":
