@@ -1126,15 +1126,18 @@ def _pool_engine(tasks, workers, report, stop):
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def private_network():
-    """Move this process into a network namespace of its own that has only a loopback interface
-    (Linux; as root, or through an unprivileged user namespace): whatever Ray opens there is
-    reachable from this machine's loopback only.  OSError if the system does not allow it."""
+def private_ray_process():
+    """Run the rest of this sweep in a child process that leads a process group of its own
+    (Ray's processes join it), in a new network namespace that has only a loopback interface
+    (Linux; as root, or through an unprivileged user namespace), so that whatever Ray opens is
+    reachable from this machine's loopback only.  This process waits, passes SIGINT/SIGTERM on
+    and exits with the child's status; a small reaper process ends the whole group when this one
+    ends, however it ends (kill -9 included).  OSError if the system refuses the namespace."""
     import ctypes
     import fcntl
     import socket
     import struct
-    CLONE_NEWNET, CLONE_NEWUSER = 0x40000000, 0x10000000
+    CLONE_NEWNET, CLONE_NEWUSER, PR_SET_PDEATHSIG = 0x40000000, 0x10000000, 1
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNET) != 0:
         uid, gid = os.getuid(), os.getgid()
@@ -1149,6 +1152,46 @@ def private_network():
         ifr = fcntl.ioctl(sock, SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0))
         flags = struct.unpack("16sH22x", ifr)[1]
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP | IFF_RUNNING))
+    parent = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:                                   # the sweep and Ray's driver
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        os.setpgrp()
+        if os.getppid() != parent:
+            os._exit(1)
+        return
+    reaper = os.fork()
+    if reaper == 0:                                  # ends the child's group when `parent` ends
+        def end_group(*_):
+            try:
+                os.killpg(child, signal.SIGKILL)
+            except OSError:
+                pass
+            os._exit(0)
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, end_group)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            if os.getppid() != parent:
+                end_group()
+            while True:
+                signal.pause()
+        finally:
+            os._exit(0)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda s, f: os.kill(child, s))
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    os.kill(reaper, signal.SIGTERM)
+    os.waitpid(reaper, 0)
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status)
+             else 128 + os.WTERMSIG(status))
 
 
 RAY_MIN = (2, 59)      # the first Ray whose local clusters require token authentication
@@ -1176,11 +1219,11 @@ def start_ray(address, workers):
                                           "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
     if address == "local":
         try:
-            private_network()
+            private_ray_process()
         except OSError as e:
-            raise UsageError(f"--ray local needs a private network namespace so that Ray listens "
-                             f"on loopback only, and this system refused one ({e.strerror}); "
-                             "use the process pool (leave out --ray)") from None
+            raise UsageError(f"--ray local needs a private network namespace (so that Ray "
+                             f"listens on loopback only), and this system refused one "
+                             f"({e.strerror}); use the process pool (leave out --ray)") from None
         env["env_vars"]["PYTHONPATH"] = here     # workers import this checkout (and its cache)
         kwargs = dict(num_cpus=workers, include_dashboard=False, configure_logging=False)
     else:
@@ -1200,12 +1243,17 @@ def start_ray(address, workers):
     watchdog.daemon = True
     if address != "local":            # a local start may take longer the first time
         watchdog.start()
+    saved, quiet = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 2)                  # Ray's start-up notes (offline IP, token) stay off stderr
     try:
         ray.init(runtime_env=env, log_to_driver=False, **kwargs)
     except Exception as e:
         raise UsageError(f"--ray {address}: {type(e).__name__}: "
                          f"{(str(e).splitlines() or [''])[0][:160]}") from None
     finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(quiet)
         watchdog.cancel()
     return ray
 
