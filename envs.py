@@ -1,4 +1,4 @@
-"""Domains for metatrace: mountain car with tile coding, drifting mountain car (spec §6.1-6.2),
+"""Domains for metatrace: mountain car with tile coding, drifting mountain car (docs/algorithms.md §6.1-6.2),
 Atari and MinAtar games (§6.3).
 
 `make(name, seed=..., **options)` returns a gymnasium environment.  The learner's fast loop
@@ -14,7 +14,7 @@ Mountain car kernels (Numba, float64 state as in gymnasium):
 
 The features of a state are computed from the float32 observation that gymnasium returns.
 
-Atari (spec §6.3; needs `ale-py` and `opencv-python-headless`, imported on first use):
+Atari (docs/algorithms.md §6.3; needs `ale-py` and `opencv-python-headless`, imported on first use):
     asterix, beam_rider, freeway, seaquest, space_invaders -> `make_atari`, gymnasium's ALE v5 env
     (ROMs ship inside ale-py) under gymnasium's own wrappers; observation float32 (4, 84, 84) in
     [0, 1], channels first. Every choice is an option of `make(name, ...)`:
@@ -28,7 +28,7 @@ Atari (spec §6.3; needs `ale-py` and `opencv-python-headless`, imported on firs
                                     seaquest 18, space_invaders 6)
     terminal_on_life_loss=False     a lost life is not terminal [R]
     max_frames=108_000              emulator frames per episode (30 min), reported as `truncated`
-                                    [R]; the learner treats it per spec §1.6; None = no cap
+                                    [R]; the learner treats it per docs/algorithms.md §1.6; None = no cap
     noop_max=0                      no random no-op starts [R]: sticky actions already randomize
                                     the start (Machado et al. 2018, source of the paper's 0.25)
     clip_rewards=True               reward clipped to [-1, 1] for learning [R]; the unclipped game
@@ -51,10 +51,13 @@ sizes. Seeding: `make(name, seed=s)` seeds the first `reset()`; `reset(seed=s)` 
 way the same seed and the same actions give the same observations and rewards.
 """
 import math
+from typing import NamedTuple
 
 import gymnasium as gym
 import numba as nb
 import numpy as np
+
+import metatrace as mt
 
 N_TILINGS = 16
 TILES = 10
@@ -203,6 +206,110 @@ class LinearMountainCar(gym.Env):
         self.nxt = drift_flip(self.signs, self.nxt, self.drift, self.rng)
         truncated = (not term) and self.t >= MC_TIME_LIMIT
         return self._obs(), -1.0, bool(term), bool(truncated), {"state": np.array(self.state)}
+
+
+# ------------------------------------------------------------------------------------------------
+# The fused mountain-car loop: environment, features, AC(lambda) and tuner in one Numba call
+# ------------------------------------------------------------------------------------------------
+
+class MCStream(NamedTuple):
+    """The environment side of a mountain-car run: drift signs, next flip position, generator."""
+    signs: np.ndarray
+    env_state: np.ndarray     # [position of the next flip in the drift stream]
+    rng: np.random.Generator
+    n_noise: int
+    drift: float
+
+
+class MCLoop(NamedTuple):
+    """The fixed settings of the loop: time limit, gamma and the time-limit rule (§1.6)."""
+    time_limit: int
+    gamma: float
+    timeout_bootstrap: bool
+
+
+@nb.njit(cache=True)
+def mc_episode(st, sc, hp, lm, f0, f1, rng_agent, env, loop):
+    """One mountain-car episode (docs/algorithms.md §6.1-6.2): env, features, AC(lambda) and
+    tuner, in Numba (metatrace.linear_step on the features of `linear_features`).
+    -> (return, length, ok)."""
+    signs, env_state, rng_env, n_noise, drift = env
+    idx0, val0, _ = f0
+    idx1, val1, _ = f1
+    p, v = mc_reset(rng_env)
+    k0 = linear_features(p, v, signs, n_noise, rng_env, idx0, val0)
+    ret = 0.0
+    t = 0
+    ok = True
+    nxt = np.int64(env_state[0])
+    while True:
+        V0, H0 = mt.linear_policy(st.W[mt.W_], lm, mt.Features(idx0, val0, k0))
+        A = mt.sample(lm.pi, rng_agent)
+        p, v, term = mc_step(p, v, A)
+        t += 1
+        R = -1.0
+        nxt = drift_flip(signs, nxt, drift, rng_env)
+        k1 = linear_features(p, v, signs, n_noise, rng_env, idx1, val1)
+        trunc = (not term) and t >= loop.time_limit
+        boot = (not term) and (loop.timeout_bootstrap or not trunc)
+        gamma1 = loop.gamma if boot else 0.0
+        _, ok = mt.linear_step(st, sc, hp, lm, mt.Features(idx0, val0, k0),
+                               mt.Features(idx1, val1, k1), mt.Transition(A, R, gamma1, V0, H0))
+        ret += R
+        if not ok or term or trunc:
+            break
+        idx0, idx1 = idx1, idx0
+        val0, val1 = val1, val0
+        k0 = k1
+    mt.end_episode(st, False)
+    env_state[0] = nxt
+    return ret, t, ok
+
+
+class MountainCarTask:
+    """A linear agent on mountain car (drifting or not), run an episode at a time in Numba.
+
+    `seed` spawns two SeedSequence children: the first drives the environment (resets, drift,
+    noise features), the second the agent's actions (metatrace.LinearAgent's convention)."""
+
+    def __init__(self, config, drifting=False, drift=0.0, seed=0):
+        self.n_noise = N_NOISE if drifting else 0
+        self.drift = check_drift(drift)
+        self.n_features = N_TILE_FEATURES + self.n_noise
+        self.agent = mt.LinearAgent(config, self.n_features, MC_ACTIONS,
+                                    max_active=N_TILINGS + self.n_noise, seed=seed)
+        self.signs = np.ones(N_TILE_FEATURES)
+        self.rng_env = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[0])
+        self.env_state = np.array([first_flip(self.drift, self.rng_env)], np.int64)
+        self.loop = MCLoop(MC_TIME_LIMIT, float(config.gamma), bool(config.timeout_bootstrap))
+
+    @property
+    def learner(self):
+        return self.agent.learner
+
+    def episode(self):
+        """Run one episode; returns (return, length, ok)."""
+        a, L = self.agent, self.agent.learner
+        env = MCStream(self.signs, self.env_state, self.rng_env, self.n_noise, self.drift)
+        return mc_episode(L.bundle, a.scratch, L.hyper, a.model, a.f[0], a.f[1], a.rng, env,
+                          self.loop)
+
+    def get_state(self):
+        """Everything the next episode depends on: learner arrays, drift signs, both RNG states."""
+        arrays = {f"learner_{k}": v.copy() for k, v in self.learner.state().items()}
+        arrays.update(signs=self.signs.copy(), env_state=self.env_state.copy())
+        rngs = {"rng_env": self.rng_env.bit_generator.state,
+                "rng_agent": self.agent.rng.bit_generator.state}
+        return arrays, rngs
+
+    def set_state(self, arrays, rngs):
+        """Restore a state from `get_state` (between episodes), in place."""
+        for k, v in self.learner.state().items():
+            v[...] = arrays[f"learner_{k}"]
+        self.signs[...] = arrays["signs"]
+        self.env_state[...] = arrays["env_state"]
+        self.rng_env.bit_generator.state = rngs["rng_env"]
+        self.agent.rng.bit_generator.state = rngs["rng_agent"]
 
 
 ATARI_DOMAINS = ("asterix", "beam_rider", "freeway", "seaquest", "space_invaders")

@@ -6,13 +6,13 @@ reads every run directory under RESULTS_DIR (a folder with config.json and episo
 depth, as written by `python run.py`), groups the runs whose settings differ only in `seed`, and
 writes FIGDIR/figN.png, FIGDIR/figN.pdf and FIGDIR/figN_summary.csv (the summary is also printed).
 
-Protocol (spec §6): each run's episode returns (the unclipped `score` column where present) are
+Protocol (docs/algorithms.md §6): each run's episode returns (the unclipped `score` column where present) are
 smoothed by a trailing mean over the last K episodes, fewer at the start (K = 20 for mountain car,
 Figs. 1-5; K = 40 for drifting mountain car and Atari, Figs. 6-9); a curve is the mean over the runs
 of one setting with a shaded band of ±1 standard error (sample std / sqrt(n)). Figs. 1-7 are drawn
 against episodes; Figs. 8-9 against agent steps, each run's smoothed curve interpolated onto a common
 step grid. The summary's final return is the mean over runs of the mean of the last 100 episode
-returns (spec §6.2 selection rule).
+returns (docs/algorithms.md §6.2 selection rule).
 
 Diverged runs are not dropped: the mean curve and the final return use the runs that did not
 diverge, each diverged run is drawn thin up to its last episode with an × there, and the legend and
@@ -33,13 +33,13 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
-K_MOUNTAIN_CAR = 20     # spec §6.1: trailing mean of the last 20 episode returns (Figs. 1-5)
-K_DRIFT_ALE = 40        # spec §6.2, §6.3: 40 episodes (Figs. 6-9)
-LAST = 100              # final return: mean of the last 100 episodes (spec §6.2, §6.3)
+K_MOUNTAIN_CAR = 20     # docs/algorithms.md §6.1: trailing mean of the last 20 episode returns (Figs. 1-5)
+K_DRIFT_ALE = 40        # docs/algorithms.md §6.2, §6.3: 40 episodes (Figs. 6-9)
+LAST = 100              # final return: mean of the last 100 episodes (docs/algorithms.md §6.2, §6.3)
 GRID_POINTS = 400       # common agent-step grid of Figs. 8-9
 METATRACE = ("scalar", "vector", "mixed")
-ALE_GAMES = ("asterix", "beam_rider", "freeway", "seaquest", "space_invaders")   # spec §6.3
-DRIFT_ALPHA0, FIG7_DRIFT, FIG7_MU = 2.0 ** -10, 6e-6, 2.0 ** -10                # spec §6.2
+ALE_GAMES = ("asterix", "beam_rider", "freeway", "seaquest", "space_invaders")   # docs/algorithms.md §6.3
+DRIFT_ALPHA0, FIG7_DRIFT, FIG7_MU = 2.0 ** -10, 6e-6, 2.0 ** -10                # docs/algorithms.md §6.2
 TUNER_NAMES = {"none": "no tuning", "scalar": "scalar", "vector": "vector", "mixed": "mixed",
                "sid": "SID", "nosid": "NOSID"}
 TUNER_COLORS = {"none": "0.35", "scalar": "C0", "vector": "C1", "mixed": "C2"}
@@ -57,10 +57,10 @@ class FigureError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# Statistics (spec §6)
+# Statistics (docs/algorithms.md §6)
 
 def smooth(returns, k):
-    """Trailing mean of the last k returns, fewer at the start (spec §6.1: k = 20; §6.2-6.3: 40)."""
+    """Trailing mean of the last k returns, fewer at the start (docs/algorithms.md §6.1: k = 20; §6.2-6.3: 40)."""
     x = np.asarray(returns, dtype=float)
     if k < 1:
         raise ValueError(f"smoothing window must be >= 1, got {k}")
@@ -109,7 +109,7 @@ def align_by_steps(steps, curves, grid):
 
 
 def best_mu(items):
-    """The µ with the highest mean final return over its α0's (spec §6.2 "best µ"), or None.
+    """The µ with the highest mean final return over its α0's (docs/algorithms.md §6.2 "best µ"), or None.
 
     items: (mu, alpha0, final_return) triples; final_return is NaN where every run diverged.
     A µ with an α0 whose runs all diverged ranks below every µ without one (a mean over the
@@ -149,7 +149,7 @@ class Run:
 
     @property
     def returns(self):
-        """Episode returns; the unclipped game `score` where the domain records one (spec §6.3)."""
+        """Episode returns; the unclipped game `score` where the domain records one (docs/algorithms.md §6.3)."""
         return self.data["score"] if "score" in self.data else self.data["return"]
 
     @property
@@ -271,7 +271,7 @@ def group_runs(runs):
 
 
 # --------------------------------------------------------------------------------------------
-# Selecting the curves of each figure (spec §6, §7)
+# Selecting the curves of each figure (docs/algorithms.md §6, §7)
 
 @dataclass
 class Curve:
@@ -351,7 +351,7 @@ def by_alpha(groups):
 
 
 def panels_untuned(groups, options):
-    """Fig. 1: no tuning on mountain car, one curve per α (spec §7 Fig. 1)."""
+    """Fig. 1: no tuning on mountain car, one curve per α (docs/algorithms.md §7 Fig. 1)."""
     gs = by_alpha(pick(groups, "mountaincar", "none"))
     if not gs:
         return [], "domain mountaincar, tuner none"
@@ -361,7 +361,7 @@ def panels_untuned(groups, options):
 
 
 def panels_per_mu(tuner, normalized):
-    """Figs. 2-5: one panel per µ, one curve per α0 (spec §6.1 µ grids, §7 Figs. 2-5)."""
+    """Figs. 2-5: one panel per µ, one curve per α0 (docs/algorithms.md §6.1 µ grids, §7 Figs. 2-5)."""
     def build(groups, options):
         gs = pick(groups, "mountaincar", tuner, normalized)
         if not gs:
@@ -379,7 +379,7 @@ def panels_per_mu(tuner, normalized):
 
 
 def at_alpha0(gs, target, notes):
-    """Groups at the α0 nearest to target (spec §6.2: α0 = 2^-10); a note if it is not exact."""
+    """Groups at the α0 nearest to target (docs/algorithms.md §6.2: α0 = 2^-10); a note if it is not exact."""
     a = closest({g.get("alpha") for g in gs}, target)
     if a is not None and a != target:
         notes.add(f"α0 = {pow2(a, True)} (closest to {pow2(target, True)})")
@@ -443,7 +443,7 @@ def panels_fig7(groups, options):
 
 
 def games(options):
-    """Domain names of the five games (spec §6.3), or their MinAtar versions with --suite minatar."""
+    """Domain names of the five games (docs/algorithms.md §6.3), or their MinAtar versions with --suite minatar."""
     prefix = "minatar-" if options.get("suite") == "minatar" else ""
     return {g: prefix + g for g in ALE_GAMES}
 
@@ -468,7 +468,7 @@ def panels_fig8(groups, options):
 
 def panels_fig9(groups, options):
     """Fig. 9: per game, mixed Metatrace at its 3 best α0 (solid), no tuning at the same α (dashed),
-    and the best constant α (highest final return among the untuned runs; spec §6.3)."""
+    and the best constant α (highest final return among the untuned runs; docs/algorithms.md §6.3)."""
     panels, missing, notes = [], [], set()
     for game in games(options).values():
         mixed = pick(groups, game, "mixed", True)
@@ -593,7 +593,7 @@ def draw_return_panel(ax, panel, k, by_steps):
 
 
 def draw_beta_panel(ax, panel):
-    """Fig. 7 (b,d,f): mean β = log α per group of weights, mean over runs per episode (spec §6.2)."""
+    """Fig. 7 (b,d,f): mean β = log α per group of weights, mean over runs per episode (docs/algorithms.md §6.2)."""
     for c in panel.curves:
         g = c.group
         ok = g.ok_runs

@@ -1,19 +1,17 @@
-"""AC(lambda) with Metatrace step-size tuning (Young, Wang & Taylor 2018); spec: ALGORITHMS.md.
+"""AC(lambda) with Metatrace step-size tuning (Young, Wang & Taylor 2018); docs/algorithms.md.
 
 One tuner serves every function approximator.  A model hands it the gradients (g^U, g^H,
-d = grad delta) and scalars (delta, ||g^V||^2); the tuner applies steps 2-7 of spec §2.0 for the
-chosen tuner and updates the weights.  `linear_step` is the linear-softmax model of spec §1.4 on
-sparse features (`tuner_step`); the Numba network of `nets.py` (`NetAgent`) hands `dense_step` its
-gradients in blocks, its largest dense layer's as outer products that are never materialized.
-Both share the scalar lines (`_meta_scalars`); the per-weight loop bodies exist once per form.
+d = grad delta) and scalars (delta, ||g^V||^2); the tuner applies steps 2-7 of
+docs/algorithms.md §2 for the chosen tuner and updates the weights.  `linear_step` is the
+linear-softmax model (§1.4) on sparse features (`tuner_step`); the Numba network of `nets.py`
+(`NetAgent`) hands `dense_step` its gradients in blocks, its largest dense layer's as outer
+products that are never materialized.  Both share the scalar lines (`_meta_scalars`); the
+per-weight loop bodies exist once per form.  `algorithms.py` is the same algorithms written
+plainly in NumPy, one line per line of the algorithm boxes: the definition these kernels are
+tested against.
 
-Tuners (spec §2, §4, §5):
-    none    plain AC(lambda) with fixed alpha = exp(log alpha0)
-    scalar  Scalar Metatrace, Algorithm 1 (normalized unless norm=False)
-    vector  Vector Metatrace, Algorithm 2
-    mixed   Mixed Metatrace, Algorithm 3
-    sid     SID-R, a reconstruction of Dabney's SID adapted to AC(lambda) (spec §4.2)
-    nosid   NOSID-R, a reconstruction of NOSID (spec §4.3; weakly supported)
+Tuners: one row each of TUNER_TABLE (below), which the learner, the command line, the benchmark
+and the figures read.  A new tuner is a row, its lines in the kernels, and its tests.
 
 State (`Learner`): W is an (8, n) array whose rows are
     w    all weights (critic then actor)          z    AC(lambda) trace
@@ -26,20 +24,21 @@ offset beta, so the normalization of V6 (subtract log M from every beta_i) is on
 the mixed tuner's beta-hat plays the same role (M7).  alpha_i = exp(beta) eb_i in both.
 The per-weight part is stored as eb_i = exp(bv_i), not bv_i: V4 / M6 become
 eb_i <- eb_i exp(mu Delta_i / v_i), and the normalized tuners' |mu Delta_i / v_i| <= mu makes that
-exponential a short polynomial (float32, mu <= 2^-4).  In float32 the rounding error per step is
-the same either way (one ulp of eb_i is a relative error, as one ulp of bv_i ~ 1 is an absolute
-one), and no per-weight exp is left on the hot path.  `Learner.beta_vec()` returns bv = log eb.
+exponential a short polynomial (float32, mu <= 2^-4), so no per-weight exp is left on the hot
+path.  The price is precision: a float32 ulp of eb_i is a relative error, so bv_i = log eb_i
+carries an absolute error of about 6e-8 per step whatever its size, while a stored bv_i would
+carry 6e-8 |bv_i|.  Measured over 1000 Mixed Metatrace steps against float64, the mean |Delta bv|
+is 2.9e-6 with eb stored and 3.0e-7 with bv stored: the two agree only near |bv| ~ 1.
+`Learner.beta_vec()` returns bv = log eb.
 
 Sparsity (linear features): only weights touched by g^U or g^H during the current episode can have
 non-zero trace, so the per-weight loop runs over that "active" list.  The one per-weight update
-that touches every weight on every step is the decay of v-vec when Delta_i = 0 (spec §2.2 note);
-it is applied lazily, v_i *= (1 - mu)^k, when weight i becomes active again.  `dense=True` runs
-`dense_step` over every index instead (one materialized block).
+that touches every weight on every step is the decay of v-vec when Delta_i = 0 (§2.2 note); it
+is applied lazily, v_i *= (1 - mu)^k, when weight i becomes active again.
 
-Network (`NetAgent`), per agent step on the Atari net (681,027 weights, float32): the per-weight
-passes read and write 2 (none), 3 (scalar), 6 (vector) or 7 (mixed) state rows, 11-49 MB a step;
-they are bound by instructions when that state is in cache and by memory when it is not
-(`bench_tuner` measures both against the memory floor; README "Performance").
+Values travel in named bundles (NamedTuples, inside Numba too): `Hyper` (the tuner's flags and
+hyper-parameters), `State` (the learner's arrays), `Scratch` (sparse gradients), `Dense` (a dense
+model's gradients in blocks), `Transition` (one step's scalars).
 """
 import math
 import time
@@ -48,14 +47,43 @@ from typing import NamedTuple
 import numba as nb
 import numpy as np
 
-from envs import drift_flip, first_flip, linear_features, mc_reset, mc_step
-from nets import _A, _exp, _forward, _vjp
+import nets
 
-TUNERS = ("none", "scalar", "vector", "mixed", "sid", "nosid")
-NONE, SCALAR, VECTOR, MIXED, SID, NOSID = range(6)
+
+class Tuner(NamedTuple):
+    """One row of the tuner table: what a tuner keeps and needs (docs/algorithms.md §2, §4)."""
+    name: str
+    rows: tuple           # per-weight state rows of W beyond w and z
+    normalizable: bool    # has a normalized and an unnormalized form (--unnormalized)
+    vector: bool          # per-weight step-sizes: h-vec, e^bv, v-vec, z^beta-vec (V, M lines)
+    scalar_h: bool        # the scalar sensitivity h (S8 / M10)
+    needs_d: bool         # d = grad delta and <g, h> dot products (every Metatrace-like tuner)
+    needs_zh: bool        # <z, h> and <z, d> (SID-R, NOSID-R)
+    needs_gV2: bool       # ||g^V||^2 (NOSID-R's normalizer)
+    lines: str            # the algorithm lines it implements
+    summary: str
+
+
+TUNER_TABLE = (
+    Tuner("none", (), False, False, False, False, False, False, "§1.3",
+          "AC(lambda) with a fixed alpha = exp(log alpha0)"),
+    Tuner("scalar", ("h",), True, False, True, True, False, False, "Alg. 1, S1-S9",
+          "Scalar Metatrace"),
+    Tuner("vector", ("hv", "eb", "vv", "zbv"), True, True, False, True, False, False,
+          "Alg. 2, V1-V9", "Vector Metatrace, one step-size per weight"),
+    Tuner("mixed", ("h", "hv", "eb", "vv", "zbv"), True, True, True, True, False, False,
+          "Alg. 3, M1-M11", "Mixed Metatrace, a shared step-size times a per-weight factor"),
+    Tuner("sid", ("h",), False, False, True, True, True, False, "§4.2",
+          "SID-R, a reconstruction of Dabney's SID for AC(lambda)"),
+    Tuner("nosid", ("h",), False, False, True, True, True, True, "§4.3, N1-N2",
+          "NOSID-R, SID-R with a hard-maximum normalizer and an alpha bound"),
+)
+TUNERS = tuple(t.name for t in TUNER_TABLE)
+TUNER = {t.name: t for t in TUNER_TABLE}
 
 # rows of W and entries of s
 W_, Z_, H_, HV_, EB_, VV_, ZBV_ = range(7)
+ROW = {"w": W_, "z": Z_, "h": H_, "hv": HV_, "eb": EB_, "vv": VV_, "zbv": ZBV_}
 BETA, V, ZB, U, NMAX = range(5)
 N_SCALARS = 5
 # entries of the integer state: number of active weights, global step counter
@@ -63,7 +91,7 @@ N_ACT, STEP = range(2)
 
 
 class Config(NamedTuple):
-    """Learner hyper-parameters (spec §1.1, §6.1 defaults)."""
+    """Learner hyper-parameters (docs/algorithms.md §1.1, §6 defaults)."""
     tuner: str = "scalar"
     normalized: bool = True
     alpha: float = 2.0 ** -9      # alpha_0 (initial, or fixed for `none`)
@@ -71,8 +99,8 @@ class Config(NamedTuple):
     gamma: float = 0.99
     lam: float = 0.8
     psi: float = 0.0              # entropy weight
-    timeout_bootstrap: bool = False   # spec §1.6
-    nosid_alpha_bound: bool = True    # spec §4.3 N2
+    timeout_bootstrap: bool = False   # §1.6
+    nosid_alpha_bound: bool = True    # §4.3 N2
 
 
 def check_config(c):
@@ -92,20 +120,121 @@ def check_config(c):
     return c
 
 
+class Hyper(NamedTuple):
+    """What the kernels need of a tuner row and a Config (the tuner's flags and scalars)."""
+    vec: bool           # per-weight step-sizes
+    sh: bool            # scalar h
+    dots: bool          # <g, h> dot products and d
+    zdots: bool         # <z, h>, <z, d>
+    gv2: bool           # the NOSID normalizer (with zdots: NOSID-R, else SID-R)
+    norm: bool          # the normalized form
+    gl: float           # gamma * lambda
+    psi: float
+    mu: float
+    nosid_bound: bool
+
+
+def hyper(config):
+    """The Hyper bundle of a Config, from its tuner's row."""
+    t = TUNER[config.tuner]
+    return Hyper(t.vector, t.scalar_h, t.needs_d, t.needs_zh, t.needs_gV2,
+                 bool(config.normalized) and t.normalizable, config.gamma * config.lam,
+                 float(config.psi), float(config.mu), bool(config.nosid_alpha_bound))
+
+
+class State(NamedTuple):
+    """The learner's arrays: W (8, n) rows, s scalars, ist integers, and the active list."""
+    W: np.ndarray
+    s: np.ndarray
+    ist: np.ndarray
+    vt: np.ndarray        # step at which a weight left the active list (lazy v-vec decay)
+    act: np.ndarray       # the active weights act[:ist[N_ACT]]
+    in_act: np.ndarray    # 1 for an active weight
+
+
+class Scratch(NamedTuple):
+    """Sparse gradients: full-length vectors that are zero outside sup[:ns]."""
+    gU: np.ndarray
+    gH: np.ndarray
+    d: np.ndarray
+    mark: np.ndarray      # 1 for an index already in sup
+    sup: np.ndarray
+
+
+class Dense(NamedTuple):
+    """A dense model's gradients: weights [lo, hi) one factored block, g^U = outer(x, fU),
+    g^H = outer(x, fH), d = c1 outer(x1, fV1) + c0 outer(x, fV); outside it gU, gH and
+    d = c1 gV1 + c0 gV are materialized.  acc: scratch of max(lo, n - hi, C); one = [1.0]."""
+    lo: int
+    hi: int
+    gU: np.ndarray
+    gH: np.ndarray
+    gV: np.ndarray
+    gV1: np.ndarray
+    x: np.ndarray
+    x1: np.ndarray
+    fU: np.ndarray
+    fH: np.ndarray
+    fV: np.ndarray
+    fV1: np.ndarray
+    c1: float
+    c0: float
+    one: np.ndarray
+    acc: np.ndarray
+
+
+class Block(NamedTuple):
+    """One dense block's factors: g^U_qc = x_q gU_c, g^H_qc = x_q gH_c,
+    d_qc = c1 x1_q d1_c + c0 x_q d0_c (a materialized vector: x = x1 = [1])."""
+    x: np.ndarray
+    x1: np.ndarray
+    gU: np.ndarray
+    gH: np.ndarray
+    d1: np.ndarray
+    d0: np.ndarray
+    c1: float
+    c0: float
+
+
+class Rows(NamedTuple):
+    """The state rows of W over one block of weights."""
+    w: np.ndarray
+    z: np.ndarray
+    h: np.ndarray
+    hv: np.ndarray
+    e: np.ndarray
+    vv: np.ndarray
+    zbv: np.ndarray
+
+
+class Transition(NamedTuple):
+    """One step's scalars: the action, reward, gamma_{t+1} = gamma (1 - term), and V, H at S_t."""
+    A: int
+    R: float
+    gamma1: float
+    V0: float
+    H0: float
+
+
+def materialized(gU, gH, d):
+    """A Dense bundle whose every gradient is materialized (no factored block): d = 1 d + 0 d."""
+    n, one, empty = gU.shape[0], np.ones(1, gU.dtype), np.zeros(0, gU.dtype)
+    return Dense(n, n, gU, gH, d, d, empty, empty, empty, empty, empty, empty, 1.0, 0.0, one,
+                 np.zeros(n, gU.dtype))
+
+
 # ------------------------------------------------------------------------------------------------
-# The tuner: spec §2.0 steps 2-7 for all variants
+# The tuner: docs/algorithms.md §2 steps 2-7 for all variants
 # ------------------------------------------------------------------------------------------------
 
 # Two forms of the per-weight passes.  Sparse (linear features): the loops run over a list of live
-# indices.  Dense (the network, or a linear model in tests): the weights are cut into blocks, and in
-# a block of R x C weights every gradient is an outer product or a sum of two,
-#     g^U_qc = x_q gU_c,   g^H_qc = x_q gH_c,   d_qc = c1 x1_q d1_c + c0 x_q d0_c,
-# which is how a dense layer's gradients come out of backpropagation (nets.dense_factors): they are
-# never materialized.  A materialized vector is the block R = 1, x = x1 = [1].  Each loop body is
-# therefore written out twice, on purpose: LLVM vectorizes the dense loops only in this form
-# (neither an index select nor an inlined per-weight body function vectorizes: 10-40x slower).
-# tests/test_sparse_vs_dense.py and tests/test_metatrace.py check both forms against the literal
-# reference and the spec's identities.
+# indices.  Dense (the network): the weights are cut into blocks (Block), and in a block of R x C
+# weights every gradient is an outer product or a sum of two, which is how a dense layer's
+# gradients come out of backpropagation (nets.dense_factors): they are never materialized.  Each
+# loop body is therefore written out twice, on purpose: LLVM vectorizes the dense loops only in
+# this form (neither an index select nor an inlined per-weight body function vectorizes: 10-40x
+# slower).  tests/test_sparse_vs_dense.py and tests/test_metatrace.py check both forms against
+# algorithms.py and the identities of docs/algorithms.md §3.
 
 @nb.njit(cache=True)
 def _small_steps(W, norm, mu):
@@ -121,27 +250,28 @@ def _exp_step(x, small):
     if small:
         f = np.float32
         return f(1.0) + x * (f(1.0) + x * (f(0.5) + x * (f(1 / 6) + x * f(1 / 24))))
-    return _exp(x)
+    return nets.exp(x)
 
 
 @nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
-def _dots(gU, gH, d, h, z, gl, sup, m):
-    """<g^U,h>, <g^H,h>, <d,h>, ||g^U||^2, <gl z + g^U, d> over sup[:m]."""
+def _dots(sc, h, z, gl, m):
+    """<g^U,h>, <g^H,h>, <d,h>, ||g^U||^2, <gl z + g^U, d> over sc.sup[:m]."""
+    gU, gH, d, sup = sc.gU, sc.gH, sc.d, sc.sup
     gUh = gHh = dh = gU2 = zd = 0.0
     for k in range(m):
         i = sup[k]
         g = np.float64(gU[i])
         gU2 += g * g
-        gUh += g * h[i]
-        gHh += np.float64(gH[i]) * h[i]
-        dh += np.float64(d[i]) * h[i]
-        zd += (gl * np.float64(z[i]) + g) * d[i]
+        gUh += g * h[i]                                       # S1 / M2: <g^U, h>
+        gHh += np.float64(gH[i]) * h[i]                       # S2 / M4: <g^H, h>
+        dh += np.float64(d[i]) * h[i]                         # S8 / M10: <d, h>
+        zd += (gl * np.float64(z[i]) + g) * d[i]              # N2: <z_t, d>
     return gUh, gHh, dh, gU2, zd
 
 
 @nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
 def _zh(z, gU, h, gl, act, m):
-    """<z_t, h> = <gl z_{t-1} + g^U, h> over every live weight act[:m] (SID, NOSID)."""
+    """<z_t, h> = <gl z_{t-1} + g^U, h> over every live weight act[:m] (SID-R, NOSID-R)."""
     zh = 0.0
     for k in range(m):
         i = act[k]
@@ -150,9 +280,10 @@ def _zh(z, gU, h, gl, act, m):
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _vector_pass(W, gU, gH, delta, gl, psi, mu, norm, act, m):
+def _vector_pass(W, sc, delta, hp, act, m):
     """V1-V4 / M1, M3, M5, M6 for every live weight act[:m] (eb_i = exp(bv_i), see above)."""
     zbv, vv, hv, e = W[ZBV_], W[VV_], W[HV_], W[EB_]
+    gU, gH, gl, psi, mu, norm = sc.gU, sc.gH, hp.gl, hp.psi, hp.mu, hp.norm
     small = _small_steps(W, norm, mu)
     for k in range(m):
         i = act[k]
@@ -179,31 +310,33 @@ def _x_vector(e, gU, sup, m):
 
 
 @nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
-def _weight_pass(W, gU, gH, d, alpha, delta, dh, gl, psi, vec, sh, act, m):
+def _weight_pass(W, sc, alpha, delta, dh, hp, act, m):
     """z_t, then h-vec (V8 / M9), h (S8 / M10) and w (S9 / V9 / M11) for every live weight, with
     alpha_i = alpha e_i (V7 / M8) or alpha.  Returns NaN iff a new w_i or an alpha_i is
     non-finite or an alpha_i has underflowed to 0, else 0."""
     w, z, h, hv, e = W[W_], W[Z_], W[H_], W[HV_], W[EB_]
+    gU, gH, d, gl, psi, vec, sh = sc.gU, sc.gH, sc.d, hp.gl, hp.psi, hp.vec, hp.sh
     bad = 0.0
     for k in range(m):
         i = act[k]
-        a = alpha * e[i] if vec else alpha
+        a = alpha * e[i] if vec else alpha                    # V7 / M8
         gh = gH[i]
-        zi = gl * z[i] + gU[i]                                # AC trace z_t
+        zi = gl * z[i] + gU[i]                                # AC trace z_t (§2.0 step 2)
         z[i] = zi
         if vec:
-            hv[i] += a * (zi * (delta + d[i] * hv[i]) + psi * gh)
+            hv[i] += a * (zi * (delta + d[i] * hv[i]) + psi * gh)     # V8 / M9
         if sh:
-            h[i] += a * (zi * (delta + dh) + psi * gh)
-        wi = w[i] + a * (delta * zi + psi * gh)
+            h[i] += a * (zi * (delta + dh) + psi * gh)        # S8 / M10
+        wi = w[i] + a * (delta * zi + psi * gh)               # S9 / V9 / M11
         w[i] = wi
         bad += 0.0 * wi + (0.0 * a if a > 0.0 else np.nan)
     return bad
 
 
 @nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
-def _dots_blk(h, x, x1, gU, gH, d1, d0, c1, c0):
-    """<g^U,h>, <g^H,h>, <d,h> over one dense block (see above)."""
+def _dots_blk(h, b):
+    """<g^U,h>, <g^H,h>, <d,h> over one dense block."""
+    x, x1, gU, gH, d1, d0, c1, c0 = b
     C = gU.shape[0]
     gUh = gHh = dh = 0.0
     for q in range(x.shape[0]):
@@ -211,9 +344,9 @@ def _dots_blk(h, x, x1, gU, gH, d1, d0, c1, c0):
         su = sh = s1 = s0 = 0.0
         for c in range(C):
             hc = np.float64(hq[c])
-            su += gU[c] * hc
-            sh += gH[c] * hc
-            s1 += d1[c] * hc
+            su += gU[c] * hc                                  # S1 / M2
+            sh += gH[c] * hc                                  # S2 / M4
+            s1 += d1[c] * hc                                  # S8 / M10: <d, h>
             s0 += d0[c] * hc
         xq = np.float64(x[q])
         gUh += xq * su
@@ -223,8 +356,9 @@ def _dots_blk(h, x, x1, gU, gH, d1, d0, c1, c0):
 
 
 @nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
-def _zdots_blk(z, h, x, x1, gU, d1, d0, c1, c0, gl):
-    """<z_t, h> and <z_t, d> with z_t = gl z + g^U over one dense block (SID, NOSID)."""
+def _zdots_blk(z, h, b, gl):
+    """<z_t, h> and <z_t, d> with z_t = gl z + g^U over one dense block (SID-R, NOSID-R)."""
+    x, x1, gU, gH, d1, d0, c1, c0 = b
     C = gU.shape[0]
     zh = zd = 0.0
     for q in range(x.shape[0]):
@@ -238,12 +372,14 @@ def _zdots_blk(z, h, x, x1, gU, d1, d0, c1, c0, gl):
 
 
 @nb.njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _vector_blk(zbv, vv, hv, e, x, gU, gH, acc, delta, gl, psi, mu, norm, small):
+def _vector_blk(r, b, acc, delta, hp, small):
     """V1-V4 / M1, M3, M5, M6 over one dense block (e = eb = exp(bv)), and
     acc_c += sum_q e_qc (g^U_qc)^2 (the per-weight part of V5 / M7, summed per column so that
     the loop vectorizes)."""
+    zbv, vv, hv, e = r.zbv, r.vv, r.hv, r.e
+    x, gU, gH, norm = b.x, b.gU, b.gH, hp.norm
     ty = zbv.dtype.type
-    delta, gl, psi, mu, zero = ty(delta), ty(gl), ty(psi), ty(mu), ty(0.0)
+    delta, gl, psi, mu, zero = ty(delta), ty(hp.gl), ty(hp.psi), ty(hp.mu), ty(0.0)
     C = gU.shape[0]
     for q in range(x.shape[0]):
         xq = x[q]
@@ -260,30 +396,32 @@ def _vector_blk(zbv, vv, hv, e, x, gU, gH, acc, delta, gl, psi, mu, norm, small)
             zbv[i] = zb
             ei = e[i] * _exp_step(db, small)
             e[i] = ei
-            acc[c] += ei * (g * g)
+            acc[c] += ei * (g * g)                            # V5 / M7: e_i (g^U_i)^2
 
 
 @nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
-def _weight_blk(w, z, h, hv, e, x, x1, gU, gH, d1, d0, c1, c0, alpha, delta, dh, gl, psi,
-                vec, sh):
+def _weight_blk(r, b, alpha, delta, dh, hp):
     """As _weight_pass (z_t; V8 / M9; S8 / M10; S9 / V9 / M11) over one dense block."""
+    w, z, h, hv, e = r.w, r.z, r.h, r.hv, r.e
+    x, x1, gU, gH, d1, d0 = b.x, b.x1, b.gU, b.gH, b.d1, b.d0
+    vec, sh = hp.vec, hp.sh
     ty = w.dtype.type
-    alpha, delta, dh, gl, psi, nan = ty(alpha), ty(delta), ty(dh), ty(gl), ty(psi), ty(np.nan)
+    alpha, delta, dh, gl, psi, nan = ty(alpha), ty(delta), ty(dh), ty(hp.gl), ty(hp.psi), ty(np.nan)
     C = gU.shape[0]
     bad = ty(0.0)
     for q in range(x.shape[0]):
-        xq, a1, a0 = x[q], ty(c1) * x1[q], ty(c0) * x[q]
+        xq, a1, a0 = x[q], ty(b.c1) * x1[q], ty(b.c0) * x[q]
         for c in range(C):
             i = q * C + c
-            a = alpha * e[i] if vec else alpha
+            a = alpha * e[i] if vec else alpha                # V7 / M8
             gh = xq * gH[c]
             zi = gl * z[i] + xq * gU[c]                       # AC trace z_t
             z[i] = zi
             if vec:
-                hv[i] += a * (zi * (delta + (a1 * d1[c] + a0 * d0[c]) * hv[i]) + psi * gh)
+                hv[i] += a * (zi * (delta + (a1 * d1[c] + a0 * d0[c]) * hv[i]) + psi * gh)  # V8
             if sh:
-                h[i] += a * (zi * (delta + dh) + psi * gh)
-            wi = w[i] + a * (delta * zi + psi * gh)
+                h[i] += a * (zi * (delta + dh) + psi * gh)    # S8 / M10
+            wi = w[i] + a * (delta * zi + psi * gh)           # S9 / V9 / M11
             w[i] = wi
             bad += ty(0.0) * wi + (ty(0.0) * a if a > ty(0.0) else nan)
     return bad
@@ -308,12 +446,12 @@ def _sum(v):
 
 
 @nb.njit(cache=True)
-def _meta_scalars(s, kind, norm, gl, psi, mu, delta, gUh, gHh, gU2, xv, zh, zd, gV2, nosid_bound):
-    """The scalar lines: S1-S6 / M2, M4-M7 / V5-V6, SID-R and NOSID-R (spec §4.2-4.3).
+def _meta_scalars(s, hp, delta, gUh, gHh, gU2, xv, zh, zd, gV2):
+    """The scalar lines: S1-S6 / M2, M4-M7 / V5-V6, SID-R and NOSID-R (§4.2-4.3).
     Sets s and returns the new beta (or beta-hat, or the vector tuner's shared offset)."""
-    vec = kind == VECTOR or kind == MIXED
+    gl, psi, mu, norm = hp.gl, hp.psi, hp.mu, hp.norm
     beta = s[BETA]
-    if kind == SCALAR or kind == MIXED:
+    if hp.sh and not hp.zdots:                                # scalar, mixed
         s[ZB] = gl * s[ZB] + gUh                              # S1 / M2
         D = delta * s[ZB] + psi * gHh                         # S2 / M4
         if norm:
@@ -322,18 +460,18 @@ def _meta_scalars(s, kind, norm, gl, psi, mu, delta, gUh, gHh, gU2, xv, zh, zd, 
                 beta += mu * D / s[V]                         # S4 / M6
         else:
             beta += mu * D
-    elif kind == SID or kind == NOSID:
-        D = delta * zh + psi * gHh                            # spec §4.2
-        if kind == SID:
+    elif hp.zdots:                                            # SID-R, NOSID-R
+        D = delta * zh + psi * gHh                            # §4.2
+        if not hp.gv2:
             beta += mu * D
         else:
             s[NMAX] = max(s[NMAX], gV2)                       # N1: hard maximum of ||g^V||^2
             if s[NMAX] > 0:
                 beta += mu * D / s[NMAX]
-            if nosid_bound and zd != 0.0:
+            if hp.nosid_bound and zd != 0.0:
                 beta = min(beta, -math.log(abs(zd)))          # N2
-    if norm and (kind == SCALAR or kind == VECTOR or kind == MIXED):
-        x = math.exp(beta) * (xv if vec else gU2)             # S5 / V5 / M7
+    if norm:
+        x = math.exp(beta) * (xv if hp.vec else gU2)          # S5 / V5 / M7
         s[U] = max(x, s[U] + (1.0 - gl) * (x - s[U]))
         beta -= math.log(max(s[U], 1.0))                      # S6 / V6 / M7
     s[BETA] = beta
@@ -341,24 +479,14 @@ def _meta_scalars(s, kind, norm, gl, psi, mu, delta, gUh, gHh, gU2, xv, zh, zd, 
 
 
 @nb.njit(cache=True)
-def tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, dense,
-               delta, gV2, kind, norm, gl, psi, mu, nosid_bound):
-    """One step of spec §2.0 (steps 2-7) for every tuner; returns False if anything went non-finite.
-
-    gU, gH, d are full-length vectors that are zero outside the indices sup[:ns] (or everywhere
-    dense, where they are one materialized block of `dense_step`).  gl = gamma*lambda.  On return W
-    holds z_t, w_{t+1}, h_{t+1}, and s the new beta.  Live weights: act[:ist[N_ACT]] (sparse).
-    """
-    if dense:
-        one = np.ones(1, W.dtype)
-        empty = np.zeros(0, W.dtype)
-        return dense_step(W, s, ist, gU, gH, d, d, 1.0, 0.0, ns, ns, empty, empty, empty, empty,
-                          empty, empty, one, np.zeros(ns, W.dtype), delta, gV2, kind, norm, gl, psi, mu,
-                          nosid_bound)
-    vec = kind == VECTOR or kind == MIXED
-    sh = kind == SCALAR or kind == MIXED or kind == SID or kind == NOSID
+def tuner_step(st, sc, ns, delta, gV2, hp):
+    """One step of §2.0 (steps 2-7) on sparse gradients sc (zero outside sc.sup[:ns]); returns
+    False if anything went non-finite or a step-size vanished.  On return st.W holds z_t,
+    w_{t+1}, h_{t+1}, and st.s the new beta.  Live weights: st.act[:st.ist[N_ACT]]."""
+    W, ist, act, in_act = st.W, st.ist, st.act, st.in_act
+    sup, mu = sc.sup, hp.mu
     step = ist[STEP]
-    vv, lazy = W[VV_], vec and norm       # activate the weights first touched in this episode
+    vv, lazy = W[VV_], hp.vec and hp.norm     # activate the weights first touched in this episode
     for k in range(ns):
         i = sup[k]
         if in_act[i] == 0:
@@ -366,109 +494,124 @@ def tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, dense,
             act[ist[N_ACT]] = i
             ist[N_ACT] += 1
             if lazy:                      # the v-vec decays of the steps it was not live
-                vv[i] *= (1.0 - mu) ** (step - vt[i])
+                vv[i] *= (1.0 - mu) ** (step - st.vt[i])
     m = ist[N_ACT]
     gUh = gHh = dh = gU2 = zd = zh = xv = 0.0
-    if kind != NONE:                      # dot products with the pre-update h
-        gUh, gHh, dh, gU2, zd = _dots(gU, gH, d, W[H_], W[Z_], gl, sup, ns)
-    if vec:
-        _vector_pass(W, gU, gH, delta, gl, psi, mu, norm, act, m)
-        xv = _x_vector(W[EB_], gU, sup, ns)             # g^U is zero off its support
-    if kind == SID or kind == NOSID:
-        zh = _zh(W[Z_], gU, W[H_], gl, act, m)
-    beta = _meta_scalars(s, kind, norm, gl, psi, mu, delta, gUh, gHh, gU2, xv, zh, zd, gV2,
-                         nosid_bound)
+    if hp.dots:                           # dot products with the pre-update h
+        gUh, gHh, dh, gU2, zd = _dots(sc, W[H_], W[Z_], hp.gl, ns)
+    if hp.vec:
+        _vector_pass(W, sc, delta, hp, act, m)
+        xv = _x_vector(W[EB_], sc.gU, sup, ns)           # g^U is zero off its support
+    if hp.zdots:
+        zh = _zh(W[Z_], sc.gU, W[H_], hp.gl, act, m)
+    beta = _meta_scalars(st.s, hp, delta, gUh, gHh, gU2, xv, zh, zd, gV2)
     alpha = math.exp(beta)                                    # S7; V7 / M8: alpha * e_i
-    bad = _weight_pass(W, gU, gH, d, alpha, delta, dh, gl, psi, vec, sh, act, m)
+    bad = _weight_pass(W, sc, alpha, delta, dh, hp, act, m)
     ist[STEP] = step + 1
     return math.isfinite(bad) and math.isfinite(beta) and alpha > 0.0
 
 
 @nb.njit(cache=True)
-def _block(b, lo, hi, n, gU, gH, gV, gV1, x, x1, fU, fH, fV, fV1, one):
-    """Block b of dense_step: weights [a, e) and their factors (x, x1, fU, fH, fV, fV1); blocks
-    0 and 2 are the materialized [0, lo) and [hi, n) (x = x1 = [1]), block 1 the factored one."""
-    if b == 1:
-        return lo, hi, x, x1, fU, fH, fV, fV1
-    a, e = (0, lo) if b == 0 else (hi, n)
-    return a, e, one, one, gU[a:e], gH[a:e], gV[a:e], gV1[a:e]
+def _block(k, dn, n):
+    """Block k of dense_step -> (first weight, end, Block): blocks 0 and 2 are the materialized
+    [0, lo) and [hi, n) (x = x1 = [1]), block 1 the factored [lo, hi)."""
+    if k == 1:
+        return dn.lo, dn.hi, Block(dn.x, dn.x1, dn.fU, dn.fH, dn.fV1, dn.fV, dn.c1, dn.c0)
+    a, e = (0, dn.lo) if k == 0 else (dn.hi, n)
+    return a, e, Block(dn.one, dn.one, dn.gU[a:e], dn.gH[a:e], dn.gV1[a:e], dn.gV[a:e],
+                       dn.c1, dn.c0)
 
 
 @nb.njit(cache=True)
-def dense_step(W, s, ist, gU, gH, gV, gV1, c1, c0, lo, hi, x, x1, fU, fH, fV, fV1, one, acc,
-               delta, gV2, kind, norm, gl, psi, mu, nosid_bound):
-    """One step of spec §2.0 (steps 2-7) over every weight, in dense blocks; False if non-finite.
+def _rows(W, a, e):
+    """The state rows of W over weights [a, e)."""
+    return Rows(W[W_, a:e], W[Z_, a:e], W[H_, a:e], W[HV_, a:e], W[EB_, a:e], W[VV_, a:e],
+                W[ZBV_, a:e])
 
-    Weights [lo, hi) are one factored block (x, x1 of length R, fU, fH, fV, fV1 of length C,
-    R C = hi - lo), e.g. a dense layer: g^U = outer(x, fU), g^H = outer(x, fH),
-    d = c1 outer(x1, fV1) + c0 outer(x, fV).  Outside it, gU, gH and d = c1 gV1 + c0 gV are
-    materialized (full-length vectors, read only there).  acc: scratch of max(lo, n - hi, C)
-    floats.  gV2 = ||g^V||^2 (NOSID only).  `one` = [1.0]."""
-    vec = kind == VECTOR or kind == MIXED
-    sh = kind == SCALAR or kind == MIXED or kind == SID or kind == NOSID
-    small = _small_steps(W, norm, mu)
+
+@nb.njit(cache=True)
+def dense_step(st, dn, delta, gV2, hp):
+    """One step of §2.0 (steps 2-7) over every weight, in the dense blocks of dn; False if
+    anything went non-finite or a step-size vanished.  gV2 = ||g^V||^2 (NOSID-R only)."""
+    W = st.W
+    n = W.shape[1]
+    small = _small_steps(W, hp.norm, hp.mu)
     gUh = gHh = dh = zh = zd = xv = 0.0
     gU2 = 0.0
-    for b in range(3):                    # the dot products with the pre-update h, V1-V4 / M1-M6
-        a, e, X, X1, FU, FH, FV, FV1 = _block(b, lo, hi, W.shape[1], gU, gH, gV, gV1, x, x1,
-                                              fU, fH, fV, fV1, one)
+    for k in range(3):                    # the dot products with the pre-update h, V1-V4 / M1-M6
+        a, e, b = _block(k, dn, n)
         if e == a:
             continue
-        if kind != NONE:
-            u, hh, dd = _dots_blk(W[H_, a:e], X, X1, FU, FH, FV1, FV, c1, c0)
+        if hp.dots:
+            u, hh, dd = _dots_blk(W[H_, a:e], b)
             gUh += u
             gHh += hh
             dh += dd
-            gU2 += _sumsq(X) * _sumsq(FU)
-        if kind == SID or kind == NOSID:
-            u, dd = _zdots_blk(W[Z_, a:e], W[H_, a:e], X, X1, FU, FV1, FV, c1, c0, gl)
+            gU2 += _sumsq(b.x) * _sumsq(b.gU)
+        if hp.zdots:
+            u, dd = _zdots_blk(W[Z_, a:e], W[H_, a:e], b, hp.gl)
             zh += u
             zd += dd
-        if vec:
-            acc[:FU.shape[0]] = 0.0
-            _vector_blk(W[ZBV_, a:e], W[VV_, a:e], W[HV_, a:e], W[EB_, a:e], X, FU, FH, acc,
-                        delta, gl, psi, mu, norm, small)
-            xv += _sum(acc[:FU.shape[0]])
-    beta = _meta_scalars(s, kind, norm, gl, psi, mu, delta, gUh, gHh, gU2, xv, zh, zd, gV2,
-                         nosid_bound)
+        if hp.vec:
+            C = b.gU.shape[0]
+            dn.acc[:C] = 0.0
+            _vector_blk(_rows(W, a, e), b, dn.acc, delta, hp, small)
+            xv += _sum(dn.acc[:C])
+    beta = _meta_scalars(st.s, hp, delta, gUh, gHh, gU2, xv, zh, zd, gV2)
     alpha = math.exp(beta)                                    # S7; V7 / M8: alpha * e_i
     bad = 0.0
-    for b in range(3):
-        a, e, X, X1, FU, FH, FV, FV1 = _block(b, lo, hi, W.shape[1], gU, gH, gV, gV1, x, x1,
-                                              fU, fH, fV, fV1, one)
+    for k in range(3):
+        a, e, b = _block(k, dn, n)
         if e == a:
             continue
-        bad += _weight_blk(W[W_, a:e], W[Z_, a:e], W[H_, a:e], W[HV_, a:e], W[EB_, a:e], X, X1,
-                           FU, FH, FV1, FV, c1, c0, alpha, delta, dh, gl, psi, vec, sh)
-    ist[STEP] += 1
+        bad += _weight_blk(_rows(W, a, e), b, alpha, delta, dh, hp)
+    st.ist[STEP] += 1
     return math.isfinite(bad) and math.isfinite(beta) and alpha > 0.0
 
 
 @nb.njit(cache=True)
-def end_episode(W, s, ist, vt, act, in_act, dense):
-    """Spec §2.0 step 8: reset z, the meta traces and u; w, h, beta, v persist."""
+def end_episode(st, dense):
+    """§2.0 step 8: reset z, the meta traces and u; w, h, beta, v persist."""
+    W, s, ist = st.W, st.s, st.ist
     if dense:
         W[Z_, :] = 0.0
         W[ZBV_, :] = 0.0
     else:
         for k in range(ist[N_ACT]):
-            i = act[k]
+            i = st.act[k]
             W[Z_, i] = 0.0
             W[ZBV_, i] = 0.0
-            in_act[i] = 0
-            vt[i] = ist[STEP]
+            st.in_act[i] = 0
+            st.vt[i] = ist[STEP]
         ist[N_ACT] = 0
     s[ZB] = 0.0
     s[U] = 0.0
 
 
 # ------------------------------------------------------------------------------------------------
-# The linear-softmax model on sparse features (spec §1.4)
+# The linear-softmax model on sparse features (docs/algorithms.md §1.4)
 # ------------------------------------------------------------------------------------------------
 
+class Features(NamedTuple):
+    """A state's sparse features: phi[idx[j]] = val[j] for j < k, zero elsewhere."""
+    idx: np.ndarray
+    val: np.ndarray
+    k: int
+
+
+class LinearModel(NamedTuple):
+    """The linear-softmax model's sizes and its policy buffers (pi, log pi at S_t)."""
+    nf: int
+    n_actions: int
+    pi: np.ndarray
+    logpi: np.ndarray
+
+
 @nb.njit(cache=True)
-def linear_policy(w, nf, n_actions, idx, val, k, pi, logpi):
-    """V(s) = theta.phi and pi = softmax(Theta phi); fills pi, logpi, returns (V, H)."""
+def linear_policy(w, lm, f):
+    """V(s) = theta.phi and pi = softmax(Theta phi) (§1.4); fills lm.pi, lm.logpi, -> (V, H)."""
+    nf, n_actions, pi, logpi = lm
+    idx, val, k = f
     V = 0.0
     for j in range(k):
         V += val[j] * w[idx[j]]
@@ -493,11 +636,11 @@ def linear_policy(w, nf, n_actions, idx, val, k, pi, logpi):
 
 
 @nb.njit(cache=True)
-def linear_value(w, idx, val, k):
+def linear_value(w, f):
     """V(s) = theta.phi(s) on sparse features."""
     V = 0.0
-    for j in range(k):
-        V += val[j] * w[idx[j]]
+    for j in range(f.k):
+        V += f.val[j] * w[f.idx[j]]
     return V
 
 
@@ -514,18 +657,21 @@ def sample(pi, rng):
 
 
 @nb.njit(cache=True)
-def linear_step(W, s, ist, vt, act, in_act, gU, gH, d, mark, sup,
-                nf, n_actions, idx0, val0, k0, V0, H0, pi, logpi, A, R,
-                idx1, val1, k1, gamma1, kind, norm, gl, psi, mu, nosid_bound):
-    """One AC(lambda)+tuner step for the linear-softmax model (spec §1.3-1.5, §2.0).
+def linear_step(st, sc, hp, lm, f0, f1, tr):
+    """One AC(lambda) + tuner step for the linear-softmax model (§1.3-1.5, §2.0).
 
-    (idx0, val0) are S_t's features with V0, H0, pi, logpi from `linear_policy` at w_t; (idx1, val1)
-    are S_{t+1}'s; gamma1 = gamma * (1 - term) is the discount used in delta and d.
-    Returns (delta, ok).
-    """
-    w = W[W_]
-    V1 = linear_value(w, idx1, val1, k1) if gamma1 != 0.0 else 0.0
-    delta = R + gamma1 * V1 - V0
+    f0 are S_t's features with tr.V0, tr.H0 and lm.pi, lm.logpi from `linear_policy` at w_t;
+    f1 are S_{t+1}'s; tr.gamma1 = gamma (1 - term) is the discount used in delta and d.
+    -> (delta, ok)."""
+    gU, gH, d, mark, sup = sc
+    nf, n_actions, pi, logpi = lm
+    idx0, val0, k0 = f0
+    idx1, val1, k1 = f1
+    A, R, gamma1, V0, H0 = tr
+    psi = hp.psi
+    w = st.W[W_]
+    V1 = linear_value(w, f1) if gamma1 != 0.0 else 0.0
+    delta = R + gamma1 * V1 - V0                              # §1.3 TD error
     ns = 0
     gV2 = 0.0
     for j in range(k0):                       # critic part: g^U = g^V = phi, d = -phi (+ gamma1 phi')
@@ -555,8 +701,7 @@ def linear_step(W, s, ist, vt, act, in_act, gU, gH, d, mark, sup,
                 mark[i] = 1
                 sup[ns] = i
                 ns += 1
-    ok = tuner_step(W, s, ist, vt, act, in_act, gU, gH, d, sup, ns, False,
-                    delta, gV2, kind, norm, gl, psi, mu, nosid_bound)
+    ok = tuner_step(st, sc, ns, delta, gV2, hp)
     for k in range(ns):                       # scratch back to zero
         i = sup[k]
         gU[i] = 0.0
@@ -566,57 +711,14 @@ def linear_step(W, s, ist, vt, act, in_act, gU, gH, d, mark, sup,
     return delta, ok and math.isfinite(delta)
 
 
-@nb.njit(cache=True)
-def run_linear_episode(W, s, ist, vt, act, in_act, gU, gH, d, mark, sup, pi, logpi,
-                       idx0, val0, idx1, val1, signs, env_state, rng_env, rng_agent,
-                       n_noise, drift, time_limit, gamma, timeout_bootstrap,
-                       kind, norm, gl, psi, mu, nosid_bound):
-    """One mountain-car episode (spec §6.1-6.2): env, features, AC(lambda) and tuner, in Numba.
-
-    env_state = [next flip position of the drift stream] persists between episodes.
-    Returns (return, length, ok).
-    """
-    nf = signs.shape[0] + n_noise
-    n_actions = pi.shape[0]
-    p, v = mc_reset(rng_env)
-    k0 = linear_features(p, v, signs, n_noise, rng_env, idx0, val0)
-    ret = 0.0
-    t = 0
-    ok = True
-    nxt = np.int64(env_state[0])
-    while True:
-        V0, H0 = linear_policy(W[W_], nf, n_actions, idx0, val0, k0, pi, logpi)
-        A = sample(pi, rng_agent)
-        p, v, term = mc_step(p, v, A)
-        t += 1
-        R = -1.0
-        nxt = drift_flip(signs, nxt, drift, rng_env)
-        k1 = linear_features(p, v, signs, n_noise, rng_env, idx1, val1)
-        trunc = (not term) and t >= time_limit
-        boot = (not term) and (timeout_bootstrap or not trunc)
-        gamma1 = gamma if boot else 0.0
-        _, ok = linear_step(W, s, ist, vt, act, in_act, gU, gH, d, mark, sup,
-                            nf, n_actions, idx0, val0, k0, V0, H0, pi, logpi, A, R,
-                            idx1, val1, k1, gamma1,
-                            kind, norm, gl, psi, mu, nosid_bound)
-        ret += R
-        if not ok or term or trunc:
-            break
-        idx0, idx1 = idx1, idx0
-        val0, val1 = val1, val0
-        k0 = k1
-    end_episode(W, s, ist, vt, act, in_act, False)
-    env_state[0] = nxt
-    return ret, t, ok
-
-
 class Learner:
     """AC(lambda) + tuner state for a model with n weights; state is the point of this class."""
 
     def __init__(self, n, config, dtype=np.float64, dense=False):
         self.config = check_config(config)
-        self.kind = TUNERS.index(config.tuner)
-        self.norm = bool(config.normalized) and self.kind in (SCALAR, VECTOR, MIXED)
+        self.tuner = TUNER[config.tuner]
+        self.norm = bool(config.normalized) and self.tuner.normalizable
+        self.hyper = hyper(config)
         self.dense = dense
         self.n = n
         # sparse: a weight's 7 entries share a cache line; dense: each row contiguous (BLAS, SIMD)
@@ -628,6 +730,7 @@ class Learner:
         self.vt = np.zeros(n, np.int64)
         self.act = np.zeros(n, np.int64)
         self.in_act = np.zeros(n, np.uint8)
+        self.bundle = State(self.W, self.s, self.ist, self.vt, self.act, self.in_act)
 
     @property
     def w(self):
@@ -644,67 +747,92 @@ class Learner:
 
     def beta(self):
         """Per-weight log step-sizes beta_i (alpha_i = exp(beta_i))."""
-        if self.kind in (VECTOR, MIXED):
+        if self.tuner.vector:
             return self.s[BETA] + self.beta_vec()
         return np.full(self.n, self.s[BETA])
 
     def state(self):
         """Every array of the learner's state, by name (for checkpoints and tests)."""
-        return {"W": self.W, "s": self.s, "ist": self.ist, "vt": self.vt,
-                "act": self.act, "in_act": self.in_act}
+        return self.bundle._asdict()
+
+    def end_episode(self):
+        """§2.0 step 8."""
+        end_episode(self.bundle, self.dense)
+
+
+class HandoffError(RuntimeError):
+    """`learn` called without the `policy` call for its S_t just before it."""
 
 
 class LinearAgent:
-    """A linear-softmax learner on one of the mountain-car domains, run an episode at a time."""
+    """Linear AC(lambda) + tuner on sparse features you supply, one step at a time:
+    A = agent.policy(idx, val) at S_t, then agent.learn(R, idx1, val1, gamma1) for S_{t+1}
+    (gamma1 = 0 at a terminal state), and agent.end_episode() when an episode ends.
+    Feature indices lie in [0, n_features); at most `max_active` features are non-zero.
 
-    def __init__(self, config, n_features, n_actions, n_noise=0, drift=0.0, seed=0):
+    The first of the seed's two SeedSequence children is left to the environment (mountain car
+    uses it), the second draws the agent's actions."""
+
+    def __init__(self, config, n_features, n_actions, max_active=64, seed=0):
         self.config = config
-        self.nf = n_features
-        self.n_actions = n_actions
-        self.n_noise = n_noise
-        self.drift = float(drift)
-        self.learner = Learner(n_features * (1 + n_actions), config)
+        self.nf, self.n_actions, self.max_active = int(n_features), int(n_actions), int(max_active)
+        self.learner = Learner(self.nf * (1 + self.n_actions), config)
         n = self.learner.n
-        self.gU, self.gH, self.d = np.zeros(n), np.zeros(n), np.zeros(n)
-        self.mark = np.zeros(n, np.uint8)
-        kmax = 16 + n_noise
-        self.sup = np.zeros(kmax * (n_actions + 2), np.int64)
-        self.pi, self.logpi = np.zeros(n_actions), np.zeros(n_actions)
-        self.idx0, self.idx1 = np.zeros(kmax, np.int64), np.zeros(kmax, np.int64)
-        self.val0, self.val1 = np.zeros(kmax), np.zeros(kmax)
-        self.signs = np.ones(n_features - n_noise)
-        ss = np.random.SeedSequence(seed)
-        env_ss, agent_ss = ss.spawn(2)
-        self.rng_env = np.random.default_rng(env_ss)
-        self.rng_agent = np.random.default_rng(agent_ss)
-        self.env_state = np.array([first_flip(self.drift, self.rng_env)], np.int64)
+        self.scratch = Scratch(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, np.uint8),
+                               np.zeros(max_active * (n_actions + 2), np.int64))
+        self.model = LinearModel(self.nf, self.n_actions, np.zeros(n_actions), np.zeros(n_actions))
+        self.f = [Features(np.zeros(max_active, np.int64), np.zeros(max_active), 0)
+                  for _ in range(2)]
+        self.rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
+        self.VH, self.A, self.policy_calls = (0.0, 0.0), -1, 0
 
-    def get_state(self):
-        """Everything the next episode depends on: learner arrays, drift signs, both RNG states."""
-        arrays = {f"learner_{k}": v.copy() for k, v in self.learner.state().items()}
-        arrays.update(signs=self.signs.copy(), env_state=self.env_state.copy())
-        rngs = {"rng_env": self.rng_env.bit_generator.state,
-                "rng_agent": self.rng_agent.bit_generator.state}
-        return arrays, rngs
+    def _features(self, slot, idx, val):
+        idx, val = np.asarray(idx), np.asarray(val, np.float64)
+        k = idx.shape[0]
+        if idx.ndim != 1 or val.shape != idx.shape or k > self.max_active:
+            raise ValueError(f"features: idx and val must be 1-D of one length <= max_active "
+                             f"{self.max_active}; got shapes {idx.shape} and {val.shape}")
+        if k and (idx.min() < 0 or idx.max() >= self.nf or len(set(idx.tolist())) != k):
+            raise ValueError(f"feature indices must be distinct and in [0, {self.nf})")
+        f = self.f[slot]
+        f.idx[:k], f.val[:k] = idx, val
+        self.f[slot] = f._replace(k=k)
+        return self.f[slot]
 
-    def set_state(self, arrays, rngs):
-        """Restore a state from `get_state` (between episodes), in place."""
-        for k, v in self.learner.state().items():
-            v[...] = arrays[f"learner_{k}"]
-        self.signs[...] = arrays["signs"]
-        self.env_state[...] = arrays["env_state"]
-        self.rng_env.bit_generator.state = rngs["rng_env"]
-        self.rng_agent.bit_generator.state = rngs["rng_agent"]
+    def act(self, idx, val, greedy=False, rng=None):
+        """An action at the state with these features, with no effect on learning: a sample of
+        pi (from `rng`, default a fresh generator) or its most probable action."""
+        lm = LinearModel(self.nf, self.n_actions, np.zeros(self.n_actions), np.zeros(self.n_actions))
+        f = Features(np.asarray(idx, np.int64), np.asarray(val, np.float64), len(idx))
+        linear_policy(self.learner.w, lm, f)
+        if greedy:
+            return int(np.argmax(lm.pi))
+        return int(sample(lm.pi, rng if rng is not None else np.random.default_rng()))
 
-    def episode(self, time_limit=200):
-        """Run one episode; returns (return, length, ok)."""
-        c, L = self.config, self.learner
-        return run_linear_episode(
-            L.W, L.s, L.ist, L.vt, L.act, L.in_act, self.gU, self.gH, self.d, self.mark, self.sup,
-            self.pi, self.logpi, self.idx0, self.val0, self.idx1, self.val1, self.signs,
-            self.env_state, self.rng_env, self.rng_agent, self.n_noise, self.drift, time_limit,
-            c.gamma, c.timeout_bootstrap, L.kind, L.norm, c.gamma * c.lam, c.psi, c.mu,
-            c.nosid_alpha_bound)
+    def policy(self, idx, val):
+        """A ~ pi(.|S_t) for S_t's features, remembered for the next `learn`."""
+        f = self._features(0, idx, val)
+        self.VH = linear_policy(self.learner.w, self.model, f)
+        self.A = int(sample(self.model.pi, self.rng))
+        self.policy_calls += 1
+        return self.A
+
+    def learn(self, R, idx1, val1, gamma1):
+        """AC(lambda) + tuner update from (S_t, A, R, S_{t+1}); -> ok (False: diverged)."""
+        if self.policy_calls != 1:
+            raise HandoffError(f"learn needs exactly one policy call at S_t before it, not "
+                               f"{self.policy_calls}; an evaluation action goes through act()")
+        self.policy_calls = 0
+        f1 = self._features(1, idx1, val1)
+        tr = Transition(self.A, float(R), float(gamma1), *self.VH)
+        _, ok = linear_step(self.learner.bundle, self.scratch, self.learner.hyper, self.model,
+                            self.f[0], f1, tr)
+        return ok
+
+    def end_episode(self):
+        """§2.0 step 8 at the end of an episode."""
+        self.learner.end_episode()
+        self.policy_calls = 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -754,69 +882,115 @@ def _same(a, b):
 
 
 @nb.njit(cache=True)
-def _net_policy(table, wt, buf, w, obs, same_obs, pi, logpi, rng):
-    """Forward pass at S_t (spec §1.5), pi, log pi, and A ~ pi. -> (A, V(S_t), H(S_t))."""
-    _forward(table, wt, w, obs, buf, same_obs)
-    head = wt[wt.shape[0] - 1, _A]
-    H = softmax_policy(buf[head + 1:head + 1 + pi.shape[0]], pi, logpi)
-    return sample(pi, rng), np.float64(buf[head]), H
+def _net_policy(table, ws, w, obs, same_obs, pi, logpi, rng):
+    """Forward pass at S_t (§1.5), pi, log pi, and A ~ pi -> (A, V(S_t), H(S_t)).
+    ws = (workspace table, buffer)."""
+    wt, buf = ws
+    nets.forward_kernel(table, wt, w, obs, buf, same_obs)
+    V, logits = nets.head(wt, buf, pi.shape[0])
+    H = softmax_policy(logits, pi, logpi)
+    return sample(pi, rng), np.float64(V), H
 
 
 @nb.njit(cache=True)
-def _net_learn(phases, table, wt0, buf0, wt1, buf1, W, s, ist, cot, cot1, G, G1, lazy, rH,
-               pi, logpi, H0, V0, A, R, obs1, last1, gamma1, need_d, gH, gV, x0, x1, fU, fH,
-               fV, fV1, one, acc, lo, hi, kind, norm, gl, psi, mu, nosid_bound):
-    """One transition of spec §1.5 / §2.0 on the network, in phases (a bit mask; all = 15):
+def _net_greedy(table, ws, w, obs, pi, logpi):
+    """The most probable action at obs (forward pass in ws; no learning state touched)."""
+    wt, buf = ws
+    nets.forward_kernel(table, wt, w, obs, buf, False)
+    _, logits = nets.head(wt, buf, pi.shape[0])
+    softmax_policy(logits, pi, logpi)
+    return np.argmax(pi)
+
+
+class NetBufs(NamedTuple):
+    """What one network step reads and writes besides the learner state: the net's layer table,
+    the workspaces at S_t (ws0) and S_{t+1} (ws1), the cotangents and gradients, and the dense
+    layer's factors (x0, f0 at S_t; x1, f1 at S_{t+1})."""
+    table: np.ndarray
+    ws0: tuple
+    ws1: tuple
+    cot: np.ndarray
+    cot1: np.ndarray
+    G: np.ndarray
+    G1: np.ndarray
+    lazy: int
+    rH: int
+    pi: np.ndarray
+    logpi: np.ndarray
+    last1: np.ndarray
+    gH: np.ndarray
+    gV: np.ndarray
+    x0: np.ndarray
+    x1: np.ndarray
+    fU: np.ndarray
+    fH: np.ndarray
+    fV: np.ndarray
+    fV1: np.ndarray
+    one: np.ndarray
+    acc: np.ndarray
+    lo: int
+    hi: int
+
+
+@nb.njit(cache=True)
+def net_learn(phases, nb_, st, hp, tr, obs1):
+    """One transition of §1.5 / §2.0 on the network, in phases (a bit mask; all = 15):
     1 vjp at S_t (g^U, g^H, g^V), 2 forward at S_{t+1} with w_t, 4 vjp at S_{t+1} (grad V, for
     tuners that need d), 8 delta and `dense_step`.  -> (ok, delta)."""
-    w = W[W_]
+    w = st.W[W_]
+    table, gamma1, need_d = nb_.table, tr.gamma1, hp.dots
+    (wt0, buf0), (wt1, buf1) = nb_.ws0, nb_.ws1
     if phases & 1:
-        policy_cotangents(pi, logpi, H0, A, cot, rH)
-        _vjp(table, wt0, w, buf0, cot, G, lazy)
+        policy_cotangents(nb_.pi, nb_.logpi, tr.H0, tr.A, nb_.cot, nb_.rH)
+        nets.vjp_kernel(table, wt0, w, buf0, nb_.cot, nb_.G, nb_.lazy)
     if phases & 2 and gamma1 != 0.0:
-        _forward(table, wt1, w, obs1, buf1, False)
-        last1[:] = obs1.reshape(-1)
+        nets.forward_kernel(table, wt1, w, obs1, buf1, False)
+        nb_.last1[:] = obs1.reshape(-1)
     if phases & 4 and need_d and gamma1 != 0.0:
-        _vjp(table, wt1, w, buf1, cot1, G1, lazy)
+        nets.vjp_kernel(table, wt1, w, buf1, nb_.cot1, nb_.G1, nb_.lazy)
     if not phases & 8:
         return True, 0.0
-    V1 = np.float64(buf1[wt1[wt1.shape[0] - 1, _A]]) if gamma1 != 0.0 else 0.0
-    delta = R + gamma1 * V1 - V0
+    V1 = np.float64(nets.head(wt1, buf1, 0)[0]) if gamma1 != 0.0 else 0.0
+    delta = tr.R + gamma1 * V1 - tr.V0                        # §1.3 TD error
+    lo, hi = nb_.lo, nb_.hi
     gV2 = 0.0
-    if kind == NOSID:
-        gV2 = _sumsq(gV[:lo]) + _sumsq(gV[hi:]) + _sumsq(x0) * _sumsq(fV)
-    ok = dense_step(W, s, ist, G[0], gH, gV, G1[0], gamma1 if need_d else 0.0, -1.0, lo, hi,
-                    x0, x1, fU, fH, fV, fV1, one, acc, delta, gV2, kind, norm, gl, psi, mu,
-                    nosid_bound)
+    if hp.gv2:
+        gV = nb_.gV
+        gV2 = _sumsq(gV[:lo]) + _sumsq(gV[hi:]) + _sumsq(nb_.x0) * _sumsq(nb_.fV)
+    dn = Dense(lo, hi, nb_.G[0], nb_.gH, nb_.gV, nb_.G1[0], nb_.x0, nb_.x1, nb_.fU, nb_.fH,
+               nb_.fV, nb_.fV1, gamma1 if need_d else 0.0, -1.0, nb_.one, nb_.acc)
+    ok = dense_step(st, dn, delta, gV2, hp)
     return ok and math.isfinite(delta), delta
 
 
 class NetAgent:
     """AC(lambda) + tuner on a nets.py network: `policy` at S_t, then `learn` from the transition.
 
-    Per step (spec §1.5): forward(S_t) [policy]; one vjp at S_t for g^U, g^H (psi > 0) and g^V
+    Per step (§1.5): forward(S_t) [policy]; one vjp at S_t for g^U, g^H (psi > 0) and g^V
     (tuners that need d) together; forward(S_{t+1}) with w_t for V(S_{t+1}) and, when the tuner
     needs d, a vjp at S_{t+1} for grad V(S_{t+1}); then `dense_step` over every weight.  The
     largest dense layer's gradients stay factored (nets.dense_factors): their outer products are
     formed inside the tuner's passes, never stored.  Two workspaces alternate between S_t and
     S_{t+1}, so that the next `policy` at S_{t+1} reuses the first layer's patches.  Buffers are
-    allocated once here; `policy` and `learn` are one Numba call each.
+    allocated once here; `policy` and `learn` are one Numba call each.  `learn` refuses to run
+    unless exactly one `policy` call came before it; `act` gives an action with no effect on
+    learning (its own workspace and generator).
     """
 
     def __init__(self, net, config, seed=0, dtype=np.float32):
-        import nets
-        self.nets, self.net, self.config, self.dtype = nets, net, config, np.dtype(dtype)
+        self.net, self.config, self.dtype = net, config, np.dtype(dtype)
         init_ss, agent_ss = np.random.SeedSequence(seed).spawn(2)
         self.rng = np.random.default_rng(agent_ss)
         self.learner = Learner(net.n_params, config, dtype, dense=True)
         self.learner.W[W_] = nets.init_params(net, np.random.default_rng(init_ss), dtype)
         n, A = net.n_params, net.n_actions
-        self.need_d = self.learner.kind != NONE
+        self.need_d = self.learner.tuner.needs_d
         # cotangent rows: g^U, then g^H if psi > 0, then g^V if the tuner needs d
         self.rH = 1 if config.psi > 0 else 0
         self.rV = 1 + self.rH if self.need_d else 0
         self.k = 1 + (self.rH > 0) + self.need_d
         self.ws = [nets.workspace(net, dtype, k=self.k) for _ in range(2)]
+        self.ws_act = nets.workspace(net, dtype, k=1)
         self.cur = 0                                   # ws[cur] holds S_t, ws[1 - cur] S_{t+1}
         self.cot = np.zeros((self.k, 1 + A), dtype)
         self.cot1 = np.zeros((1, 1 + A), dtype)
@@ -838,7 +1012,19 @@ class NetAgent:
         self.fresh1 = False                       # ws[1 - cur] holds forward(last1)
         self.pi, self.logpi = np.zeros(A), np.zeros(A)
         self.V0 = self.H0 = 0.0
+        self.A, self.policy_calls = -1, 0
+        self.bufs = [self._bufs(cur) for cur in (0, 1)]
         self.clock = None     # set to np.zeros(3) to accumulate seconds in forward, backward, tuner
+
+    def _bufs(self, cur):
+        """The NetBufs of one step with ws[cur] at S_t."""
+        (x0, f0), (x1, f1) = self.factors[cur], self.factors[1 - cur]
+        ws0, ws1 = self.ws[cur], self.ws[1 - cur]
+        return NetBufs(self.net.table, (ws0.table, ws0.buf), (ws1.table, ws1.buf), self.cot,
+                       self.cot1, self.G, self.G1, self.lazy, self.rH, self.pi, self.logpi,
+                       self.last1, self.gH, self.gV, x0, x1, f0[0],
+                       f0[self.rH] if self.rH else self.zc, f0[self.rV] if self.need_d else self.zc,
+                       f1[0], self.one, self.acc, self.lo, self.hi)
 
     @property
     def w(self):
@@ -852,48 +1038,59 @@ class NetAgent:
         return np.ascontiguousarray(obs)
 
     def policy(self, obs):
-        """Forward pass at S_t with w_t; returns A ~ pi(.|S_t)."""
+        """Forward pass at S_t with w_t; returns A ~ pi(.|S_t), remembered for the next `learn`."""
         obs = self._check(obs)
         t0 = time.perf_counter() if self.clock is not None else 0.0
         same = self.fresh1 and _same(obs, self.last1)
         if same:
             self.cur = 1 - self.cur
         ws = self.ws[self.cur]
-        A, self.V0, self.H0 = _net_policy(self.net.table, ws.table, ws.buf, self.w, obs, same,
+        A, self.V0, self.H0 = _net_policy(self.net.table, (ws.table, ws.buf), self.w, obs, same,
                                           self.pi, self.logpi, self.rng)
         self.fresh1 = False
+        self.A = A
+        self.policy_calls += 1
         if self.clock is not None:
             self.clock[0] += time.perf_counter() - t0
         return A
 
+    def act(self, obs, greedy=False, rng=None):
+        """An action at obs with no effect on learning: a sample of pi (from `rng`, default a
+        fresh generator) or, greedy, its most probable action."""
+        obs = self._check(obs)
+        ws, pi, logpi = self.ws_act, np.zeros(self.net.n_actions), np.zeros(self.net.n_actions)
+        if greedy:
+            return int(_net_greedy(self.net.table, (ws.table, ws.buf), self.w, obs, pi, logpi))
+        rng = rng if rng is not None else np.random.default_rng()
+        return int(_net_policy(self.net.table, (ws.table, ws.buf), self.w, obs, False, pi, logpi,
+                               rng)[0])
+
     def learn(self, A, R, obs1, gamma1):
         """AC(lambda) + tuner update from (S_t, A, R, S_{t+1}); gamma1 = gamma(1 - term). -> ok."""
+        if self.policy_calls != 1:
+            calls, self.policy_calls = self.policy_calls, 0
+            raise HandoffError(f"learn needs exactly one policy call at S_t before it, not "
+                               f"{calls}; an evaluation action goes through act()")
+        self.policy_calls = 0
         obs1 = self._check(obs1)
-        clock = self.clock
-        args = self._learn_args(A, R, obs1, gamma1)
+        clock, L = self.clock, self.learner
+        args = (self.bufs[self.cur], L.bundle, L.hyper,
+                Transition(int(A), float(R), float(gamma1), self.V0, self.H0), obs1)
         if clock is None:
-            ok, _ = _net_learn(15, *args)
+            ok, _ = net_learn(15, *args)
         else:
             for phase, slot in ((1, 1), (2, 0), (4, 1), (8, 2)):
                 t0 = time.perf_counter()
-                ok, _ = _net_learn(phase, *args)
+                ok, _ = net_learn(phase, *args)
                 clock[slot] += time.perf_counter() - t0
         self.fresh1 = gamma1 != 0.0
         return ok
 
-    def _learn_args(self, A, R, obs1, gamma1):
-        """The arguments of _net_learn after the phase mask."""
-        c, L = self.config, self.learner
-        ws0, ws1 = self.ws[self.cur], self.ws[1 - self.cur]
-        (x0, f0), (x1, f1) = self.factors[self.cur], self.factors[1 - self.cur]
-        fH = f0[self.rH] if self.rH else self.zc
-        fV = f0[self.rV] if self.need_d else self.zc
-        return (self.net.table, ws0.table, ws0.buf, ws1.table, ws1.buf, L.W, L.s, L.ist,
-                self.cot, self.cot1, self.G, self.G1, self.lazy, self.rH, self.pi, self.logpi,
-                self.H0, self.V0, A, float(R), obs1, self.last1, float(gamma1), self.need_d,
-                self.gH, self.gV, x0, x1, f0[0], fH, fV, f1[0], self.one, self.acc, self.lo,
-                self.hi, L.kind, L.norm, c.gamma * c.lam, c.psi, c.mu,
-                c.nosid_alpha_bound)
+    def learn_args(self, A, R, obs1, gamma1):
+        """The arguments of net_learn after the phase mask, for the benchmark."""
+        L = self.learner
+        return (self.bufs[self.cur], L.bundle, L.hyper,
+                Transition(int(A), float(R), float(gamma1), self.V0, self.H0), obs1)
 
     def gradients(self):
         """Full g^U, g^H, g^V at S_t and grad V(S_{t+1}) of the last `learn`, materialized
@@ -909,58 +1106,7 @@ class NetAgent:
         return out
 
     def end_episode(self):
-        """Spec §2.0 step 8."""
-        L = self.learner
-        end_episode(L.W, L.s, L.ist, L.vt, L.act, L.in_act, True)
+        """§2.0 step 8."""
+        self.learner.end_episode()
         self.fresh1 = False
-
-
-@nb.njit(cache=True)
-def _touch_rows(W, rows, f):
-    """Read and write each of W's listed rows once (w <- f w, f = 1 at run time), all rows in
-    one sweep (256 entries of each in turn, as a fused pass streams them): the least memory
-    traffic a per-weight step over that state can have."""
-    f = W.dtype.type(f)
-    n = W.shape[1]
-    for i0 in range(0, n, 256):
-        for r in rows:
-            row = W[r, i0:min(i0 + 256, n)]
-            for i in range(row.shape[0]):
-                row[i] *= f
-
-
-def bench_tuner(n_actions=18, repeats=50, seed=0):
-    """Print, per tuner, the median time of one `dense_step` (the tuner phase of a network step)
-    on the Atari net in float32: hot (state in cache, the step repeated) and cold (after a 64 MB
-    sweep), each next to the same for reading and writing every state row once (_touch_rows)."""
-    import nets
-    net = nets.ATARI(n_actions)
-    rng = np.random.default_rng(seed)
-    obs = [rng.random(net.obs_shape).astype(np.float32) for _ in range(2)]
-    sweep = np.zeros(16 << 20, np.float32)
-    rows = {"none": (W_, Z_), "scalar": (W_, Z_, H_), "vector": (W_, Z_, HV_, EB_, VV_, ZBV_),
-            "mixed": (W_, Z_, H_, HV_, EB_, VV_, ZBV_)}
-    print(f"Atari net, {net.n_params} weights, float32: median ms over {repeats} calls of the "
-          f"tuner phase (dense_step) and of one read+write of its state rows")
-    print(f"{'tuner':<8}{'rows':>5}{'hot':>8}{'floor':>8}{'cold':>8}{'floor':>8}")
-    for tuner, rr in rows.items():
-        agent = NetAgent(net, Config(tuner=tuner, alpha=2.0 ** -8, mu=0.001, psi=0.01), seed)
-        for t in range(8):                      # real steps: traces, h and factors not zero
-            agent.learn(agent.policy(obs[t % 2]), 1.0, obs[(t + 1) % 2], 0.99)
-        args = agent._learn_args(agent.policy(obs[0]), 1.0, obs[1], 0.99)
-        _net_learn(7, *args)                    # the gradients at S_t and S_{t+1}
-        idx = np.array(rr, np.int64)
-        calls = (lambda: _net_learn(8, *args), lambda: _touch_rows(agent.learner.W, idx, 1.0))
-        med = []
-        for cold in (False, True):
-            for call in calls:
-                call()
-                times = np.empty(repeats)
-                for r in range(repeats):
-                    if cold:
-                        sweep += 1.0
-                    t0 = time.perf_counter()
-                    call()
-                    times[r] = time.perf_counter() - t0
-                med.append(np.median(times) * 1e3)
-        print(f"{tuner:<8}{len(rr):>5}" + "".join(f"{m:>8.3f}" for m in med), flush=True)
+        self.policy_calls = 0

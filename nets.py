@@ -1,6 +1,6 @@
 """The paper's actor-critic network, written by hand in NumPy with Numba kernels.
 
-Architectures (spec §6.3; activations from Elfwing, Uchibe & Doya 2018):
+Architectures (docs/algorithms.md §6.3; activations from Elfwing, Uchibe & Doya 2018):
 
 * ``ATARI(n_actions)`` [P]: input 4x84x84 (channels first) -> conv 16 filters 8x8 stride 4, SiLU
   -> conv 32 filters 4x4 stride 2, SiLU -> dense 256, dSiLU -> linear heads: value (1) and logits
@@ -16,7 +16,7 @@ Architectures (spec §6.3; activations from Elfwing, Uchibe & Doya 2018):
 SiLU(x) = x s(x); dSiLU(x) = s(x)(1 + x(1 - s(x))); dSiLU'(x) = s(x)(1 - s(x))(2 + x(1 - 2 s(x)));
 s is the logistic sigmoid, evaluated without overflow for any input.
 
-Initialization [R, spec §6.3]: every weight ~ Uniform(-1/sqrt(fan_in), +1/sqrt(fan_in)) with
+Initialization [R, docs/algorithms.md §6.3]: every weight ~ Uniform(-1/sqrt(fan_in), +1/sqrt(fan_in)) with
 fan_in = C_in*kh*kw for a conv layer and the input width for a dense layer or head; every bias 0.
 (PyTorch's default, used by the MinAtar example, also draws biases from the same interval.)
 
@@ -60,10 +60,8 @@ Public API (net: the ``Net`` description; ws: a ``Workspace``; out and cot in th
     jvp(net, theta, ws, direction) -> (d value: float, d logits: view of ws)
         Forward-mode derivative along `direction` (n_params,) at the last forward's input;
         uses the vjp scratch, so its result is valid until the next vjp/jvp on ws.
-    bench(net_name='atari', n_actions=18, repeats=200) prints median times per call and
-        returns them (ms) in a dict; net_name 'minatar' benchmarks MINATAR(4, n_actions).
 
-A step of the learner at S_t (spec §1.5): forward(S_t), then one vjp with the cotangent rows
+A step of the learner at S_t (docs/algorithms.md §1.5): forward(S_t), then one vjp with the cotangent rows
 [1, 0...] (g^V), [0, d log pi(A|S)/d logits] and [0, dH/d logits]; at S_{t+1} use a second
 workspace so that the state kept for S_t survives.
 
@@ -76,26 +74,24 @@ run with OPENBLAS_NUM_THREADS=1 (set before NumPy/SciPy are imported) or pin the
 core. A vjp with k > 1 computes each conv weight gradient for all k rows in one product, so a
 row's last bits can differ from the same row computed with k = 1; results are otherwise
 deterministic. The sigmoid (in theta's precision; NaN passes through) uses `_exp64` / `_exp32`
-(`_exp` picks by precision): Cephes' exponentials written without a library call, so the loops
+(`exp` picks by precision): Cephes' exponentials written without a library call, so the loops
 around them vectorize (~1 ulp). A dense layer's backward product reads its weight matrix once for
 all k rows. The learner (metatrace.NetAgent) calls vjp with lazy = factored_layer(net): the
 Atari net's 663,552-weight dense layer then costs one pass over its weights, not k outer
 products written out.
 Measured on one AMD EPYC core of a shared 2-core machine (OPENBLAS_NUM_THREADS=1 taskset -c 1,
-float32, |A| = 18, ``python -c "import nets; nets.bench()"``), medians of several runs: forward
+float32, |A| = 18, ``python -c "import bench; bench.network()"``), medians of several runs: forward
 0.17-0.24 ms, vjp k=3 0.98-1.19 ms (0.41-0.61 ms lazy), vjp k=1 0.25-0.35 ms (0.20-0.28 ms
 lazy), jvp 0.21-0.27 ms; this shared VM's speed varies by about 30% between runs. What remains
 is the conv layers' products (about 3 M multiply-adds per forward, 4-11 M per vjp) and one pass
 over the 2.65 MB dense weight matrix per forward or vjp.
 """
-import os
-import time
 from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  numba_xxgemm resolves sgemm/dgemm from this module
 from llvmlite import ir
-from numba import get_num_threads, njit, types
+from numba import njit, types
 from numba.extending import intrinsic, overload
 
 CONV, DENSE = 0, 1
@@ -184,7 +180,7 @@ def make_net(obs_shape, convs, dense, n_actions):
 
 
 def ATARI(n_actions):
-    """The paper's Atari network (spec §6.3) for n_actions actions."""
+    """The paper's Atari network (docs/algorithms.md §6.3) for n_actions actions."""
     return make_net((4, 84, 84), ((16, 8, 4), (32, 4, 2)), (256,), n_actions)
 
 
@@ -246,7 +242,7 @@ def forward(net, theta, obs, ws):
         raise ValueError(f"observation has shape {obs.shape} and dtype {obs.dtype}; expected "
                          f"shape {net.obs_shape} and dtype {ws.buf.dtype}")
     _check_theta(net, theta, ws)
-    _forward(net.table, ws.table, theta, np.ascontiguousarray(obs), ws.buf)
+    forward_kernel(net.table, ws.table, theta, np.ascontiguousarray(obs), ws.buf)
     return float(ws.y[0]), ws.y[1:]
 
 
@@ -261,7 +257,7 @@ def vjp(net, theta, ws, cot, out, lazy=-1):
         raise ValueError(f"cot {cot.shape} {cot.dtype} and out {out.shape} {out.dtype} must be "
                          f"(k, {1 + net.n_actions}) and C-contiguous (k, {net.n_params}) in "
                          f"{theta.dtype}, 1 <= k <= {ws.k}")
-    _vjp(net.table, ws.table, theta, ws.buf, np.ascontiguousarray(cot), out, lazy)
+    vjp_kernel(net.table, ws.table, theta, ws.buf, np.ascontiguousarray(cot), out, lazy)
     return out
 
 
@@ -290,7 +286,7 @@ def jvp(net, theta, ws, direction):
     if direction.shape != theta.shape or direction.dtype != theta.dtype:
         raise ValueError(f"direction has shape {direction.shape} and dtype {direction.dtype}; "
                          f"expected {theta.shape} {theta.dtype}")
-    _jvp(net.table, ws.table, theta, ws.buf, np.ascontiguousarray(direction))
+    jvp_kernel(net.table, ws.table, theta, ws.buf, np.ascontiguousarray(direction))
     return float(ws.dy[0]), ws.dy[1:]
 
 
@@ -402,12 +398,12 @@ def _exp32(x):
     return e if x == x else x
 
 
-def _exp(x):
+def exp(x):
     """exp in the precision of x: _exp32 for float32 (8 lanes), _exp64 otherwise."""
     raise NotImplementedError("only inside Numba")
 
 
-@overload(_exp)
+@overload(exp)
 def _exp_overload(x):
     if x == types.float32:
         return lambda x: _exp32(x)
@@ -417,7 +413,7 @@ def _exp_overload(x):
 @njit(cache=True, error_model="numpy", fastmath=_FM)
 def _sigmoid(x, one):
     """Logistic sigmoid 1/(1+exp(-x)) in the precision of x (one = 1 in it), ~1 ulp, no overflow."""
-    e = _exp(-abs(x))                       # exp(-|x|) in [0, 1]
+    e = exp(-abs(x))                       # exp(-|x|) in [0, 1]
     s = one / (one + e)
     return s if x >= 0 else e * s
 
@@ -491,8 +487,10 @@ def _mul(x, d, k):
 
 
 @njit(cache=True)
-def _im2col_chw(x, p, c, h, w, kh, kw, sh, sw, ho, wo):
-    """Patches of a channels-first image x: p[(y, x), (c, i, j)] = x[c, y sh + i, x sw + j]."""
+def _im2col_chw(x, p, geom):
+    """Patches of a channels-first image x: p[(y, x), (c, i, j)] = x[c, y sh + i, x sw + j];
+    geom = (c, h, w, kh, kw, sh, sw, ho, wo)."""
+    c, h, w, kh, kw, sh, sw, ho, wo = geom
     kk = c * kh * kw
     # Unsigned indices: Numba then skips its negative-index check, which halves the time here.
     # kw = 8 (the Atari net) gets a loop of constant length: one vector move per kernel row.
@@ -512,8 +510,9 @@ def _im2col_chw(x, p, c, h, w, kh, kw, sh, sw, ho, wo):
 
 
 @njit(cache=True)
-def _im2col_hwc(x, p, c, h, w, kh, kw, sh, sw, ho, wo):
+def _im2col_hwc(x, p, geom):
     """Patches of a channels-last image x: p[(y, x), (i, j, c)] = x[y sh + i, x sw + j, c]."""
+    c, h, w, kh, kw, sh, sw, ho, wo = geom
     run = kw * c
     kk = kh * run
     for oy in range(ho):
@@ -527,8 +526,9 @@ def _im2col_hwc(x, p, c, h, w, kh, kw, sh, sw, ho, wo):
 
 
 @njit(cache=True)
-def _col2im_hwc(p, x, c, h, w, kh, kw, sh, sw, ho, wo):
+def _col2im_hwc(p, x, geom):
     """Adjoint of _im2col_hwc: x[y sh + i, x sw + j, c] += p[(y, x), (i, j, c)]."""
+    c, h, w, kh, kw, sh, sw, ho, wo = geom
     run = kw * c
     kk = kh * run
     for oy in range(ho):
@@ -552,7 +552,7 @@ def _outer(x, g, out, n_in, n_out):
 
 
 @njit(cache=True)
-def _forward(table, wtab, theta, obs, buf, same_obs=False):
+def forward_kernel(table, wtab, theta, obs, buf, same_obs=False):
     """Forward pass; leaves activations, derivatives and patches in buf.  same_obs: buf's last
     forward had this very observation, so layer 0's patches (or input copy) are reused."""
     ab = buf[:2]
@@ -568,10 +568,10 @@ def _forward(table, wtab, theta, obs, buf, same_obs=False):
             p = buf[wtab[l, _P]:wtab[l, _P] + nn * kk]
             if l == 0:
                 if not same_obs:
-                    _im2col_chw(x0, p, cin, hin, win, kh, kw, sh, sw, ho, wo)
+                    _im2col_chw(x0, p, (cin, hin, win, kh, kw, sh, sw, ho, wo))
             else:
                 prev = buf[wtab[l - 1, _A]:wtab[l - 1, _A] + cin * hin * win]
-                _im2col_hwc(prev, p, cin, hin, win, kh, kw, sh, sw, ho, wo)
+                _im2col_hwc(prev, p, (cin, hin, win, kh, kw, sh, sw, ho, wo))
             _matmul(a, p, wm, nn, cout, kk, False, False, 0.0, ab)
             _add_rows(a, b, nn, cout)
         else:
@@ -584,6 +584,13 @@ def _forward(table, wtab, theta, obs, buf, same_obs=False):
             a[:] = b
             _matvec(a, wm, x, kk, cout, False, 1.0, ab)
         _activate(a, d, act)
+
+
+@njit(cache=True)
+def head(wtab, buf, n_actions):
+    """The value and the logits (a view of buf) of the last forward pass on buf."""
+    h = wtab[wtab.shape[0] - 1, _A]
+    return buf[h], buf[h + 1:h + 1 + n_actions]
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
@@ -601,7 +608,7 @@ def _backprop_dense(prev_g, wm, g, k, kk, cout):
 
 
 @njit(cache=True)
-def _vjp(table, wtab, theta, buf, cot, out, lazy):
+def vjp_kernel(table, wtab, theta, buf, cot, out, lazy):
     """Backward pass for the k rows of cot at once; out[m] gets the gradient for row m, except
     the weight block of dense layer `lazy` (-1: none), left as its factors in buf."""
     ab = buf[:2]
@@ -642,7 +649,7 @@ def _vjp(table, wtab, theta, buf, cot, out, lazy):
                 for m in range(k):
                     _col2im_hwc(q[m * nn * kk:(m + 1) * nn * kk],
                                 prev_g[m * prev_a.size:(m + 1) * prev_a.size],
-                                cin, hin, win, kh, kw, sh, sw, ho, wo)
+                                (cin, hin, win, kh, kw, sh, sw, ho, wo))
                 _mul(prev_g, prev_d, k)
         else:
             if l == 0:
@@ -658,7 +665,7 @@ def _vjp(table, wtab, theta, buf, cot, out, lazy):
 
 
 @njit(cache=True)
-def _jvp(table, wtab, theta, buf, v):
+def jvp_kernel(table, wtab, theta, buf, v):
     """Tangent pass along v; the tangent of each layer's output goes to its first G block."""
     ab = buf[:2]
     for l in range(table.shape[0]):
@@ -676,7 +683,7 @@ def _jvp(table, wtab, theta, buf, v):
             _matmul(t, p, vw, nn, cout, kk, False, False, 0.0, ab)
             if l > 0:
                 q = buf[wtab[l, _Q]:wtab[l, _Q] + nn * kk]
-                _im2col_hwc(prev_t, q, cin, hin, win, kh, kw, sh, sw, ho, wo)
+                _im2col_hwc(prev_t, q, (cin, hin, win, kh, kw, sh, sw, ho, wo))
                 _matmul(t, q, wm, nn, cout, kk, False, False, 1.0, ab)
             _add_rows(t, vb, nn, cout)
         else:
@@ -693,39 +700,3 @@ def _jvp(table, wtab, theta, buf, v):
 
 
 # ------------------------------------------------------------------------------------------
-
-def bench(net_name="atari", n_actions=18, repeats=200, dtype=np.float32, seed=0):
-    """Print the median wall time per call of forward, vjp (k = 3, 2, 1 cotangents) and jvp."""
-    net = ATARI(n_actions) if net_name == "atari" else MINATAR(4, n_actions)
-    rng = np.random.default_rng(seed)
-    theta = init_params(net, rng, dtype)
-    obs = rng.random(net.obs_shape).astype(dtype)
-    ws = workspace(net, dtype, 3)
-    cot = rng.standard_normal((3, 1 + n_actions)).astype(dtype)
-    out = np.zeros((3, net.n_params), dtype)
-    direction = rng.standard_normal(net.n_params).astype(dtype)
-    lazy = factored_layer(net)
-    calls = {"forward": lambda: forward(net, theta, obs, ws),
-             "vjp k=3": lambda: vjp(net, theta, ws, cot, out),
-             "vjp k=1": lambda: vjp(net, theta, ws, cot[:1], out[:1]),
-             "vjp k=3 lazy": lambda: vjp(net, theta, ws, cot, out, lazy),
-             "vjp k=2 lazy": lambda: vjp(net, theta, ws, cot[:2], out[:2], lazy),
-             "vjp k=1 lazy": lambda: vjp(net, theta, ws, cot[:1], out[:1], lazy),
-             "jvp": lambda: jvp(net, theta, ws, direction)}
-    print(f"{net_name} |A|={n_actions} {np.dtype(dtype).name} n_params={net.n_params} "
-          f"numba threads={get_num_threads()} "
-          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
-    median = {}
-    for name, call in calls.items():
-        call()
-        times = np.empty(repeats)
-        for r in range(repeats):
-            t0 = time.perf_counter()
-            call()
-            times[r] = time.perf_counter() - t0
-        median[name] = np.median(times) * 1e3
-        print(f"  {name:12s} {median[name]:7.3f} ms  (10%-90%: {np.quantile(times, .1) * 1e3:.3f}"
-              f"-{np.quantile(times, .9) * 1e3:.3f})")
-    step = 2 * median["forward"] + median["vjp k=3 lazy"] + median["vjp k=1 lazy"]
-    print(f"  step: forward, vjp k=3 lazy, forward, vjp k=1 lazy = {step:.3f} ms")
-    return median

@@ -44,7 +44,7 @@ import metatrace as mt
 
 DEFAULTS = dict(tuner="scalar", alpha="2^-9", mu="2^-8", gamma="0.99", lam="0.8", psi="0",
                 drift="6e-6", episodes="1000", seed="0", blas_threads="1")
-# network domains (spec §6.3): mixed Metatrace, mu = 0.001, psi = 0.01, 12.5 M agent steps on ALE
+# network domains (docs/algorithms.md §6.3): mixed Metatrace, mu = 0.001, psi = 0.01, 12.5 M agent steps on ALE
 NET_DEFAULTS = dict(tuner="mixed", alpha="2^-8", mu="0.001", psi="0.01")
 NET_STEPS = {"atari": 12_500_000, "minatar": 5_000_000}
 
@@ -132,7 +132,7 @@ def join_numbers(argv):
 
 
 def run_parser():
-    """Flags of a single run (spec §6.1, §6.3 defaults); None = not given (defaults per domain)."""
+    """Flags of a single run (docs/algorithms.md §6.1, §6.3 defaults); None = not given (defaults per domain)."""
     p = Parser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--domain", default="mountaincar", choices=envs.DOMAINS)
     p.add_argument("--tuner", default=None, choices=mt.TUNERS,
@@ -158,10 +158,10 @@ def run_parser():
     p.add_argument("--seed", default=None, help="random seed (default 0)")
     p.add_argument("--out", default=None, help="run directory (default runs/<name>-<date>)")
     p.add_argument("--timeout-bootstrap", action="store_true", default=None,
-                   help="mountain car and ALE: bootstrap from the state at the time limit (spec "
-                        "§1.6); default treats it as terminal, as the paper did")
+                   help="mountain car and ALE: bootstrap from the state at the time limit "
+                        "(docs/algorithms.md §1.6); default treats it as terminal, as the paper did")
     p.add_argument("--no-alpha-bound", action="store_true", default=None,
-                   help="NOSID without its overshoot guard (spec §4.3 N2)")
+                   help="NOSID without its overshoot guard (docs/algorithms.md §4.3 N2)")
     p.add_argument("--blas-threads", default=None,
                    help="network domains: BLAS threads (default 1; more changes the last digits)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -334,7 +334,7 @@ def check_rng(state, like):
 
 
 class NetRunner:
-    """A network-domain run (spec §6.3): gymnasium env + NetAgent, stepped in Python."""
+    """A network-domain run (docs/algorithms.md §6.3): gymnasium env + NetAgent, stepped in Python."""
 
     def __init__(self, s):
         import nets
@@ -420,10 +420,9 @@ class NetRunner:
 
 
 def make_agent(s):
-    """The linear agent for a mountain-car domain."""
-    n_noise = envs.N_NOISE if s["domain"] == "drifting_mountaincar" else 0
-    return mt.LinearAgent(config_of(s), envs.N_TILE_FEATURES + n_noise, envs.MC_ACTIONS,
-                          n_noise=n_noise, drift=s["drift"], seed=s["seed"])
+    """The linear agent on its mountain-car domain (envs.MountainCarTask)."""
+    return envs.MountainCarTask(config_of(s), drifting=s["domain"] == "drifting_mountaincar",
+                                drift=s["drift"], seed=s["seed"])
 
 
 class LinearRunner:
@@ -448,7 +447,8 @@ class LinearRunner:
         if not (isinstance(meta, dict) and set(meta) == {"rngs"} and isinstance(meta["rngs"], dict)
                 and set(meta["rngs"]) == {"rng_env", "rng_agent"}):
             raise CheckpointError("the state's table is not that of a mountain-car run")
-        rngs = {k: check_rng(v, getattr(self.agent, k)) for k, v in meta["rngs"].items()}
+        like = {"rng_env": self.agent.rng_env, "rng_agent": self.agent.agent.rng}
+        rngs = {k: check_rng(v, like[k]) for k, v in meta["rngs"].items()}
         return lambda: self.agent.set_state(arrays, rngs)
 
     def fields(self):
@@ -456,7 +456,7 @@ class LinearRunner:
         return ["episode", "return", "length", "steps", "diverged"] + list(self.stats())
 
     def stats(self):
-        """Mean log step-size over groups of weights (spec §6.2 Fig. 7 groups on the drifting
+        """Mean log step-size over groups of weights (docs/algorithms.md §6.2 Fig. 7 groups on the drifting
         domain)."""
         s, beta = self.s, self.learner.beta()
         nf = envs.N_TILE_FEATURES + (envs.N_NOISE if s["domain"] == "drifting_mountaincar" else 0)
@@ -1402,44 +1402,6 @@ def main_sweep(argv):
     return 0
 
 
-BENCH_TUNERS = [("none", "2^-7", None), ("scalar", "2^-9", "2^-8"), ("vector", "2^-9", "2^-8"),
-                ("mixed", "2^-9", "2^-8"), ("sid", "2^-9", "2^-16"), ("nosid", "2^-9", "2^-12")]
-
-
-def bench_net(domain, repeats, steps, where):
-    """Per tuner: median learner time per step split into forward / backward / tuner update, and
-    agent steps/s of the whole loop (emulator included).  The repeats go round the four tuners in
-    turn, so that a slow spell of a shared machine falls on all of them alike; each repeat starts
-    with 50 unmeasured steps, which bring the caches back from the previous tuner."""
-    print(f"{domain}: median over {repeats} repeats of {steps} agent steps after a warm-up, the "
-          f"tuners taking turns; {where}; float32; times in ms per agent step")
-    tuners = ("none", "scalar", "vector", "mixed")
-    runners = {}
-    for tuner in tuners:
-        s = settings(run_parser().parse_args(["--domain", domain, "--tuner", tuner]))
-        runners[tuner] = NetRunner(s)
-        runners[tuner].episode(64)                           # compile and warm up
-    rows = {tuner: [] for tuner in tuners}
-    for _ in range(repeats):
-        for tuner in tuners:
-            runner = runners[tuner]
-            agent = runner.agent
-            runner.episode(50)                               # caches back from the last tuner
-            agent.clock = np.zeros(3)
-            t0, n = time.perf_counter(), 0
-            while n < steps:
-                n += runner.episode(steps - n)[2]
-            wall = time.perf_counter() - t0
-            rows[tuner].append([*(agent.clock * 1e3 / n), wall * 1e3 / n, n / wall])
-    print(f"{'tuner':<8}{'forward':>9}{'backward':>10}{'tuner':>8}{'learner':>9}{'env+rest':>10}"
-          f"{'steps/s':>9}")
-    for tuner in tuners:
-        med = np.median(np.array(rows[tuner]), axis=0)
-        print(f"{tuner:<8}{med[0]:>9.3f}{med[1]:>10.3f}{med[2]:>8.3f}{med[:3].sum():>9.3f}"
-              f"{med[3] - med[:3].sum():>10.3f}{med[4]:>9.0f}", flush=True)
-    return 0
-
-
 def main_bench(argv):
     """`python run.py bench`: median agent steps/s (environment included) per tuner, one core."""
     p = Parser(prog="run.py bench", description=main_bench.__doc__)
@@ -1464,32 +1426,21 @@ def main_bench(argv):
     else:
         where = "not pinned"
     import numba
+
+    import bench
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     if is_net(args.domain):
-        return bench_net(args.domain, repeats, checked("steps", args.steps), where)
-    episodes = checked("episodes", args.episodes)
-    print(f"{args.domain}: agent steps/s, environment included, median of {repeats} repeats of "
-          f"{episodes} episodes after a 100-episode warm-up; {where}")
-    print(f"{'tuner':<18}{'alpha0':>8}{'mu':>8}{'median':>12}{'min':>12}{'max':>12}")
-    for tuner, alpha, mu in BENCH_TUNERS:
-        for norm in ([True, False] if tuner in ("scalar", "vector", "mixed") else [True]):
-            mu_flag = [] if mu is None else ["--mu", mu if norm else "2^-16"]
-            args_run = run_parser().parse_args(
-                ["--domain", args.domain, "--tuner", tuner, "--alpha", alpha, *mu_flag]
-                + ([] if norm else ["--unnormalized"]))
-            agent = make_agent(settings(args_run))
-            for _ in range(100):
-                agent.episode()
-            rates = []
-            for _ in range(repeats):
-                t0, n = time.perf_counter(), 0
-                for _ in range(episodes):
-                    n += agent.episode()[1]
-                rates.append(n / (time.perf_counter() - t0))
-            name = tuner + ("" if norm or tuner == "none" else " (unnorm.)")
-            print(f"{name:<18}{alpha:>8}{(mu or '-') if norm else '2^-16':>8}{statistics.median(rates):>12,.0f}"
-                  f"{min(rates):>12,.0f}{max(rates):>12,.0f}", flush=True)
-    return 0
+        def make_runner(tuner):
+            return NetRunner(settings(run_parser().parse_args(["--domain", args.domain,
+                                                               "--tuner", tuner])))
+        return bench.agent_steps(args.domain, repeats, checked("steps", args.steps), where,
+                                 make_runner)
+
+    def make(tuner, alpha, mu, norm):
+        flags = ["--domain", args.domain, "--tuner", tuner, "--alpha", alpha]
+        flags += ([] if mu is None else ["--mu", mu]) + ([] if norm else ["--unnormalized"])
+        return make_agent(settings(run_parser().parse_args(flags)))
+    return bench.linear(args.domain, repeats, checked("episodes", args.episodes), where, make)
 
 
 def main(argv=None):

@@ -1,4 +1,4 @@
-"""Mountain car domains of envs (spec §6.1-6.2): tile coder, gymnasium-exact dynamics,
+"""Mountain car domains of envs (docs/algorithms.md §6.1-6.2): tile coder, gymnasium-exact dynamics,
 LinearMountainCar / make, sign drift and noise features, and rejection of bad input.
 
 Statistical checks use +-5 standard deviations (false alarm about 6e-7 per check).
@@ -31,7 +31,7 @@ def tiles(p, v):
 
 
 def scaled(p, v):
-    """x~ of spec §6.1, with the coder's own operations."""
+    """x~ of docs/algorithms.md §6.1, with the coder's own operations."""
     return 9.0 * (p - P_LOW) / (P_HIGH - P_LOW), 9.0 * (v - V_LOW) / (V_HIGH - V_LOW)
 
 

@@ -1,4 +1,4 @@
-"""Atari (spec §6.3) and MinAtar domains of envs.make: shapes, settings, seeding, rewards."""
+"""Atari (docs/algorithms.md §6.3) and MinAtar domains of envs.make: shapes, settings, seeding, rewards."""
 import numpy as np
 import pytest
 

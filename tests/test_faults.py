@@ -414,7 +414,8 @@ def test_per_weight_step_size_underflow_is_divergence():
     """Vector tuner with e^{bv} = 0 (float64 underflow) on the linear model, and in float32 on
     the network: the first step that uses it reports not ok."""
     cfg = mt.Config(tuner="vector", alpha=2.0 ** -9, mu=2.0 ** -8)
-    agent = mt.LinearAgent(cfg, 1600, 3, seed=0)
+    import envs
+    agent = envs.MountainCarTask(cfg, seed=0)
     agent.learner.set_beta_vec(np.full(agent.learner.n, -800.0))
     assert not agent.learner.W[mt.EB_].any()
     ret, length, ok = agent.episode()

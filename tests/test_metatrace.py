@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import metatrace as mt
-from tests import reference as ref
+import algorithms as ref
+import bench
+import envs
 
 SEEDS = st.integers(0, 2**32 - 1)
 NF, NA = 12, 3
@@ -57,14 +59,14 @@ def do_linear_step(L, tr):
     idx0, val0, idx1, val1, _, _, A, R, term = tr
     c = L.config
     gamma1 = 0.0 if term else c.gamma
-    pi, logpi = np.zeros(NA), np.zeros(NA)
-    V0, H0 = mt.linear_policy(L.w, NF, NA, idx0, val0, len(idx0), pi, logpi)
+    lm = mt.LinearModel(NF, NA, np.zeros(NA), np.zeros(NA))
+    f0, f1 = mt.Features(idx0, val0, len(idx0)), mt.Features(idx1, val1, len(idx1))
+    V0, H0 = mt.linear_policy(L.w, lm, f0)
     n = L.n
-    sup = np.zeros(2 * n, np.int64)
-    delta, ok = mt.linear_step(L.W, L.s, L.ist, L.vt, L.act, L.in_act, np.zeros(n), np.zeros(n),
-                               np.zeros(n), np.zeros(n, np.uint8), sup, NF, NA, idx0, val0,
-                               len(idx0), V0, H0, pi, logpi, A, R, idx1, val1, len(idx1), gamma1,
-                               L.kind, L.norm, c.gamma * c.lam, c.psi, c.mu, c.nosid_alpha_bound)
+    sc = mt.Scratch(np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, np.uint8),
+                    np.zeros(2 * n, np.int64))
+    delta, ok = mt.linear_step(L.bundle, sc, L.hyper, lm, f0, f1,
+                               mt.Transition(A, R, gamma1, V0, H0))
     assert ok
     return delta
 
@@ -153,7 +155,7 @@ def test_mixed_hhat_one_step_identity(seed, norm, psi, term):
 @settings(max_examples=20, deadline=None)
 @given(seed=SEEDS, psi=st.sampled_from([0.0, 0.3]))
 def test_linear_gradients_match_finite_differences(seed, psi):
-    """The closed forms of spec §1.4 used by the identity tests equal FD of U = V + log(pi)/2 and H."""
+    """The closed forms of docs/algorithms.md §1.4 used by the identity tests equal FD of U = V + log(pi)/2 and H."""
     rng = np.random.default_rng(seed)
     w = rng.normal(0, 0.5, N)
     _, _, _, _, phi, phi1, A, _, _ = random_transition(rng, False)
@@ -168,7 +170,7 @@ def test_linear_gradients_match_finite_differences(seed, psi):
 
 
 def prediction_run(tuner, beta0, bvec, traj, gamma=0.95, lam=0.8):
-    """Linear TD(lambda) prediction (no actor) on a recorded trajectory through tuner_step (dense).
+    """Linear TD(lambda) prediction (no actor) on a recorded trajectory through dense_step.
 
     Returns the learner, and V_{w_t}(S_t) and z^beta_t at every step."""
     nf = traj[0][0].shape[0]
@@ -184,12 +186,11 @@ def prediction_run(tuner, beta0, bvec, traj, gamma=0.95, lam=0.8):
         delta = R + g1 * (w @ phi1) - w @ phi
         Vs.append(w @ phi)
         d = g1 * phi1 - phi
-        ok = mt.tuner_step(L.W, L.s, L.ist, L.vt, L.act, L.in_act, phi, zero, d, L.act, nf, True,
-                           delta, phi @ phi, L.kind, L.norm, gamma * lam, 0.0, 0.0, True)
+        ok = mt.dense_step(L.bundle, mt.materialized(phi, zero, d), delta, phi @ phi, L.hyper)
         assert ok
         zbs.append(L.s[mt.ZB])
         if term:
-            mt.end_episode(L.W, L.s, L.ist, L.vt, L.act, L.in_act, True)
+            mt.end_episode(L.bundle, True)
     return L, np.array(Vs), np.array(zbs)
 
 
@@ -244,15 +245,14 @@ def test_mixed_hhat_multi_step_identity_and_hvec_mismatch(seed):
 
 
 def supervised(tuner, norm, X, Y, alpha0, mu):
-    """gamma = lambda = psi = 0, V = w.x (spec §2.4) through tuner_step; returns the learner."""
+    """gamma = lambda = psi = 0, V = w.x (docs/algorithms.md §2.4) through dense_step; returns the learner."""
     n = X.shape[1]
     L = mt.Learner(n, mt.Config(tuner=tuner, normalized=norm, alpha=alpha0, mu=mu,
                                 gamma=0.0, lam=0.0), dense=True)
     zero = np.zeros(n)
     for x, y in zip(X, Y):
         delta = y - L.w @ x
-        assert mt.tuner_step(L.W, L.s, L.ist, L.vt, L.act, L.in_act, x, zero, -x, L.act, n, True,
-                             delta, x @ x, L.kind, L.norm, 0.0, 0.0, mu, True)
+        assert mt.dense_step(L.bundle, mt.materialized(x, zero, -x), delta, x @ x, L.hyper)
     return L
 
 
@@ -306,8 +306,8 @@ def test_untuned_is_unnormalized_scalar_with_mu_zero_bit_for_bit():
     """Spec §2.4/§5: identical returns and weights, bit for bit, for the same seed."""
     runs = []
     for tuner in ("none", "scalar"):
-        ag = mt.LinearAgent(mt.Config(tuner=tuner, normalized=False, alpha=2.0 ** -7, mu=0.0),
-                            1600, 3, seed=3)
+        ag = envs.MountainCarTask(mt.Config(tuner=tuner, normalized=False, alpha=2.0 ** -7,
+                                            mu=0.0), seed=3)
         rets = [ag.episode() for _ in range(30)]
         runs.append((rets, ag.learner.w.copy()))
     assert runs[0][0] == runs[1][0]
@@ -336,7 +336,7 @@ def test_normalized_invariants(tuner):
             assert step[-1] <= mu - math.log(L.s[mt.U]) + 1e-12   # S6 shrank beta by log M
         assert np.exp(L.beta()) @ (gU * gU) <= 1 + 1e-12
         if term:
-            mt.end_episode(L.W, L.s, L.ist, L.vt, L.act, L.in_act, False)
+            mt.end_episode(L.bundle, False)
             L.act[:] = np.arange(L.n)
             L.in_act[:] = 1
             L.ist[mt.N_ACT] = L.n
@@ -363,7 +363,7 @@ def test_sid_equals_scalar_when_h_held_fixed_and_differs_otherwise():
                 do_linear_step(L, tr)
                 betas[k].append(L.s[mt.BETA])
                 if tr[-1]:
-                    mt.end_episode(L.W, L.s, L.ist, L.vt, L.act, L.in_act, False)
+                    mt.end_episode(L.bundle, False)
                     L.act[:] = np.arange(L.n)
                     L.in_act[:] = 1
                     L.ist[mt.N_ACT] = L.n
@@ -398,5 +398,5 @@ def test_touch_rows_scales_exactly_the_listed_rows(seed, n):
     rows = np.sort(rng.choice(8, size=rng.integers(1, 8), replace=False)).astype(np.int64)
     want = W.copy()
     want[rows] *= 2
-    mt._touch_rows(W, rows, 2.0)
+    bench.touch_rows(W, rows, 2.0)
     assert np.array_equal(W, want)

@@ -1,4 +1,4 @@
-"""The network learner: spec §3.2 identities with the network as the model, learning, bad input."""
+"""The network learner: docs/algorithms.md §3.2 identities with the network as the model, learning, bad input."""
 import math
 import os
 import subprocess
@@ -187,7 +187,7 @@ def test_network_trace_and_entropy_gradient_match_finite_differences(tuner):
 @pytest.mark.parametrize("tuner", ["none", "scalar", "vector", "mixed", "sid", "nosid"])
 def test_factored_step_equals_materialized_step(tuner):
     """The network learner keeps the big dense layer's gradients as outer products; the same step
-    with every gradient materialized (tuner_step on dense vectors) gives the same state."""
+    with every gradient materialized (dense_step on materialized vectors) gives the same state."""
     ag, rng = random_agent(11, tuner, True, 0.2)
     obs0, obs1 = rng.uniform(0, 1, (2, *NET.obs_shape))
     L = ag.learner
@@ -198,9 +198,9 @@ def test_factored_step_equals_materialized_step(tuner):
     gU, gH, gV, gV1 = ag.gradients()
     V1 = nets.forward(NET, W[mt.W_], obs1, nets.workspace(NET, np.float64, 1))[0]
     c = ag.config
-    ok = mt.tuner_step(W, s, ist, L.vt, L.act, L.in_act, gU, gH, 0.9 * gV1 - gV, L.act, NET.n_params,
-                       True, 0.7 + 0.9 * V1 - V0, gV @ gV, L.kind, L.norm, c.gamma * c.lam, c.psi,
-                       c.mu, c.nosid_alpha_bound)
+    ok = mt.dense_step(mt.State(W, s, ist, L.vt, L.act, L.in_act),
+                       mt.materialized(gU, gH, 0.9 * gV1 - gV), 0.7 + 0.9 * V1 - V0, gV @ gV,
+                       mt.hyper(c))
     assert ok
     rows = [mt.W_, mt.Z_, mt.H_, mt.HV_, mt.EB_, mt.VV_, mt.ZBV_]
     np.testing.assert_allclose(L.W[rows], W[rows], rtol=1e-10, atol=1e-13)

@@ -1,4 +1,4 @@
-"""Tests for nets.py: derivatives against finite differences (spec §3.2 asks for float64 central
+"""Tests for nets.py: derivatives against finite differences (docs/algorithms.md §3.2 asks for float64 central
 differences at relative tolerance ~1e-6), the VJP/JVP transpose identity, the documented
 parameter layout against a plain NumPy forward pass, float32 against float64, initialization
 and input checks.

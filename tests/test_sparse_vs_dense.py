@@ -1,4 +1,4 @@
-"""The sparse Numba episode loop equals the literal dense formulas of tests/reference.py."""
+"""The sparse Numba episode loop equals the literal dense formulas of algorithms.py."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 import envs
 import metatrace as mt
-from tests import reference as ref
+import algorithms as ref
 
 
 def reference_episodes(cfg, n_noise, drift, seed, episodes):
@@ -69,8 +69,7 @@ def test_fast_loop_equals_dense_reference(tuner, norm, alpha, mu, domain):
     n_noise, drift = (envs.N_NOISE, 2e-3) if drifting else (0, 0.0)
     seed, episodes = 17, 4
     rets, S = reference_episodes(cfg, n_noise, drift, seed, episodes)
-    ag = mt.LinearAgent(cfg, envs.N_TILE_FEATURES + n_noise, 3, n_noise=n_noise, drift=drift,
-                        seed=seed)
+    ag = envs.MountainCarTask(cfg, drifting=drifting, drift=drift, seed=seed)
     fast = [ag.episode()[:2] for _ in range(episodes)]
     assert fast == rets
     L = ag.learner

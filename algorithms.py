@@ -1,13 +1,16 @@
-"""A literal, dense NumPy transcription of spec §2.1-2.3 and §4 — the independent reference.
+"""Algorithms 1-3, SID-R, NOSID-R and untuned AC(lambda), as plain NumPy: the readable definition.
 
-Every per-weight quantity is a full vector and every line of the algorithm boxes is one line here:
-no shared offsets, no active lists, no lazy decay.  Used only by the tests.
+A literal, dense transcription of docs/algorithms.md §2.0-2.3 and §4-5: every per-weight quantity
+is a full vector and every line of the algorithm boxes is one labelled line here (S1-S9, V1-V9,
+M1-M11, N1-N2), with no shared offsets, active lists or lazy decay.  It is slow and it is the
+reference: the Numba kernels of metatrace.py are tested against it (tests/test_sparse_vs_dense.py,
+tests/test_metatrace.py).  `linear_grads` gives the linear-softmax model's gradients (§1.4).
 """
 import numpy as np
 
 
 def new_state(n, tuner, alpha0):
-    """Spec §2.0 state table, initial values."""
+    """§2.0 state table, initial values."""
     vec = tuner in ("vector", "mixed")
     return dict(w=np.zeros(n), z=np.zeros(n), h=np.zeros(n), hv=np.zeros(n),
                 beta=np.log(alpha0), bvec=np.full(n, np.log(alpha0) if tuner == "vector" else 0.0),
@@ -15,7 +18,7 @@ def new_state(n, tuner, alpha0):
 
 
 def ref_step(S, tuner, norm, gU, gH, d, delta, gV2, gl, psi, mu, nosid_bound=True):
-    """One step, spec §2.0 steps 2-7 (Algorithms 1-3, SID-R, NOSID-R, untuned)."""
+    """One step, docs/algorithms.md §2.0 steps 2-7 (Algorithms 1-3, SID-R, NOSID-R, untuned)."""
     z = gl * S["z"] + gU                                       # step 2
     h, hv = S["h"], S["hv"]
     if tuner == "none":
@@ -80,7 +83,7 @@ def ref_step(S, tuner, norm, gU, gH, d, delta, gV2, gl, psi, mu, nosid_bound=Tru
 
 
 def end_episode(S):
-    """Spec §2.0 step 8."""
+    """§2.0 step 8."""
     S["z"][:] = 0.0
     S["zbvec"][:] = 0.0
     S["zb"] = 0.0
@@ -88,7 +91,7 @@ def end_episode(S):
 
 
 def linear_grads(w, nf, nA, phi, A, phi1, gamma1):
-    """Spec §1.4 closed forms on dense features: V, pi, H, g^U, g^H, d."""
+    """§1.4 closed forms on dense features: V, pi, H, g^U, g^H, d."""
     th, Th = w[:nf], w[nf:].reshape(nA, nf)
     V = th @ phi
     l = Th @ phi
@@ -105,5 +108,5 @@ def linear_grads(w, nf, nA, phi, A, phi1, gamma1):
 
 
 def delta_of(w, nf, phi, R, phi1, gamma1):
-    """delta_t(w) = R + gamma1 V_w(S_{t+1}) - V_w(S_t) (spec §1.1)."""
+    """delta_t(w) = R + gamma1 V_w(S_{t+1}) - V_w(S_t) (docs/algorithms.md §1.1)."""
     return R + gamma1 * (w[:nf] @ phi1) - w[:nf] @ phi
