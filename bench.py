@@ -52,8 +52,8 @@ def linear(domain, repeats, episodes, where, make_agent):
                 agent.episode()
             steps = []
             times = timed(lambda: steps.append(sum(agent.episode()[1] for _ in range(episodes))),
-                          repeats)
-            rates = [n / t for n, t in zip(steps[1:], times)]
+                          repeats, warm=False)
+            rates = [n / t for n, t in zip(steps, times)]
             name = tuner + ("" if norm or tuner == "none" else " (unnorm.)")
             print(f"{name:<18}{alpha:>8}{mu_used or '-':>8}{statistics.median(rates):>12,.0f}"
                   f"{min(rates):>12,.0f}{max(rates):>12,.0f}", flush=True)
@@ -160,9 +160,9 @@ def tuner_phase(n_actions=18, repeats=50, seed=0):
         for t in range(8):                      # real steps: traces, h and factors not zero
             agent.learn(agent.policy(obs[t % 2]), 1.0, obs[(t + 1) % 2], 0.99)
         args = agent.learn_args(agent.policy(obs[0]), 1.0, obs[1], 0.99)
-        mt.net_learn(7, *args)                  # the gradients at S_t and S_{t+1}
+        mt.net_step(7, *args)                   # the gradients at S_t and S_{t+1}
         idx = np.array(rr, np.int64)
-        calls = (lambda: mt.net_learn(8, *args), lambda: touch_rows(agent.learner.W, idx, 1.0))
+        calls = (lambda: mt.net_step(8, *args), lambda: touch_rows(agent.learner.W, idx, 1.0))
         med = []
         for cold in (False, True):
             for call in calls:

@@ -33,12 +33,15 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
+import envs
+import metatrace as mt
+
 K_MOUNTAIN_CAR = 20     # docs/algorithms.md §6.1: trailing mean of the last 20 episode returns (Figs. 1-5)
 K_DRIFT_ALE = 40        # docs/algorithms.md §6.2, §6.3: 40 episodes (Figs. 6-9)
 LAST = 100              # final return: mean of the last 100 episodes (docs/algorithms.md §6.2, §6.3)
 GRID_POINTS = 400       # common agent-step grid of Figs. 8-9
-METATRACE = ("scalar", "vector", "mixed")
-ALE_GAMES = ("asterix", "beam_rider", "freeway", "seaquest", "space_invaders")   # docs/algorithms.md §6.3
+METATRACE = tuple(t.name for t in mt.TUNER_TABLE if t.normalizable)       # scalar, vector, mixed
+ALE_GAMES = envs.ATARI_DOMAINS                                             # docs/algorithms.md §6.3
 DRIFT_ALPHA0, FIG7_DRIFT, FIG7_MU = 2.0 ** -10, 6e-6, 2.0 ** -10                # docs/algorithms.md §6.2
 TUNER_NAMES = {"none": "no tuning", "scalar": "scalar", "vector": "vector", "mixed": "mixed",
                "sid": "SID", "nosid": "NOSID"}
@@ -444,7 +447,7 @@ def panels_fig7(groups, options):
 
 def games(options):
     """Domain names of the five games (docs/algorithms.md §6.3), or their MinAtar versions with --suite minatar."""
-    prefix = "minatar-" if options.get("suite") == "minatar" else ""
+    prefix = envs.MINATAR_PREFIX if options.get("suite") == "minatar" else ""
     return {g: prefix + g for g in ALE_GAMES}
 
 

@@ -103,20 +103,46 @@ class Config(NamedTuple):
     nosid_alpha_bound: bool = True    # §4.3 N2
 
 
+# the paper's settings (docs/algorithms.md §6.1, §6.3): mountain car, and the networks
+PAPER_DEFAULTS = {"linear": Config(),
+                  "network": Config(tuner="mixed", alpha=2.0 ** -8, mu=0.001, psi=0.01)}
+
+
+class Range(NamedTuple):
+    """The accepted values of a number: lo..hi, each end open or closed; reals or integers."""
+    lo: float
+    hi: float
+    lo_open: bool = False
+    hi_open: bool = False
+    integer: bool = False
+
+    def ok(self, x):
+        """Whether the finite number x lies in the range."""
+        return (math.isfinite(x) and (x > self.lo if self.lo_open else x >= self.lo)
+                and (x < self.hi if self.hi_open else x <= self.hi)
+                and (not self.integer or x == int(x)))
+
+    def words(self):
+        """The range as it is written in error messages."""
+        if self.integer:
+            return f"integers >= {int(self.lo):,} and <= {int(self.hi):,}"
+        hi = "inf" if math.isinf(self.hi) else f"{self.hi:g}"
+        return f"{'(' if self.lo_open else '['}{self.lo:g}, {hi}{')' if self.hi_open else ']'}"
+
+
+INF = math.inf
+CONFIG_RANGES = {"alpha": Range(0, INF, True, True), "mu": Range(0, INF, hi_open=True),
+                 "gamma": Range(0, 1), "lam": Range(0, 1), "psi": Range(0, INF, hi_open=True)}
+
+
 def check_config(c):
     """Validate a Config: one ValueError naming the bad value and the accepted range."""
     if c.tuner not in TUNERS:
         raise ValueError(f"unknown tuner {c.tuner!r}; accepted: {', '.join(TUNERS)}")
-    if not (c.alpha > 0 and math.isfinite(c.alpha)):
-        raise ValueError(f"alpha {c.alpha} is outside the accepted range (0, inf)")
-    if not (c.mu >= 0 and math.isfinite(c.mu)):
-        raise ValueError(f"mu {c.mu} is outside the accepted range [0, inf)")
-    for name in ("gamma", "lam"):
+    for name, r in CONFIG_RANGES.items():
         x = getattr(c, name)
-        if not 0.0 <= x <= 1.0:
-            raise ValueError(f"{name} {x} is outside the accepted range [0, 1]")
-    if not (c.psi >= 0 and math.isfinite(c.psi)):
-        raise ValueError(f"psi {c.psi} is outside the accepted range [0, inf)")
+        if not r.ok(x):
+            raise ValueError(f"{name} {x} is outside the accepted range {r.words()}")
     return c
 
 
@@ -254,9 +280,8 @@ def _exp_step(x, small):
 
 
 @nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
-def _dots(sc, h, z, gl, m):
-    """<g^U,h>, <g^H,h>, <d,h>, ||g^U||^2, <gl z + g^U, d> over sc.sup[:m]."""
-    gU, gH, d, sup = sc.gU, sc.gH, sc.d, sc.sup
+def _dots(gU, gH, d, h, z, gl, sup, m):
+    """<g^U,h>, <g^H,h>, <d,h>, ||g^U||^2, <gl z + g^U, d> over sup[:m]."""
     gUh = gHh = dh = gU2 = zd = 0.0
     for k in range(m):
         i = sup[k]
@@ -280,10 +305,10 @@ def _zh(z, gU, h, gl, act, m):
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _vector_pass(W, sc, delta, hp, act, m):
+def _vector_pass(W, gU, gH, delta, hp, act, m):
     """V1-V4 / M1, M3, M5, M6 for every live weight act[:m] (eb_i = exp(bv_i), see above)."""
     zbv, vv, hv, e = W[ZBV_], W[VV_], W[HV_], W[EB_]
-    gU, gH, gl, psi, mu, norm = sc.gU, sc.gH, hp.gl, hp.psi, hp.mu, hp.norm
+    gl, psi, mu, norm = hp.gl, hp.psi, hp.mu, hp.norm
     small = _small_steps(W, norm, mu)
     for k in range(m):
         i = act[k]
@@ -310,12 +335,12 @@ def _x_vector(e, gU, sup, m):
 
 
 @nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
-def _weight_pass(W, sc, alpha, delta, dh, hp, act, m):
+def _weight_pass(W, gU, gH, d, alpha, delta, dh, hp, act, m):
     """z_t, then h-vec (V8 / M9), h (S8 / M10) and w (S9 / V9 / M11) for every live weight, with
     alpha_i = alpha e_i (V7 / M8) or alpha.  Returns NaN iff a new w_i or an alpha_i is
     non-finite or an alpha_i has underflowed to 0, else 0."""
     w, z, h, hv, e = W[W_], W[Z_], W[H_], W[HV_], W[EB_]
-    gU, gH, d, gl, psi, vec, sh = sc.gU, sc.gH, sc.d, hp.gl, hp.psi, hp.vec, hp.sh
+    gl, psi, vec, sh = hp.gl, hp.psi, hp.vec, hp.sh
     bad = 0.0
     for k in range(m):
         i = act[k]
@@ -483,8 +508,9 @@ def tuner_step(st, sc, ns, delta, gV2, hp):
     """One step of §2.0 (steps 2-7) on sparse gradients sc (zero outside sc.sup[:ns]); returns
     False if anything went non-finite or a step-size vanished.  On return st.W holds z_t,
     w_{t+1}, h_{t+1}, and st.s the new beta.  Live weights: st.act[:st.ist[N_ACT]]."""
-    W, ist, act, in_act = st.W, st.ist, st.act, st.in_act
-    sup, mu = sc.sup, hp.mu
+    W, s, ist, vt, act, in_act = st
+    gU, gH, d, _, sup = sc
+    mu = hp.mu
     step = ist[STEP]
     vv, lazy = W[VV_], hp.vec and hp.norm     # activate the weights first touched in this episode
     for k in range(ns):
@@ -494,19 +520,19 @@ def tuner_step(st, sc, ns, delta, gV2, hp):
             act[ist[N_ACT]] = i
             ist[N_ACT] += 1
             if lazy:                      # the v-vec decays of the steps it was not live
-                vv[i] *= (1.0 - mu) ** (step - st.vt[i])
+                vv[i] *= (1.0 - mu) ** (step - vt[i])
     m = ist[N_ACT]
     gUh = gHh = dh = gU2 = zd = zh = xv = 0.0
     if hp.dots:                           # dot products with the pre-update h
-        gUh, gHh, dh, gU2, zd = _dots(sc, W[H_], W[Z_], hp.gl, ns)
+        gUh, gHh, dh, gU2, zd = _dots(gU, gH, d, W[H_], W[Z_], hp.gl, sup, ns)
     if hp.vec:
-        _vector_pass(W, sc, delta, hp, act, m)
-        xv = _x_vector(W[EB_], sc.gU, sup, ns)           # g^U is zero off its support
+        _vector_pass(W, gU, gH, delta, hp, act, m)
+        xv = _x_vector(W[EB_], gU, sup, ns)              # g^U is zero off its support
     if hp.zdots:
-        zh = _zh(W[Z_], sc.gU, W[H_], hp.gl, act, m)
-    beta = _meta_scalars(st.s, hp, delta, gUh, gHh, gU2, xv, zh, zd, gV2)
+        zh = _zh(W[Z_], gU, W[H_], hp.gl, act, m)
+    beta = _meta_scalars(s, hp, delta, gUh, gHh, gU2, xv, zh, zd, gV2)
     alpha = math.exp(beta)                                    # S7; V7 / M8: alpha * e_i
-    bad = _weight_pass(W, sc, alpha, delta, dh, hp, act, m)
+    bad = _weight_pass(W, gU, gH, d, alpha, delta, dh, hp, act, m)
     ist[STEP] = step + 1
     return math.isfinite(bad) and math.isfinite(beta) and alpha > 0.0
 
@@ -610,8 +636,12 @@ class LinearModel(NamedTuple):
 @nb.njit(cache=True)
 def linear_policy(w, lm, f):
     """V(s) = theta.phi and pi = softmax(Theta phi) (§1.4); fills lm.pi, lm.logpi, -> (V, H)."""
-    nf, n_actions, pi, logpi = lm
-    idx, val, k = f
+    return _linear_policy(w, lm.nf, lm.n_actions, f.idx, f.val, f.k, lm.pi, lm.logpi)
+
+
+@nb.njit(cache=True)
+def _linear_policy(w, nf, n_actions, idx, val, k, pi, logpi):
+    """linear_policy on its arrays (the hot path: flat is measurably faster here)."""
     V = 0.0
     for j in range(k):
         V += val[j] * w[idx[j]]
@@ -636,11 +666,11 @@ def linear_policy(w, lm, f):
 
 
 @nb.njit(cache=True)
-def linear_value(w, f):
+def linear_value(w, idx, val, k):
     """V(s) = theta.phi(s) on sparse features."""
     V = 0.0
-    for j in range(f.k):
-        V += f.val[j] * w[f.idx[j]]
+    for j in range(k):
+        V += val[j] * w[idx[j]]
     return V
 
 
@@ -668,9 +698,10 @@ def linear_step(st, sc, hp, lm, f0, f1, tr):
     idx0, val0, k0 = f0
     idx1, val1, k1 = f1
     A, R, gamma1, V0, H0 = tr
+    st, hp = State(*st), Hyper(*hp)
     psi = hp.psi
     w = st.W[W_]
-    V1 = linear_value(w, f1) if gamma1 != 0.0 else 0.0
+    V1 = linear_value(w, idx1, val1, k1) if gamma1 != 0.0 else 0.0
     delta = R + gamma1 * V1 - V0                              # §1.3 TD error
     ns = 0
     gV2 = 0.0
@@ -882,10 +913,9 @@ def _same(a, b):
 
 
 @nb.njit(cache=True)
-def _net_policy(table, ws, w, obs, same_obs, pi, logpi, rng):
-    """Forward pass at S_t (§1.5), pi, log pi, and A ~ pi -> (A, V(S_t), H(S_t)).
-    ws = (workspace table, buffer)."""
-    wt, buf = ws
+def _net_policy(table, wt, buf, w, obs, same_obs, pi, logpi, rng):
+    """Forward pass at S_t (§1.5), pi, log pi, and A ~ pi -> (A, V(S_t), H(S_t)); (wt, buf) is
+    the workspace."""
     nets.forward_kernel(table, wt, w, obs, buf, same_obs)
     V, logits = nets.head(wt, buf, pi.shape[0])
     H = softmax_policy(logits, pi, logpi)
@@ -893,9 +923,8 @@ def _net_policy(table, ws, w, obs, same_obs, pi, logpi, rng):
 
 
 @nb.njit(cache=True)
-def _net_greedy(table, ws, w, obs, pi, logpi):
-    """The most probable action at obs (forward pass in ws; no learning state touched)."""
-    wt, buf = ws
+def _net_greedy(table, wt, buf, w, obs, pi, logpi):
+    """The most probable action at obs (forward pass in (wt, buf); no learning state touched)."""
     nets.forward_kernel(table, wt, w, obs, buf, False)
     _, logits = nets.head(wt, buf, pi.shape[0])
     softmax_policy(logits, pi, logpi)
@@ -937,6 +966,7 @@ def net_learn(phases, nb_, st, hp, tr, obs1):
     """One transition of §1.5 / §2.0 on the network, in phases (a bit mask; all = 15):
     1 vjp at S_t (g^U, g^H, g^V), 2 forward at S_{t+1} with w_t, 4 vjp at S_{t+1} (grad V, for
     tuners that need d), 8 delta and `dense_step`.  -> (ok, delta)."""
+    st, hp, nb_ = State(*st), Hyper(*hp), NetBufs(*nb_)   # values here, not loads through memory
     w = st.W[W_]
     table, gamma1, need_d = nb_.table, tr.gamma1, hp.dots
     (wt0, buf0), (wt1, buf1) = nb_.ws0, nb_.ws1
@@ -961,6 +991,19 @@ def net_learn(phases, nb_, st, hp, tr, obs1):
                nb_.fV, nb_.fV1, gamma1 if need_d else 0.0, -1.0, nb_.one, nb_.acc)
     ok = dense_step(st, dn, delta, gV2, hp)
     return ok and math.isfinite(delta), delta
+
+
+@nb.njit(cache=True)
+def net_step(phases, table, wt0, buf0, wt1, buf1, cot, cot1, G, G1, lazy, rH, pi, logpi, last1,
+             gH, gV, x0, x1, fU, fH, fV, fV1, one, acc, lo, hi, W, s, ist, vt, act, in_act, hp,
+             A, R, gamma1, V0, H0, obs1):
+    """`net_learn` with flat arguments: the network model's one Python -> Numba call per step.
+    Flat, because Numba's dispatcher types a tuple argument member by member in Python: the
+    bundles cost about 30 us a step here (a MinAtar step is 100-250 us; docs/performance.md)."""
+    nb_ = NetBufs(table, (wt0, buf0), (wt1, buf1), cot, cot1, G, G1, lazy, rH, pi, logpi, last1,
+                  gH, gV, x0, x1, fU, fH, fV, fV1, one, acc, lo, hi)
+    return net_learn(phases, nb_, State(W, s, ist, vt, act, in_act), hp,
+                     Transition(A, R, gamma1, V0, H0), obs1)
 
 
 class NetAgent:
@@ -1013,7 +1056,11 @@ class NetAgent:
         self.pi, self.logpi = np.zeros(A), np.zeros(A)
         self.V0 = self.H0 = 0.0
         self.A, self.policy_calls = -1, 0
-        self.bufs = [self._bufs(cur) for cur in (0, 1)]
+        L = self.learner
+        self.flat = []                  # net_step's arguments before the transition, per cur
+        for cur in (0, 1):
+            b = self._bufs(cur)
+            self.flat.append((b.table, *b.ws0, *b.ws1, *b[3:], *L.bundle, L.hyper))
         self.clock = None     # set to np.zeros(3) to accumulate seconds in forward, backward, tuner
 
     def _bufs(self, cur):
@@ -1045,7 +1092,7 @@ class NetAgent:
         if same:
             self.cur = 1 - self.cur
         ws = self.ws[self.cur]
-        A, self.V0, self.H0 = _net_policy(self.net.table, (ws.table, ws.buf), self.w, obs, same,
+        A, self.V0, self.H0 = _net_policy(self.net.table, ws.table, ws.buf, self.w, obs, same,
                                           self.pi, self.logpi, self.rng)
         self.fresh1 = False
         self.A = A
@@ -1060,9 +1107,9 @@ class NetAgent:
         obs = self._check(obs)
         ws, pi, logpi = self.ws_act, np.zeros(self.net.n_actions), np.zeros(self.net.n_actions)
         if greedy:
-            return int(_net_greedy(self.net.table, (ws.table, ws.buf), self.w, obs, pi, logpi))
+            return int(_net_greedy(self.net.table, ws.table, ws.buf, self.w, obs, pi, logpi))
         rng = rng if rng is not None else np.random.default_rng()
-        return int(_net_policy(self.net.table, (ws.table, ws.buf), self.w, obs, False, pi, logpi,
+        return int(_net_policy(self.net.table, ws.table, ws.buf, self.w, obs, False, pi, logpi,
                                rng)[0])
 
     def learn(self, A, R, obs1, gamma1):
@@ -1073,24 +1120,21 @@ class NetAgent:
                                f"{calls}; an evaluation action goes through act()")
         self.policy_calls = 0
         obs1 = self._check(obs1)
-        clock, L = self.clock, self.learner
-        args = (self.bufs[self.cur], L.bundle, L.hyper,
-                Transition(int(A), float(R), float(gamma1), self.V0, self.H0), obs1)
+        clock = self.clock
+        args = self.learn_args(A, R, obs1, gamma1)
         if clock is None:
-            ok, _ = net_learn(15, *args)
+            ok, _ = net_step(15, *args)
         else:
             for phase, slot in ((1, 1), (2, 0), (4, 1), (8, 2)):
                 t0 = time.perf_counter()
-                ok, _ = net_learn(phase, *args)
+                ok, _ = net_step(phase, *args)
                 clock[slot] += time.perf_counter() - t0
         self.fresh1 = gamma1 != 0.0
         return ok
 
     def learn_args(self, A, R, obs1, gamma1):
-        """The arguments of net_learn after the phase mask, for the benchmark."""
-        L = self.learner
-        return (self.bufs[self.cur], L.bundle, L.hyper,
-                Transition(int(A), float(R), float(gamma1), self.V0, self.H0), obs1)
+        """The arguments of net_step after the phase mask."""
+        return (*self.flat[self.cur], int(A), float(R), float(gamma1), self.V0, self.H0, obs1)
 
     def gradients(self):
         """Full g^U, g^H, g^V at S_t and grad V(S_{t+1}) of the last `learn`, materialized

@@ -36,44 +36,88 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 
 import envs
 import metatrace as mt
 
-DEFAULTS = dict(tuner="scalar", alpha="2^-9", mu="2^-8", gamma="0.99", lam="0.8", psi="0",
-                drift="6e-6", episodes="1000", seed="0", blas_threads="1")
-# network domains (docs/algorithms.md §6.3): mixed Metatrace, mu = 0.001, psi = 0.01, 12.5 M agent steps on ALE
-NET_DEFAULTS = dict(tuner="mixed", alpha="2^-8", mu="0.001", psi="0.01")
-NET_STEPS = {"atari": 12_500_000, "minatar": 5_000_000}
+R = mt.Range
 
 
-def _int_range(lo, hi):
-    return (lambda x: lo <= x <= hi and x == int(x), f"integers >= {lo} and <= {hi:,}")
+class Setting(NamedTuple):
+    """One command-line setting, defined here once: its default (one value, or one per domain
+    family: linear, ale, minatar), its accepted values (a Range, a tuple of choices, or None for
+    an on/off flag), its help text, and the runs it applies to (a key of WHERE)."""
+    default: object
+    accepted: object
+    help: str
+    where: str = "all"
 
 
-RANGES = {  # name: (check of a finite float, accepted range in words)
-    "alpha": (lambda x: 0 < x < math.inf, "(0, inf)"),
-    "mu": (lambda x: 0 <= x < math.inf, "[0, inf)"),
-    "gamma": (lambda x: 0 <= x <= 1, "[0, 1]"),
-    "lam": (lambda x: 0 <= x <= 1, "[0, 1]"),
-    "psi": (lambda x: 0 <= x < math.inf, "[0, inf)"),
-    "drift": (lambda x: 0 <= x <= 1, "[0, 1]"),
-    "episodes": _int_range(1, 10**9),
-    "steps": _int_range(1, 10**12),
-    "frames": _int_range(1, 4 * 10**12),
-    "seed": _int_range(0, 2**63 - 1),
-    "seeds": _int_range(1, 10_000),
-    "workers": _int_range(1, 1024),
-    "repeats": _int_range(1, 10_000),
-    "threads": _int_range(1, 1024),
-    "blas_threads": _int_range(1, 1024),
-    "checkpoint_every": _int_range(1, 10**9),
-    "checkpoint_minutes": (lambda x: 0 < x <= 10**6, "(0, 1000000] minutes"),
+_P, _N = mt.PAPER_DEFAULTS["linear"], mt.PAPER_DEFAULTS["network"]
+
+
+def _families(linear, network):
+    return {"linear": linear, "ale": network, "minatar": network}
+
+
+RUN_SETTINGS = {  # every setting that changes a result (docs/algorithms.md §6)
+    "domain": Setting("mountaincar", envs.DOMAINS, "the problem"),
+    "tuner": Setting(_families(_P.tuner, _N.tuner), mt.TUNERS,
+                     "step-size tuner (" + "; ".join(f"{t.name}: {t.summary}"
+                                                     for t in mt.TUNER_TABLE) + ")"),
+    "unnormalized": Setting(False, None, "Metatrace without its normalizations (v, u/M)",
+                            "normalizable"),
+    "alpha": Setting(_families(_P.alpha, _N.alpha), mt.CONFIG_RANGES["alpha"],
+                     "initial (or fixed) step-size alpha_0"),
+    "mu": Setting(_families(_P.mu, _N.mu), mt.CONFIG_RANGES["mu"], "meta step-size", "tuned"),
+    "gamma": Setting(_P.gamma, mt.CONFIG_RANGES["gamma"], "discount"),
+    "lam": Setting(_P.lam, mt.CONFIG_RANGES["lam"], "trace decay lambda"),
+    "psi": Setting(_families(_P.psi, _N.psi), mt.CONFIG_RANGES["psi"], "entropy weight"),
+    "drift": Setting(6e-6, R(0, 1), "sign-flip rate per feature per step", "drifting"),
+    "episodes": Setting(1000, R(1, 10**9, integer=True), "episodes", "linear"),
+    "steps": Setting({"ale": 12_500_000, "minatar": 5_000_000}, R(1, 10**12, integer=True),
+                     "agent steps", "network"),
+    "frames": Setting(None, R(1, 4 * 10**12, integer=True),
+                      "emulator frames (= 4 x agent steps), instead of --steps", "ale"),
+    "no_clip_rewards": Setting(False, None, "learn from the raw game score, not rewards clipped "
+                               "to [-1, 1]", "ale"),
+    "seed": Setting(0, R(0, 2**63 - 1, integer=True), "random seed"),
+    "timeout_bootstrap": Setting(False, None, "bootstrap from the state at the time limit "
+                                 "(docs/algorithms.md §1.6); off: terminal, as the paper did",
+                                 "time_limited"),
+    "no_alpha_bound": Setting(False, None, "NOSID without its overshoot guard "
+                              "(docs/algorithms.md §4.3 N2)", "nosid"),
+    "blas_threads": Setting(1, R(1, 1024, integer=True), "BLAS threads (more changes the last "
+                            "digits of a network run)", "network"),
 }
-FLOATS = ("alpha", "mu", "gamma", "lam", "psi", "drift", "checkpoint_minutes")
-RUN_NUMBERS = ("alpha", "mu", "gamma", "lam", "psi", "seed")
+OPTIONS = {  # settings of the harness, which change no result
+    "checkpoint_every": Setting(100, R(1, 10**9, integer=True), "checkpoint every N episodes"),
+    "checkpoint_minutes": Setting(5.0, R(0, 10**6, lo_open=True),
+                                  "... or every M minutes, whichever comes first"),
+    "seeds": Setting(1, R(1, 10_000, integer=True), "runs per setting: seeds 0..N-1"),
+    "workers": Setting(os.cpu_count() or 1, R(1, 1024, integer=True),
+                       "parallel runs on this machine (default: all cores)"),
+    "repeats": Setting(7, R(1, 10_000, integer=True), "repeats of the benchmark"),
+    "threads": Setting(1, R(1, 1024, integer=True), "CPU cores (and Numba threads) to use"),
+}
+WHERE = {  # which runs a setting applies to
+    "all": lambda domain, tuner: True,
+    "linear": lambda domain, tuner: domain in envs.LINEAR_DOMAINS,
+    "drifting": lambda domain, tuner: domain == "drifting_mountaincar",
+    "network": lambda domain, tuner: domain not in envs.LINEAR_DOMAINS,
+    "ale": lambda domain, tuner: domain in envs.ATARI_DOMAINS,
+    "time_limited": lambda domain, tuner: not domain.startswith(envs.MINATAR_PREFIX),
+    "tuned": lambda domain, tuner: tuner != "none",
+    "normalizable": lambda domain, tuner: mt.TUNER[tuner].normalizable,
+    "nosid": lambda domain, tuner: tuner == "nosid",
+}
+RANGES = {k: v.accepted for k, v in {**RUN_SETTINGS, **OPTIONS}.items()
+          if isinstance(v.accepted, mt.Range)}
+NUMBERS = ("alpha", "mu", "gamma", "lam", "psi", "seed")     # of every run
+DOMAIN_FLAGS = tuple(k for k, v in RUN_SETTINGS.items() if v.where != "all")
 MAX_RUNS = 100_000        # a sweep larger than this is a typo, not a plan
 _NUMBER = re.compile(r"^\s*([-+]?\d+(\.\d*)?)\s*\^\s*([-+]?\d+(\.\d*)?)\s*$")
 
@@ -103,10 +147,70 @@ def parse_number(text, name):
 def checked(name, text):
     """Parse and range-check one numeric flag (infinite values are outside every range)."""
     x = parse_number(text, name)
-    ok, words = RANGES[name]
-    if not (math.isfinite(x) and ok(x)):
-        raise UsageError(f"{flag(name)} {text} is outside the accepted range {words}")
-    return x if name in FLOATS else int(x)
+    r = RANGES[name]
+    if not r.ok(x):
+        raise UsageError(f"{flag(name)} {text} is outside the accepted range {r.words()}")
+    return int(x) if r.integer else x
+
+
+def option(args, name):
+    """A harness option's value: the one given (checked) or its default."""
+    given = getattr(args, name)
+    return checked(name, given) if given is not None else OPTIONS[name].default
+
+
+def family(domain):
+    """The domain family whose defaults a run takes: linear, ale or minatar."""
+    if domain in envs.LINEAR_DOMAINS:
+        return "linear"
+    return "minatar" if domain.startswith(envs.MINATAR_PREFIX) else "ale"
+
+
+def default(name, domain):
+    """The default of a setting for a run on `domain`."""
+    d = {**RUN_SETTINGS, **OPTIONS}[name].default
+    return d.get(family(domain)) if isinstance(d, dict) else d
+
+
+def shown(x):
+    """A default as --help shows it: powers of two as 2^k."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    if x > 0 and math.log2(x) == int(math.log2(x)) and x < 1:
+        return f"2^{int(math.log2(x))}"
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+
+def default_words(name):
+    """The default of a setting in words, per domain family where it depends on it."""
+    d = {**RUN_SETTINGS, **OPTIONS}[name].default
+    if not isinstance(d, dict):
+        return shown(d)
+    names = {"linear": "mountain car", "ale": "ALE", "minatar": "MinAtar"}
+    vals = {}
+    for fam, v in d.items():
+        vals.setdefault(shown(v), []).append(names[fam])
+    if len(vals) == 1:
+        return next(iter(vals))
+    return "; ".join(f"{v} on {' and '.join(f)}" for v, f in vals.items())
+
+
+def add_setting(p, name, s):
+    """One argparse flag from a Setting (None = not given: the default depends on the run)."""
+    where = {"all": "", "linear": "mountain car: ", "drifting": "drifting_mountaincar: ",
+             "network": "network domains: ", "ale": "ALE: ", "time_limited": "mountain car and "
+             "ALE: ", "tuned": "", "normalizable": "scalar/vector/mixed: ", "nosid": "nosid: "}
+    text = where[s.where] + s.help
+    if s.accepted is None:
+        p.add_argument(flag(name), action="store_true", default=None, help=text)
+    elif not isinstance(s.accepted, mt.Range):
+        p.add_argument(flag(name), default=None, choices=s.accepted, metavar=name.upper(),
+                       help=f"{text} (default {default_words(name)}; one of "
+                            f"{', '.join(s.accepted)})")
+    else:
+        d = "" if s.default is None else f" (default {default_words(name)})"
+        p.add_argument(flag(name), default=None, metavar=name.upper().split("_")[-1],
+                       help=f"{text}{d}; {s.accepted.words()}")
 
 
 class Parser(argparse.ArgumentParser):
@@ -132,45 +236,17 @@ def join_numbers(argv):
 
 
 def run_parser():
-    """Flags of a single run (docs/algorithms.md §6.1, §6.3 defaults); None = not given (defaults per domain)."""
+    """Flags of a single run, generated from RUN_SETTINGS and OPTIONS; None = not given."""
     p = Parser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--domain", default="mountaincar", choices=envs.DOMAINS)
-    p.add_argument("--tuner", default=None, choices=mt.TUNERS,
-                   help="step-size tuner (default scalar on mountain car, mixed on the networks)")
-    p.add_argument("--unnormalized", action="store_true", default=None,
-                   help="scalar/vector/mixed Metatrace without the normalizations (v, u/M)")
-    p.add_argument("--alpha", default=None, help="initial (or fixed) step-size alpha_0")
-    p.add_argument("--mu", default=None, help="meta step-size (not for --tuner none)")
-    p.add_argument("--gamma", default=None, help=f"discount (default {DEFAULTS['gamma']})")
-    p.add_argument("--lam", default=None, help=f"trace decay lambda (default {DEFAULTS['lam']})")
-    p.add_argument("--psi", default=None, help="entropy weight")
-    p.add_argument("--drift", default=None,
-                   help=f"sign-flip rate per feature per step (drifting_mountaincar only; "
-                        f"default {DEFAULTS['drift']})")
-    p.add_argument("--episodes", default=None,
-                   help=f"mountain car: episodes (default {DEFAULTS['episodes']})")
-    p.add_argument("--steps", default=None,
-                   help="network domains: agent steps (default 12.5 M on ALE, 5 M on MinAtar)")
-    p.add_argument("--frames", default=None,
-                   help="ALE: emulator frames (= 4 x agent steps), instead of --steps")
-    p.add_argument("--no-clip-rewards", action="store_true", default=None,
-                   help="ALE: learn from the raw game score instead of rewards clipped to [-1, 1]")
-    p.add_argument("--seed", default=None, help="random seed (default 0)")
+    for name, s in RUN_SETTINGS.items():
+        add_setting(p, name, s)
+    p.set_defaults(domain=RUN_SETTINGS["domain"].default)
     p.add_argument("--out", default=None, help="run directory (default runs/<name>-<date>)")
-    p.add_argument("--timeout-bootstrap", action="store_true", default=None,
-                   help="mountain car and ALE: bootstrap from the state at the time limit "
-                        "(docs/algorithms.md §1.6); default treats it as terminal, as the paper did")
-    p.add_argument("--no-alpha-bound", action="store_true", default=None,
-                   help="NOSID without its overshoot guard (docs/algorithms.md §4.3 N2)")
-    p.add_argument("--blas-threads", default=None,
-                   help="network domains: BLAS threads (default 1; more changes the last digits)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (a finished run is kept)")
-    p.add_argument("--checkpoint-every", default="100", metavar="N",
-                   help="checkpoint every N episodes (default %(default)s)")
-    p.add_argument("--checkpoint-minutes", default="5", metavar="M",
-                   help="... or every M minutes, whichever comes first (default %(default)s)")
+    for name in ("checkpoint_every", "checkpoint_minutes"):
+        add_setting(p, name, OPTIONS[name])
     p.add_argument("--keep-checkpoint", action="store_true",
                    help="keep the checkpoint of a finished run (removed by default)")
     return p
@@ -182,32 +258,27 @@ def is_net(domain):
 
 
 def applies(name, domain, tuner):
-    """Whether a flag means anything for a run on `domain` with `tuner`."""
-    net, ale = is_net(domain), domain in envs.ATARI_DOMAINS
-    return {"drift": domain == "drifting_mountaincar",
-            "episodes": not net, "steps": net, "frames": ale, "no_clip_rewards": ale,
-            "blas_threads": net, "timeout_bootstrap": not net or ale,
-            "mu": tuner != "none", "unnormalized": tuner in ("scalar", "vector", "mixed"),
-            "no_alpha_bound": tuner == "nosid"}.get(name, True)
+    """Whether a setting means anything for a run on `domain` with `tuner` (RUN_SETTINGS)."""
+    return WHERE[RUN_SETTINGS[name].where](domain, tuner) if name in RUN_SETTINGS else True
 
 
-DOMAIN_FLAGS = ("drift", "episodes", "steps", "frames", "no_clip_rewards", "blas_threads",
-                "timeout_bootstrap", "mu", "unnormalized", "no_alpha_bound")
+def tuner_of(args):
+    """The tuner a run will use: the one given, or its domain's default."""
+    return args.tuner or default("tuner", args.domain)
 
 
 def inapplicable(args):
     """The first flag given in `args` that does not apply to its domain and tuner, or None."""
-    tuner = args.tuner or (NET_DEFAULTS if is_net(args.domain) else DEFAULTS)["tuner"]
     for k in DOMAIN_FLAGS:
-        if getattr(args, k) is not None and not applies(k, args.domain, tuner):
+        if getattr(args, k) is not None and not applies(k, args.domain, tuner_of(args)):
             return k
     return None
 
 
 def refuse(name, args):
     """UsageError for a flag that does not apply to the run's domain or tuner."""
-    why = (f"tuner {args.tuner or 'none'}" if name in ("mu", "unnormalized", "no_alpha_bound")
-           else f"domain {args.domain}")
+    on_tuner = RUN_SETTINGS[name].where in ("tuned", "normalizable", "nosid")
+    why = f"tuner {tuner_of(args)}" if on_tuner else f"domain {args.domain}"
     hint = {"episodes": "; the network domains take --steps",
             "steps": "; mountain car takes --episodes",
             "frames": "; MinAtar takes --steps"}.get(name, "")
@@ -220,42 +291,38 @@ def settings(args, strict=True):
     """The validated settings of a run as a plain dict: every setting that changes a result,
     with the ones that do not apply to the domain and tuner at one canonical value.
     strict: a flag given that does not apply is an error (a single run; a sweep checks itself)."""
-    net = is_net(args.domain)
-    base = NET_DEFAULTS if net else DEFAULTS
-    tuner = args.tuner or base["tuner"]
-    for k in RANGES:                       # a malformed value is reported before anything else
-        if isinstance(getattr(args, k, None), str) and k in DOMAIN_FLAGS + RUN_NUMBERS:
+    domain, tuner = args.domain, tuner_of(args)
+    for k in NUMBERS + DOMAIN_FLAGS:       # a malformed value is reported before anything else
+        if k in RANGES and isinstance(getattr(args, k, None), str):
             checked(k, getattr(args, k))
     if strict and inapplicable(args):
         refuse(inapplicable(args), args)
 
     def value(k):
         given = getattr(args, k)
-        return given if given is not None else base.get(k, DEFAULTS.get(k))
-    s = {k: checked(k, value(k)) for k in RUN_NUMBERS}
-    if tuner == "none":
-        s["mu"] = 0.0
-    s.update(domain=args.domain, tuner=tuner,
-             normalized=not (args.unnormalized and applies("unnormalized", args.domain, tuner)),
-             timeout_bootstrap=bool(args.timeout_bootstrap) and applies(
-                 "timeout_bootstrap", args.domain, tuner),
-             nosid_alpha_bound=not (args.no_alpha_bound and tuner == "nosid"),
-             drift=checked("drift", value("drift")) if args.domain == "drifting_mountaincar"
-             else 0.0)
-    if net:
-        ale = args.domain in envs.ATARI_DOMAINS
+        return checked(k, given) if isinstance(given, str) else default(k, domain)
+
+    def on(k):                             # an on/off flag, where it applies
+        return bool(getattr(args, k)) and applies(k, domain, tuner)
+    s = {k: value(k) for k in NUMBERS}
+    if tuner == "none":                    # mu changes nothing there: one canonical value
+        s["mu"] = default("mu", domain)
+    s.update(domain=domain, tuner=tuner, normalized=not on("unnormalized"),
+             timeout_bootstrap=on("timeout_bootstrap"),
+             nosid_alpha_bound=not on("no_alpha_bound"),
+             drift=value("drift") if applies("drift", domain, tuner) else 0.0)
+    if is_net(domain):
+        ale = applies("frames", domain, tuner)
         if args.steps is not None and args.frames is not None and ale:
             raise UsageError("give --steps or --frames, not both")
         if args.frames is not None and ale:
             steps = -(-checked("frames", args.frames) // 4)
-        elif args.steps is not None:
-            steps = checked("steps", args.steps)
         else:
-            steps = NET_STEPS["atari" if ale else "minatar"]
-        s.update(episodes=None, steps=steps, clip_rewards=not (args.no_clip_rewards and ale),
-                 blas_threads=checked("blas_threads", value("blas_threads")))
+            steps = value("steps")
+        s.update(episodes=None, steps=steps, clip_rewards=not on("no_clip_rewards"),
+                 blas_threads=value("blas_threads"))
     else:
-        s.update(episodes=checked("episodes", value("episodes")))
+        s.update(episodes=value("episodes"))
     try:
         mt.check_config(config_of(s))
     except ValueError as e:
@@ -785,6 +852,18 @@ def run(s, out, quiet=False, resume=False, every=100, minutes=5.0, keep=False):
         return _run_locked(s, out, quiet, resume, every, minutes, keep)
 
 
+def compile_note(net, quiet):
+    """One line on stderr when the run's Numba kernels are not in the on-disk cache yet."""
+    fn = mt.net_step if net else envs.mc_episode
+    try:
+        cold = not os.path.exists(fn._cache._cache_file._index_path)
+    except AttributeError:          # another Numba: say nothing rather than guess
+        cold = False
+    if cold and not quiet:
+        print("run.py: compiling the Numba kernels (first run on this machine only, tens of "
+              "seconds)", file=sys.stderr, flush=True)
+
+
 def _run_locked(s, out, quiet, resume, every, minutes, keep):
     """`run` once OUT is locked and checked."""
     from tqdm import tqdm
@@ -794,6 +873,7 @@ def _run_locked(s, out, quiet, resume, every, minutes, keep):
     if net and s["blas_threads"] != 1:
         from threadpoolctl import threadpool_limits
         blas = threadpool_limits(s["blas_threads"], user_api="blas")
+    compile_note(net, quiet)
     runner = NetRunner(s) if net else LinearRunner(s)
     rows = read_rows(csv_path, 10**12) if resume else []
     done = load_checkpoint(out, runner, s, len(rows)) if resume else 0
@@ -872,8 +952,8 @@ def _run_locked(s, out, quiet, resume, every, minutes, keep):
 
 def run_options(args):
     """The checkpoint and output options of a run, validated."""
-    return dict(every=checked("checkpoint_every", args.checkpoint_every),
-                minutes=checked("checkpoint_minutes", args.checkpoint_minutes),
+    return dict(every=option(args, "checkpoint_every"),
+                minutes=option(args, "checkpoint_minutes"),
                 keep=args.keep_checkpoint)
 
 
@@ -915,7 +995,6 @@ def main_run(argv):
 
 
 GRID_FLAGS = ("alpha", "mu", "gamma", "lam", "psi", "drift", "episodes", "steps", "frames")
-SWEEP_ONLY = ("seeds", "workers", "ray")
 NOT_IN_SWEEP = ("seed", "resume")       # a sweep sets the seeds and always resumes
 
 
@@ -966,9 +1045,8 @@ def sweep_parser():
                     g._group_actions.remove(a)
         if a.dest == "out":
             a.help = "sweep directory: one run directory per setting, and sweep.json"
-    p.add_argument("--seeds", default="1", help="runs per setting: seeds 0..N-1 (default 1)")
-    p.add_argument("--workers", default=str(os.cpu_count() or 1),
-                   help="parallel runs on this machine (default: all cores)")
+    for name in ("seeds", "workers"):
+        add_setting(p, name, OPTIONS[name])
     p.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run on Ray: 'local' starts a private local instance, 'auto' or HOST:PORT "
                         "joins a cluster")
@@ -997,7 +1075,7 @@ def expand(args):
             if v not in choices:
                 raise UsageError(f"--{name}: unknown value {v!r}; accepted: {', '.join(choices)}")
         grids[name] = vals
-    seeds = checked("seeds", args.seeds)
+    seeds = option(args, "seeds")
     n = grid_size(grids, seeds)
     if n > MAX_RUNS:
         raise UsageError(f"the grid has {n:,} runs; a sweep takes at most {MAX_RUNS:,}")
@@ -1006,7 +1084,7 @@ def expand(args):
     for combo in itertools.product(*(grids[k] for k in keys)):
         ns = argparse.Namespace(**vars(args))
         ns.__dict__.update(zip(keys, combo))
-        tuner = ns.tuner or (NET_DEFAULTS if is_net(ns.domain) else DEFAULTS)["tuner"]
+        tuner = tuner_of(ns)
         used |= {k for k in DOMAIN_FLAGS if getattr(ns, k) is not None
                  and applies(k, ns.domain, tuner)}
         for k in DOMAIN_FLAGS:
@@ -1054,10 +1132,6 @@ def _worker_init(parent):
 
 def sweep_task(s, out, opts):
     """One run of a sweep (resumes an unfinished one) -> (status, mean return of last 100)."""
-    crash = os.environ.get("METATRACE_TEST_CRASH")   # fault injection for the tests: one worker dies
-    if crash and os.path.exists(crash):
-        os.remove(crash)
-        os.kill(os.getpid(), 9)
     meta = run(s, out, quiet=True, resume=True, **opts)
     return meta["status"], meta.get("mean_return_last100")
 
@@ -1340,7 +1414,7 @@ def main_sweep(argv):
     the runs that are done and resumes the others."""
     from tqdm import tqdm
     args = sweep_parser().parse_args(join_numbers(argv))
-    workers = checked("workers", args.workers)
+    workers = option(args, "workers")
     opts = run_options(args)
     if args.ray is not None and not args.ray.strip():
         raise UsageError("--ray: expected local, auto or HOST:PORT")
@@ -1406,19 +1480,17 @@ def main_bench(argv):
     """`python run.py bench`: median agent steps/s (environment included) per tuner, one core."""
     p = Parser(prog="run.py bench", description=main_bench.__doc__)
     p.add_argument("--domain", default="mountaincar", choices=envs.DOMAINS)
-    p.add_argument("--repeats", default="7")
+    add_setting(p, "repeats", OPTIONS["repeats"])
     p.add_argument("--episodes", default=None, help="mountain car: episodes per repeat (200)")
     p.add_argument("--steps", default=None, help="network domains: agent steps per repeat (300)")
-    p.add_argument("--threads", "--cores", dest="threads", default="1",
-                   help="CPU cores (and Numba threads) to use (default 1: one core)")
+    add_setting(p, "threads", OPTIONS["threads"])
     args = p.parse_args(join_numbers(argv))
     if args.episodes is not None and is_net(args.domain):
         raise UsageError(f"--episodes does not apply to domain {args.domain}; it takes --steps")
     if args.steps is not None and not is_net(args.domain):
         raise UsageError(f"--steps does not apply to domain {args.domain}; it takes --episodes")
     args.episodes, args.steps = args.episodes or "200", args.steps or "300"
-    repeats = checked("repeats", args.repeats)
-    threads = checked("threads", args.threads)
+    repeats, threads = option(args, "repeats"), option(args, "threads")
     if hasattr(os, "sched_setaffinity"):
         avail = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, set(avail[:threads]))

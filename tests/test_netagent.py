@@ -234,3 +234,47 @@ def test_agent_rejects_observations_of_the_wrong_shape_or_dtype():
         A = ag.policy(good)
         with pytest.raises(ValueError, match="expected shape"):
             ag.learn(A, 0.0, bad, 0.99)
+
+
+def test_learn_needs_its_one_policy_call_and_act_changes_nothing():
+    """An evaluation `policy` between policy(S_t) and learn is refused; `act` (sampled or greedy)
+    leaves learning bit-identical to a run without it."""
+    net = nets.MINATAR(4, 6)
+    cfg = mt.Config(tuner="mixed", alpha=2.0 ** -8, mu=0.001, psi=0.01)
+    rng = np.random.default_rng(3)
+    obs = (rng.uniform(0, 1, (6, *net.obs_shape)) < 0.2).astype(np.float32)
+    a, b = mt.NetAgent(net, cfg, seed=4), mt.NetAgent(net, cfg, seed=4)
+    for t in range(5):
+        A = a.policy(obs[t])
+        b.act(obs[t], greedy=t % 2 == 0, rng=np.random.default_rng(t))
+        assert b.policy(obs[t]) == A
+        b.act(obs[t + 1])
+        assert a.learn(A, 0.5, obs[t + 1], 0.99) and b.learn(A, 0.5, obs[t + 1], 0.99)
+    assert np.array_equal(a.learner.W, b.learner.W) and np.array_equal(a.learner.s, b.learner.s)
+    A = a.policy(obs[0])
+    a.policy(obs[1])                          # an evaluation call in the wrong place
+    with pytest.raises(mt.HandoffError, match="act"):
+        a.learn(A, 0.5, obs[1], 0.99)
+    with pytest.raises(mt.HandoffError):
+        a.learn(A, 0.5, obs[1], 0.99)         # and no learn without a policy call at all
+
+
+def test_linear_agent_handoff_and_act():
+    cfg = mt.Config(tuner="scalar", alpha=2.0 ** -4, mu=2.0 ** -6)
+    a, b = mt.LinearAgent(cfg, 8, 3, seed=1), mt.LinearAgent(cfg, 8, 3, seed=1)
+    for t in range(20):
+        idx, idx1 = [t % 8, (t + 3) % 8], [(t + 1) % 8]
+        A = a.policy(idx, [1.0, 0.5])
+        b.act(idx, [1.0, 0.5])
+        b.act(idx, [1.0, 0.5], greedy=True)
+        assert b.policy(idx, [1.0, 0.5]) == A
+        assert a.learn(-1.0, idx1, [1.0], 0.9) and b.learn(-1.0, idx1, [1.0], 0.9)
+    assert np.array_equal(a.learner.W, b.learner.W) and a.learner.s[mt.BETA] != math.log(2 ** -4)
+    a.policy([0], [1.0])
+    a.policy([1], [1.0])
+    with pytest.raises(mt.HandoffError):
+        a.learn(0.0, [1], [1.0], 0.9)
+    with pytest.raises(ValueError, match="distinct"):
+        a.policy([0, 0], [1.0, 1.0])
+    with pytest.raises(ValueError, match=r"\[0, 8\)"):
+        a.policy([8], [1.0])
