@@ -18,9 +18,10 @@ import numpy as np
 import metatrace as mt
 import nets
 
-LINEAR_TUNERS = [("none", "2^-7", None), ("scalar", "2^-9", "2^-8"), ("vector", "2^-9", "2^-8"),
-                 ("mixed", "2^-9", "2^-8"), ("sid", "2^-9", "2^-16"), ("nosid", "2^-9", "2^-12")]
-NET_TUNERS = ("none", "scalar", "vector", "mixed")
+# (alpha0, mu) per tuner for the mountain-car bench (stable settings); others get the default
+LINEAR_SETTINGS = {"none": ("2^-7", None), "sid": ("2^-9", "2^-16"), "nosid": ("2^-9", "2^-12")}
+LINEAR_TUNERS = [(t, *LINEAR_SETTINGS.get(t, ("2^-9", "2^-8"))) for t in mt.TUNERS]
+NET_TUNERS = tuple(t.name for t in mt.TUNER_TABLE if not t.needs_zh)   # SID-R, NOSID-R: linear only
 
 
 def timed(call, repeats, before=None, warm=True):

@@ -405,9 +405,9 @@ def panels_drifting(groups, options):
                 continue
             mu = best_mu([(g.get("mu"), g.get("alpha"), g.final()[0]) for g in cands])
             chosen = [g for g in cands if g.get("mu") == mu] or cands[:1]
-            for c in labelled(chosen, lambda g: TUNER_NAMES[tuner] + (
+            for c in labelled(chosen, lambda g: TUNER_NAMES.get(tuner, tuner) + (
                     "" if tuner == "none" else f" (best µ={pow2(g.get('mu'), True)})"),
-                    ("alpha", "mu", "tuner"), lambda g: TUNER_COLORS[tuner]):
+                    ("alpha", "mu", "tuner"), lambda g: TUNER_COLORS.get(tuner, 'C4')):
                 c.role = "best µ" if tuner != "none" else ""
                 curves.append(c)
         panels.append(Panel(f"drift {drift:g}", curves))
@@ -434,10 +434,10 @@ def panels_fig7(groups, options):
         cmap = colormaps["plasma"]
         col = {m: cmap(i / max(len(mus) - 1, 1) * 0.85) for i, m in enumerate(mus)}
         gs = sorted(gs, key=lambda g: -g.get("mu"))
-        panels.append(Panel(f"{TUNER_NAMES[tuner]}: every µ", labelled(
+        panels.append(Panel(f"{TUNER_NAMES.get(tuner, tuner)}: every µ", labelled(
             gs, lambda g: f"µ={pow2(g.get('mu'), True)}", ("alpha", "mu"), lambda g: col[g.get("mu")])))
         mu = closest(mus, FIG7_MU)
-        title = f"{TUNER_NAMES[tuner]}: mean β, µ = {pow2(mu, True)}"
+        title = f"{TUNER_NAMES.get(tuner, tuner)}: mean β, µ = {pow2(mu, True)}"
         if mu != FIG7_MU:
             title += f" (closest to {pow2(FIG7_MU, True)})"
         beta = [g for g in gs if g.get("mu") == mu]
@@ -463,7 +463,7 @@ def panels_fig8(groups, options):
         sub = by_alpha([g for g in gs if g.get("tuner") == tuner])
         if sub:
             sym = "α" if tuner == "none" else "α0"
-            panels.append(Panel(TUNER_NAMES[tuner], labelled(
+            panels.append(Panel(TUNER_NAMES.get(tuner, tuner), labelled(
                 sub, lambda g: f"{sym}={pow2(g.get('alpha'), True)}", ("alpha",),
                 lambda g: col[g.get("alpha")])))
     return panels, ""
