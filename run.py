@@ -99,7 +99,7 @@ OPTIONS = {  # settings of the harness, which change no result
                                   "... or every M minutes, whichever comes first"),
     "seeds": Setting(1, R(1, 10_000, integer=True), "runs per setting: seeds 0..N-1"),
     "workers": Setting(os.cpu_count() or 1, R(1, 1024, integer=True),
-                       "parallel runs on this machine (default: all cores)"),
+                       "parallel runs on this machine, all its cores by default"),
     "repeats": Setting(7, R(1, 10_000, integer=True), "repeats of the benchmark"),
     "threads": Setting(1, R(1, 1024, integer=True), "CPU cores (and Numba threads) to use"),
 }
