@@ -26,6 +26,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -638,7 +639,9 @@ def draw(spec, panels, note, n_runs):
     for ax in axes[len(panels):]:
         ax.remove()
     sub = f"{n_runs} runs; mean over runs, ±1 s.e. shaded; × = diverged run"
-    fig.suptitle(f"{spec.title}\n{sub}" + (f"\n{note}" if note else ""), fontsize=11)
+    width = int(13 * 4.6 * ncols)             # characters that fit the figure's width
+    lines = [spec.title, sub] + ([note] if note else [])
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in lines), fontsize=11)
     return fig
 
 
