@@ -1,6 +1,7 @@
 """Redraw the paper's figures (Young, Wang & Taylor 2018, Figs. 1-9) from run directories.
 
     python figures.py --fig 2 runs/ --out figs/            (or: python run.py figures ...)
+    python run.py plot runs/ --by lam --out lam.png        learning curves by any setting
 
 reads every run directory under RESULTS_DIR (a folder with config.json and episodes.csv, at any
 depth, as written by `python run.py`), groups the runs whose settings differ only in `seed`, and
@@ -793,6 +794,264 @@ def main(argv=None, prog="figures.py"):
     print(format_summary(rows))
     base = os.path.join(args.out, f"fig{number}")
     print(f"wrote {base}.png, {base}.pdf, {base}_summary.csv")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Learning curves of any runs, one curve per value of chosen settings (run.py plot)
+
+PLOT_USAGE = "RUNS... --by KEY[,KEY...] --out FILE.png [--window K] [--x episodes|steps]"
+
+
+def plot_parser(prog="run.py plot"):
+    """Arguments of `run.py plot` (one-line errors, no abbreviated flags)."""
+    p = _Parser(prog=prog, usage=f"%(prog)s {PLOT_USAGE}",
+                description="Learning curves of run directories, one curve per value of --by: each "
+                            "run's returns (score where recorded) smoothed by a trailing mean, then "
+                            "mean ±1 s.e. over the group's runs that did not diverge.")
+    p.add_argument("runs", nargs="+", metavar="RUNS",
+                   help="run directories (config.json + episodes.csv) or folders searched for them")
+    p.add_argument("--by", required=True, metavar="KEY[,KEY...]",
+                   help="setting(s) to group by, e.g. lam or tuner,alpha")
+    p.add_argument("--out", required=True, metavar="FILE.png",
+                   help="PNG to write; FILE.csv beside it holds the plotted numbers")
+    p.add_argument("--window", default=str(K_MOUNTAIN_CAR), metavar="K",
+                   help="trailing-mean window in episodes, an integer >= 1 (default %(default)s)")
+    p.add_argument("--x", choices=("episodes", "steps"), default="episodes",
+                   help="x axis: episodes, or agent steps on a common grid (default %(default)s)")
+    return p
+
+
+def parse_window(text):
+    """--window K as an int >= 1; anything else is a FigureError."""
+    try:
+        k = int(text)
+    except (TypeError, ValueError):
+        k = 0
+    if k < 1:
+        raise FigureError(f"--window {text!r} is not an integer >= 1 (accepted: 1, 2, 3, ...)")
+    return k
+
+
+def plot_paths(out):
+    """(png, csv) paths for --out FILE.png; FigureError for a directory, a missing directory or no .png."""
+    if os.path.isdir(out):
+        raise FigureError(f"--out {out} is a directory; give a file such as "
+                          f"{os.path.join(out, 'curves.png')}")
+    base, ext = os.path.splitext(out)
+    if ext.lower() != ".png":
+        raise FigureError(f"--out {out} does not end in .png")
+    folder = os.path.dirname(out) or "."
+    if not os.path.isdir(folder):
+        raise FigureError(f"--out {out}: directory {folder} does not exist")
+    return out, base + ".csv"
+
+
+def collect_runs(paths):
+    """The runs under every path (load_runs), each run directory once; FigureError when there are none."""
+    runs, seen = [], set()
+    for path in paths:
+        if os.path.isfile(path):
+            raise FigureError(f"RUNS {path} is a file; give its run directory or a folder of runs")
+        for run in load_runs(path):
+            real = os.path.realpath(run.path)
+            if real not in seen:
+                seen.add(real)
+                runs.append(run)
+    if not runs:
+        raise FigureError(f"no runs (config.json + episodes.csv) under {', '.join(paths)}")
+    return runs
+
+
+def parse_by(text, runs):
+    """--by "tuner,alpha" -> ("tuner", "alpha"); FigureError naming an unknown key and the known ones."""
+    keys = tuple(dict.fromkeys(k.strip() for k in text.split(",")))
+    known = sorted(set().union(*(r.settings for r in runs)))
+    for k in keys:
+        if k not in known:
+            name = f"setting {k!r}" if k else "an empty setting name"
+            raise FigureError(f"--by {text!r}: the runs have no {name}; their settings are "
+                              f"{', '.join(known)}")
+    return keys
+
+
+def value_order(v):
+    """Sort key for setting values: numbers by size, then text, then unset."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return (0, float(v), "")
+    return (2, 0.0, "") if v is None else (1, 0.0, str(v))
+
+
+def setting_text(v, tex=False):
+    """A setting's value for a label: exact powers of two (but 1) as 2^k (pow2), floats %g, else str."""
+    if v is None:
+        return "(unset)"
+    if isinstance(v, float):
+        if math.isfinite(v) and v > 0 and v != 1.0 and math.log2(v).is_integer():
+            return pow2(v, tex)
+        return f"{v:.6g}"
+    return str(v).replace("$", r"\$") if tex else str(v)
+
+
+def group_by(runs, keys):
+    """Runs -> one Group per tuple of values of keys (Group.settings = those values), sorted by them."""
+    number = lambda v: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+    groups = {}
+    for run in runs:
+        values = tuple(run.settings.get(k) for k in keys)
+        ident = json.dumps([number(v) for v in values], sort_keys=True, default=str)
+        groups.setdefault(ident, Group(dict(zip(keys, values)), [])).runs.append(run)
+    return sorted(groups.values(), key=lambda g: tuple(value_order(g.get(k)) for k in keys))
+
+
+def group_label(group, keys, tex=False):
+    """'KEY=value, KEY=value' of one group."""
+    return ", ".join(f"{k}={setting_text(group.get(k), tex)}" for k in keys)
+
+
+def count_label(group):
+    """'(n runs)' or '(n runs, d diverged)'."""
+    n, d = len(group.runs), group.n_diverged
+    return f"({n} run{'' if n == 1 else 's'}" + (f", {d} diverged" if d else "") + ")"
+
+
+def uneven(group, by_steps):
+    """True when the group's non-diverged runs end at different episodes (or agent steps)."""
+    runs = [r for r in group.ok_runs if len(r.returns)]
+    ends = {float(r.data["steps"][-1]) if by_steps else len(r.returns) for r in runs}
+    return len(ends) > 1
+
+
+def plot_notes(setting_groups, groups, keys, by_steps):
+    """Lines for the figure's title: settings that vary but are not grouped by, unequal run lengths,
+    runs without episodes, unfinished runs.  setting_groups: group_runs (settings minus seed)."""
+    notes = []
+    other = varying(setting_groups, keys)
+    if other:
+        notes.append(f"also varying, not grouped by: {', '.join(other)}")
+    short = [g for g in groups if uneven(g, by_steps)]
+    if short:
+        what = "agent steps" if by_steps else "episodes"
+        notes.append(f"runs of unequal length in {len(short)} of {len(groups)} groups: each mean "
+                     f"covers only the {what} all its runs reached")
+    empty = sum(not len(r.returns) for g in groups for r in g.runs)
+    if empty:
+        notes.append(f"{empty} runs have no episodes yet")
+    unfinished = sum(g.n_unfinished for g in groups)
+    if unfinished:
+        notes.append(f"{unfinished} runs not finished (status neither finished nor diverged)")
+    return notes
+
+
+def group_colors(n):
+    """n distinct colours: the default cycle up to 10, else viridis."""
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    cmap = colormaps["viridis"]
+    return [cmap(i / (n - 1) * 0.9) for i in range(n)]
+
+
+def draw_plot(groups, curves, keys, k, by_steps, notes):
+    """One axes of mean curves (±1 s.e. bands, diverged runs thin ending in ×), legend right of it."""
+    fig = Figure(figsize=(9.5, 5.0), layout="constrained")
+    ax = fig.subplots()
+    for g, curve, color in zip(groups, curves, group_colors(len(groups))):
+        label = f"{group_label(g, keys, tex=True)} {count_label(g)}"
+        if curve is not None:
+            x, m, se, _ = curve
+            ax.plot(x, m, color=color, lw=1.4, label=label)
+            ax.fill_between(x, m - se, m + se, color=color, alpha=0.2, lw=0)
+        else:   # every run diverged (or has no episodes): keep the legend entry
+            ax.plot([], [], color=color, marker="x", label=label)
+        for r in g.runs:
+            if r.diverged and len(r.returns):
+                rx, ry = run_curve(r, k, by_steps)
+                ax.plot(rx, ry, color=color, lw=0.7, alpha=0.7)
+                ax.plot(rx[-1:], ry[-1:], color=color, marker="x", ms=8, mew=2, linestyle="none")
+    ax.set_xlabel("agent steps" if by_steps else "episode")
+    if by_steps:
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    cols = {"score" if "score" in r.data else "return" for g in groups for r in g.runs}
+    ax.set_ylabel(f"{' / '.join(sorted(cols, reverse=True))} (trailing mean of {k} episodes)")
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize=8, ncols=math.ceil(len(groups) / 24))
+    n_runs = sum(len(g.runs) for g in groups)
+    lines = [f"Learning curves by {', '.join(keys)}",
+             f"{n_runs} runs; mean over the runs that did not diverge, ±1 s.e. shaded; "
+             f"× = diverged run"] + notes
+    ax.set_title("\n".join(textwrap.fill(line, 90) for line in lines), fontsize=9)
+    return fig
+
+
+def curve_rows(groups, curves, keys):
+    """The plotted numbers: one {group, x, mean, se, n} row per point of every curve."""
+    rows = []
+    for g, curve in zip(groups, curves):
+        if curve is None:
+            continue
+        for x, m, se, n in zip(*curve):
+            rows.append({"group": group_label(g, keys), "x": int(x) if float(x).is_integer() else
+                         float(x), "mean": float(m), "se": float(se), "n": int(n)})
+    return rows
+
+
+def write_curve_rows(rows, path):
+    """FILE.csv: group, x, mean, se, n; NaN (s.e. of a single run) as empty."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=("group", "x", "mean", "se", "n"))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: "" if isinstance(v, float) and not math.isfinite(v) else v
+                        for k, v in r.items()})
+
+
+def make_plot(paths, by, out, k, by_steps):
+    """Learning curves of the runs under paths grouped by `by`, written to out (PNG) and its .csv.
+
+    Returns (Figure, groups, csv rows, (png, csv) paths). Every check runs before anything is written.
+    """
+    png, csv_path = plot_paths(out)
+    runs = collect_runs(paths)
+    keys = parse_by(by, runs)
+    if by_steps:
+        lacking = [r.path for r in runs if len(r.returns) and "steps" not in r.data]
+        if lacking:
+            raise FigureError(f"--x steps: {len(lacking)} runs have no steps column (first: "
+                              f"{lacking[0]}); use --x episodes")
+    setting_groups = group_runs(runs)         # repeats of one run (same settings, seed) once
+    groups = group_by([r for g in setting_groups for r in g.runs], keys)
+    curves = [group_curve(g, k, by_steps) for g in groups]
+    notes = plot_notes(setting_groups, groups, keys, by_steps)
+    fig = draw_plot(groups, curves, keys, k, by_steps, notes)
+    rows = curve_rows(groups, curves, keys)
+    try:
+        fig.savefig(png, dpi=120)
+        write_curve_rows(rows, csv_path)
+    except OSError as e:
+        raise FigureError(f"--out {out} cannot be written ({e.strerror or e})") from None
+    return fig, groups, rows, (png, csv_path)
+
+
+def plot_main(argv=None, prog="run.py plot"):
+    """`run.py plot RUNS... --by KEY --out FILE.png [--window K] [--x episodes|steps]` -> exit status
+    (bad input: one line on stderr, status 2, nothing written)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = plot_parser(prog).parse_args(argv)
+        k = parse_window(args.window)
+        _, groups, rows, paths = make_plot(args.runs, args.by, args.out, k, args.x == "steps")
+    except FigureError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    keys = tuple(groups[0].settings)
+    last = {}
+    for r in rows:
+        last[r["group"]] = r
+    for g in groups:
+        r = last.get(group_label(g, keys))
+        end = f"{r['mean']:.1f} at {args.x[:-1]} {r['x']:g}" if r else "no curve (all diverged)"
+        print(f"{group_label(g, keys)} {count_label(g)}: {end}")
+    print(f"wrote {paths[0]}, {paths[1]}")
     return 0
 
 
