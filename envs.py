@@ -46,6 +46,12 @@ MinAtar (needs `minatar`, imported on first use):
     (Young & Tian 2019, README: "results ... use the full action set of 6 actions").
     MinAtar has no frame cap; its Freeway ends (terminated) after 2500 frames by its own rule.
 
+Any other registered gymnasium id with a Discrete action space (`make_gym`): a Box vector
+observation as float32 (`VectorObs`, for an MLP) or an H x W x C image as float32 C x H x W
+(`ImageObs`, integer pixels scaled to [0, 1]); `gym_net` gives its network and `agent_for(env,
+config)` a NetAgent. Its checkpoints keep the env's np_random between episodes. `TileCoder(low,
+high, tilings, tiles)` turns a bounded Box observation into LinearAgent features.
+
 `obs_shape(name, **options)` and `n_actions(name, **options)` give a learner its input and output
 sizes. Seeding: `make(name, seed=s)` seeds the first `reset()`; `reset(seed=s)` reseeds; either
 way the same seed and the same actions give the same observations and rewards.
@@ -232,7 +238,7 @@ class MCLoop(NamedTuple):
 def mc_episode(st, sc, hp, lm, f0, f1, rng_agent, rng_env, env, loop):
     """One mountain-car episode (docs/algorithms.md §6.1-6.2): env, features, AC(lambda) and
     tuner, in Numba (metatrace.linear_step on the features of `linear_features`).
-    -> (return, length, ok)."""
+    -> (return, length, ok, sum of |delta_t|, sum of the policy entropy H(S_t))."""
     # fresh copies of the bundles: values of this function, not loads through the caller's
     # memory that a store to any array might alias (measured 10% faster)
     st, sc, hp, lm = mt.State(*st), mt.Scratch(*sc), mt.Hyper(*hp), mt.LinearModel(*lm)
@@ -242,7 +248,7 @@ def mc_episode(st, sc, hp, lm, f0, f1, rng_agent, rng_env, env, loop):
     idx1, val1, _ = f1
     p, v = mc_reset(rng_env)
     k0 = linear_features(p, v, signs, n_noise, rng_env, idx0, val0)
-    ret = 0.0
+    ret = abs_delta = entropy = 0.0
     t = 0
     ok = True
     nxt = np.int64(env_state[0])
@@ -257,9 +263,11 @@ def mc_episode(st, sc, hp, lm, f0, f1, rng_agent, rng_env, env, loop):
         trunc = (not term) and t >= time_limit
         boot = (not term) and (timeout_bootstrap or not trunc)
         gamma1 = gamma if boot else 0.0
-        _, ok = mt.linear_step(st, sc, hp, lm, mt.Features(idx0, val0, k0),
-                               mt.Features(idx1, val1, k1), mt.Transition(A, R, gamma1, V0, H0))
+        delta, ok = mt.linear_step(st, sc, hp, lm, mt.Features(idx0, val0, k0),
+                                   mt.Features(idx1, val1, k1), mt.Transition(A, R, gamma1, V0, H0))
         ret += R
+        abs_delta += abs(delta)
+        entropy += H0
         if not ok or term or trunc:
             break
         idx0, idx1 = idx1, idx0
@@ -267,7 +275,52 @@ def mc_episode(st, sc, hp, lm, f0, f1, rng_agent, rng_env, env, loop):
         k0 = k1
     mt.end_episode(st, False)
     env_state[0] = nxt
-    return ret, t, ok
+    return ret, t, ok, abs_delta, entropy
+
+
+@nb.njit(cache=True)
+def mc_eval_episode(w, lm, f0, rng_agent, rng_env, env, time_limit, greedy):
+    """One mountain-car episode with fixed weights w, no learning: A ~ pi (or its most probable
+    action when greedy) -> return."""
+    signs, env_state, n_noise, drift = env
+    idx, val, _ = f0
+    p, v = mc_reset(rng_env)
+    nxt = np.int64(env_state[0])
+    ret, t = 0.0, 0
+    while True:
+        k = linear_features(p, v, signs, n_noise, rng_env, idx, val)
+        mt._linear_policy(w, lm.nf, lm.n_actions, idx, val, k, lm.pi, lm.logpi)
+        A = np.argmax(lm.pi) if greedy else mt.sample(lm.pi, rng_agent)
+        p, v, term = mc_step(p, v, A)
+        nxt = drift_flip(signs, nxt, drift, rng_env)
+        t += 1
+        ret -= 1.0
+        if term or t >= time_limit:
+            break
+    env_state[0] = nxt
+    return ret
+
+
+def mc_evaluate(agent, signs, drift, episodes, greedy, seed):
+    """Returns of `episodes` mountain-car episodes of a trained LinearAgent without learning, on
+    environment and action streams of their own (SeedSequence `seed`); drifting when the agent
+    has noise features, from a copy of `signs` (the run's own are not touched)."""
+    n_noise = agent.nf - N_TILE_FEATURES
+    ss_env, ss_act = np.random.SeedSequence(seed).spawn(2)
+    rng_env, rng_act = np.random.default_rng(ss_env), np.random.default_rng(ss_act)
+    stream = MCStream(np.array(signs, np.float64), np.array([first_flip(drift, rng_env)],
+                                                             np.int64), n_noise, float(drift))
+    lm = mt.LinearModel(agent.nf, agent.n_actions, np.zeros(agent.n_actions),
+                        np.zeros(agent.n_actions))
+    f = mt.Features(np.zeros(agent.max_active, np.int64), np.zeros(agent.max_active), 0)
+    return [mc_eval_episode(agent.learner.w, lm, f, rng_act, rng_env, stream, MC_TIME_LIMIT,
+                            bool(greedy)) for _ in range(episodes)]
+
+
+class EpisodeStats(NamedTuple):
+    """Per-episode means of the learner's TD error magnitude and of its policy's entropy."""
+    abs_delta: float = 0.0
+    entropy: float = 0.0
 
 
 class MountainCarTask:
@@ -287,16 +340,21 @@ class MountainCarTask:
         self.env_state = np.array([first_flip(self.drift, self.rng_env)], np.int64)
         self.loop = MCLoop(MC_TIME_LIMIT, float(config.gamma), bool(config.timeout_bootstrap))
         self.stream = MCStream(self.signs, self.env_state, self.n_noise, self.drift)
+        self.last = EpisodeStats()
 
     @property
     def learner(self):
         return self.agent.learner
 
     def episode(self):
-        """Run one episode; returns (return, length, ok)."""
+        """Run one episode; returns (return, length, ok).  self.last holds the episode's mean
+        |delta| and mean policy entropy."""
         a, L = self.agent, self.agent.learner
-        return mc_episode(L.bundle, a.scratch, L.hyper, a.model, a.f[0], a.f[1], a.rng,
-                          self.rng_env, self.stream, self.loop)
+        ret, length, ok, abs_delta, entropy = mc_episode(
+            L.bundle, a.scratch, L.hyper, a.model, a.f[0], a.f[1], a.rng, self.rng_env,
+            self.stream, self.loop)
+        self.last = EpisodeStats(abs_delta / length, entropy / length)
+        return ret, length, ok
 
     def get_state(self):
         """Everything the next episode depends on: learner arrays, drift signs, both RNG states."""
@@ -534,8 +592,140 @@ class MinAtarEnv(gym.Env):
         return self._obs(), float(reward), bool(terminal), False, {"score": float(reward)}
 
 
+class VectorObs(gym.ObservationWrapper):
+    """A Box vector observation as a contiguous float32 array (the MLP's input)."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        s = env.observation_space
+        self.observation_space = gym.spaces.Box(s.low.astype(np.float32),
+                                                s.high.astype(np.float32), s.shape, np.float32)
+
+    def observation(self, obs):
+        return np.ascontiguousarray(obs, dtype=np.float32)
+
+
+class ImageObs(gym.ObservationWrapper):
+    """An H x W x C image observation as float32 C x H x W (the conv net's input); integer pixels
+    are scaled to [0, 1] by their Box's upper bound."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        s = env.observation_space
+        h, w, c = s.shape
+        self.scale = (np.float32(1.0 / float(np.max(s.high)))
+                      if np.issubdtype(s.dtype, np.integer) else np.float32(1.0))
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (c, h, w), np.float32)
+
+    def observation(self, obs):
+        return np.ascontiguousarray(np.moveaxis(obs, 2, 0), dtype=np.float32) * self.scale
+
+
+class TileCoder:
+    """Tile coding of a bounded Box observation for LinearAgent: `tilings` grids of `tiles` tiles
+    per dimension, each offset by Sutton's asymmetric displacement (1, 3, 5, ...) / tilings of a
+    tile; coder(x) -> one feature index per tiling (values 1), in [0, coder.n_features).
+    Each grid has tiles + 1 tiles per dimension, so that every offset grid covers [low, high];
+    x is clipped to [low, high]."""
+
+    def __init__(self, low, high, tilings=8, tiles=8):
+        self.low, self.high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+        if (self.low.ndim != 1 or self.low.shape != self.high.shape
+                or not (np.isfinite(self.low).all() and np.isfinite(self.high).all())
+                or not (self.high > self.low).all()):
+            raise ValueError(f"low and high must be finite 1-D bounds with high > low; got "
+                             f"{self.low} and {self.high} (give bounds for an unbounded Box)")
+        if int(tilings) < 1 or int(tiles) < 1:
+            raise ValueError(f"tilings and tiles must be >= 1, got {tilings} and {tiles}")
+        d, self.tilings, self.tiles = self.low.size, int(tilings), int(tiles)
+        self.width = self.high - self.low
+        self.offsets = (np.arange(self.tilings)[:, None] * np.arange(1, 2 * d, 2)[None, :]
+                        / self.tilings) % 1.0
+        per = (self.tiles + 1) ** d
+        self.strides = (self.tiles + 1) ** np.arange(d, dtype=np.int64)
+        self.base = np.arange(self.tilings, dtype=np.int64) * per
+        self.n_features = self.tilings * per
+        self.values = np.ones(self.tilings)
+
+    def __call__(self, x):
+        """The active feature indices of observation x (one per tiling)."""
+        x = np.clip(np.asarray(x, np.float64), self.low, self.high)
+        u = (x - self.low) / self.width * self.tiles
+        cells = np.floor(u[None, :] + self.offsets).astype(np.int64)
+        return self.base + cells @ self.strides
+
+
+def is_gym_id(name):
+    """Whether `name` is a registered gymnasium id (and not one of the built-in domains)."""
+    return name not in DOMAINS and name in gym.registry
+
+
+def check_gym_id(name):
+    """ValueError unless `name` is a registered gymnasium id with a discrete action space and a
+    Box observation of 1 (vector) or 3 (H x W x C image) dimensions -> (obs_shape, n_actions) of
+    the wrapped env."""
+    if not is_gym_id(name):
+        raise ValueError(f"unknown domain {name!r}; accepted: {', '.join(DOMAINS)}, or a "
+                         "registered gymnasium id such as CartPole-v1")
+    return _gym_sizes(name)
+
+
+_SIZES = {}
+
+
+def _gym_sizes(name):
+    """(obs_shape, n_actions) of a gymnasium id as make_gym wraps it (one env built per id)."""
+    if name not in _SIZES:
+        env = make_gym(name)
+        _SIZES[name] = (env.observation_space.shape, int(env.action_space.n))
+        env.close()
+    return _SIZES[name]
+
+
+def make_gym(name, seed=None):
+    """A registered gymnasium env with discrete actions, wrapped for the network learner: a
+    float32 vector (VectorObs) or channels-first image (ImageObs) observation, the first reset
+    seeded with `seed`, and info["score"] = reward (SeedAndScore)."""
+    try:
+        env = gym.make(name)
+    except Exception as e:   # gymnasium raises many kinds (missing dependency, bad kwargs)
+        raise ValueError(f"gymnasium cannot make {name!r} ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:100] if str(e) else ''})") from None
+    a, o = env.action_space, env.observation_space
+    if not isinstance(a, gym.spaces.Discrete):
+        env.close()
+        raise ValueError(f"{name} has a {type(a).__name__} action space; metatrace's policies "
+                         "are softmax over a Discrete action space")
+    if int(a.start) != 0:
+        env.close()
+        raise ValueError(f"{name}'s actions start at {int(a.start)}; expected 0")
+    if not (isinstance(o, gym.spaces.Box) and len(o.shape) in (1, 3)):
+        env.close()
+        raise ValueError(f"{name} has a {o} observation space; accepted: a Box vector or an "
+                         "H x W x C image")
+    env = VectorObs(env) if len(o.shape) == 1 else ImageObs(env)
+    return SeedAndScore(env, seed)
+
+
+def gym_net(obs_shape, n_actions, hidden):
+    """The network of a gymnasium id: an MLP with SiLU `hidden` layers on a vector; on a C x H x W
+    image the Atari net's conv layers (H, W >= 36) or MinAtar's (smaller), then `hidden`."""
+    import nets
+    if len(obs_shape) == 1:
+        return nets.MLP(obs_shape[0], tuple(hidden), n_actions)
+    convs = ((16, 8, 4), (32, 4, 2)) if min(obs_shape[1:]) >= 36 else ((16, 3, 1),)
+    return nets.make_net(obs_shape, convs, tuple(hidden), n_actions)
+
+
+def agent_for(env, config, hidden=(64, 64), seed=0):
+    """A metatrace.NetAgent for a `make_gym` (or built-in network) environment."""
+    return mt.NetAgent(gym_net(env.observation_space.shape, int(env.action_space.n), hidden),
+                       config, seed=seed)
+
+
 def make(name, seed=None, **options):
-    """Build domain `name` as a gymnasium environment; `options` are the domain's settings."""
+    """Build domain `name` as a gymnasium environment; `options` are the domain's settings.
+    A registered gymnasium id (not a built-in name) goes through `make_gym`."""
     if name == "mountaincar":
         return LinearMountainCar(seed=seed, **options)
     if name == "drifting_mountaincar":
@@ -545,7 +735,10 @@ def make(name, seed=None, **options):
         return make_atari(name, seed=seed, **options)
     if name in MINATAR_DOMAINS:
         return SeedAndScore(MinAtarEnv(name[len(MINATAR_PREFIX):], **options), seed)
-    raise ValueError(f"unknown domain {name!r}; accepted: {', '.join(DOMAINS)}")
+    if is_gym_id(name) and not options:
+        return make_gym(name, seed)
+    raise ValueError(f"unknown domain {name!r}; accepted: {', '.join(DOMAINS)}, or a "
+                     "registered gymnasium id such as CartPole-v1")
 
 
 _STATE_DTYPES = "biuf"          # array and scalar kinds a saved game state may hold (no objects)
@@ -636,6 +829,8 @@ def get_env_state(env):
     bytes in arrays["env"]; a MinAtar game's attributes as tagged JSON in meta, its arrays and
     random generators' words in arrays["env_*"]."""
     inner = env.unwrapped
+    if not isinstance(inner, MinAtarEnv) and not hasattr(inner, "ale"):
+        return {}, {"np_random": inner.np_random.bit_generator.state}
     if isinstance(inner, MinAtarEnv):
         arrays, rngs, game = {}, {}, inner.game
         meta = {"outer": {k: _encode(v, arrays, rngs) for k, v in vars(game).items() if k != "env"},
@@ -649,6 +844,8 @@ def prepare_env_state(env, arrays, meta):
     """Validate a state from `get_env_state` completely, without touching env; returns a function
     of no arguments that applies it (and cannot fail).  ValueError says what is wrong."""
     inner = env.unwrapped
+    if not isinstance(inner, MinAtarEnv) and not hasattr(inner, "ale"):
+        return _prepare_gym_state(env, inner, arrays, meta)
     if isinstance(inner, MinAtarEnv):
         game = inner.game
         if not (isinstance(meta, dict) and set(meta) == {"outer", "game"}
@@ -690,6 +887,28 @@ def prepare_env_state(env, arrays, meta):
 
     def apply():
         inner.ale.restoreState(state)
+        _forget_first_seed(env)
+    return apply
+
+
+def _prepare_gym_state(env, inner, arrays, meta):
+    """prepare_env_state for a gymnasium id: its np_random generator's state (all that
+    gymnasium's own environments draw from between episodes)."""
+    if arrays or not (isinstance(meta, dict) and set(meta) == {"np_random"}):
+        raise ValueError("gymnasium env state: expected only the table of its np_random")
+    live = inner.np_random.bit_generator
+    probe = type(live)()
+    try:
+        if not (isinstance(meta["np_random"], dict) and meta["np_random"].get("bit_generator")
+                == live.state["bit_generator"]):
+            raise ValueError("another kind of generator")
+        probe.state = meta["np_random"]
+    except (TypeError, ValueError, KeyError, OverflowError) as e:
+        raise ValueError(f"gymnasium env state: np_random is malformed ({e})") from None
+    state = probe.state
+
+    def apply():
+        inner.np_random.bit_generator.state = state
         _forget_first_seed(env)
     return apply
 

@@ -42,6 +42,7 @@ Values travel in named bundles (NamedTuples, inside Numba too): `Hyper` (the tun
 hyper-parameters), `State` (the learner's arrays), `Scratch` (sparse gradients), `Dense` (a dense
 model's gradients in blocks), `Transition` (one step's scalars).
 """
+import json
 import math
 import time
 from typing import NamedTuple
@@ -50,6 +51,8 @@ import numba as nb
 import numpy as np
 
 import nets
+
+__version__ = "0.5.0"
 
 
 class Tuner(NamedTuple):
@@ -744,6 +747,36 @@ def linear_step(st, sc, hp, lm, f0, f1, tr):
     return delta, ok and math.isfinite(delta)
 
 
+@nb.njit(cache=True)
+def order_stats(x, ks, bins=4096):
+    """The ks-th smallest entries of x (exact; ks sorted ascending, 0 <= k < x.size), without
+    sorting x: a histogram over [min, max] finds each one's bin, and only that bin is sorted."""
+    lo, hi = x[0], x[0]
+    for v in x:
+        lo, hi = min(lo, v), max(hi, v)
+    out = np.empty(ks.size, np.float64)
+    if lo == hi:
+        out[:] = lo
+        return out
+    scale = bins / (np.float64(hi) - np.float64(lo))
+    count = np.zeros(bins + 1, np.int64)
+    for v in x:
+        count[int((np.float64(v) - lo) * scale)] += 1
+    for j in range(ks.size):
+        below, b = 0, 0
+        while below + count[b] <= ks[j]:
+            below += count[b]
+            b += 1
+        cand = np.empty(count[b], x.dtype)
+        m = 0
+        for v in x:
+            if int((np.float64(v) - lo) * scale) == b:
+                cand[m] = v
+                m += 1
+        out[j] = np.sort(cand)[ks[j] - below]
+    return out
+
+
 class Learner:
     """AC(lambda) + tuner state for a model with n weights; state is the point of this class."""
 
@@ -795,6 +828,90 @@ class Learner:
 
 class HandoffError(RuntimeError):
     """`learn` called without the `policy` call for its S_t just before it."""
+
+
+AGENT_FORMAT, AGENT_VERSION = "metatrace-agent", 1
+
+
+def check_state(arrays, learner):
+    """ValueError unless `arrays` is a complete, in-range state of `learner`: same names, dtypes
+    and shapes, finite values, positive e^{bv}, and counters and an active list that cannot
+    index outside the arrays (the kernels do not bounds-check)."""
+    live = learner.state()
+    if set(arrays) != set(live):
+        raise ValueError(f"the state's arrays are {sorted(arrays)}, expected {sorted(live)}")
+    for k, v in live.items():
+        a = arrays[k]
+        if a.dtype != v.dtype or a.shape != v.shape:
+            raise ValueError(f"array {k} is {a.dtype}{list(a.shape)}, expected "
+                             f"{v.dtype}{list(v.shape)}")
+    W, s, ist, vt, act, in_act = (arrays[k] for k in State._fields)
+    n, k = learner.n, int(ist[N_ACT])
+    if not (np.isfinite(W).all() and np.isfinite(s).all()) or not (W[EB_] > 0).all():
+        raise ValueError("the state holds non-finite values or a non-positive step-size factor")
+    if not (0 <= k <= n and ist[STEP] >= 0 and ((vt >= 0) & (vt <= ist[STEP])).all()
+            and ((act[:k] >= 0) & (act[:k] < n)).all() and np.isin(in_act, (0, 1)).all()):
+        raise ValueError("the state's counters or active list are out of range")
+
+
+def save_agent(path, kind, learner, rng, shape, extra):
+    """An agent file: the learner's arrays, `extra` numeric arrays of the caller's (named
+    extra_<key>) and a JSON table (format, kind, Config, the model's shape, the action
+    generator's state) in one .npz; no pickle."""
+    meta = {"format": AGENT_FORMAT, "version": AGENT_VERSION, "kind": kind,
+            "config": learner.config._asdict(), "shape": shape,
+            "dtype": learner.W.dtype.str, "rng": rng.bit_generator.state}
+    extra = {f"extra_{k}": np.asarray(v) for k, v in extra.items()}
+    if any(v.dtype.kind not in "biuf" for v in extra.values()):
+        raise ValueError("extra arrays must be numeric")
+    with open(path, "wb") as f:
+        np.savez(f, meta=np.array(json.dumps(meta)), **learner.state(), **extra)
+
+
+def read_agent(path, kind=None):
+    """(meta, arrays) of an agent file, read with allow_pickle=False; ValueError naming what is
+    wrong (not an agent file, another kind, another format version)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays.pop("meta")[()]))
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable agent file ({type(e).__name__})") from None
+    except Exception as e:   # zipfile.BadZipFile, a CRC error
+        raise ValueError(f"{path} is not a readable agent file ({type(e).__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != AGENT_FORMAT:
+        raise ValueError(f"{path} is not a metatrace agent file")
+    if meta.get("version") != AGENT_VERSION:
+        raise ValueError(f"{path} has agent format version {meta.get('version')!r}; this code "
+                         f"reads {AGENT_VERSION}")
+    if kind is not None and meta.get("kind") != kind:
+        raise ValueError(f"{path} holds a {meta.get('kind')} agent, not a {kind} one")
+    try:
+        meta["config"] = check_config(Config(**meta["config"]))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its settings are invalid ({e})") from None
+    meta["extra"] = {k[6:]: arrays.pop(k) for k in list(arrays) if k.startswith("extra_")}
+    return meta, arrays
+
+
+def restore(agent, meta, arrays):
+    """Copy a read agent file's state into a freshly built agent of the same shape -> agent."""
+    check_state(arrays, agent.learner)
+    probe = type(agent.rng.bit_generator)()
+    try:
+        probe.state = meta["rng"]
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"the agent file's generator state is malformed ({e})") from None
+    for k, v in agent.learner.state().items():
+        v[...] = arrays[k]
+    agent.rng.bit_generator.state = probe.state
+    return agent
+
+
+def load(path):
+    """The agent saved at `path`: a LinearAgent or a NetAgent, whichever it holds."""
+    meta, _ = read_agent(path)
+    return (LinearAgent if meta["kind"] == "linear" else NetAgent).load(path)
 
 
 class LinearAgent:
@@ -866,6 +983,26 @@ class LinearAgent:
         """§2.0 step 8 at the end of an episode."""
         self.learner.end_episode()
         self.policy_calls = 0
+
+    def save(self, path, **extra):
+        """Weights, every tuner state and the action generator to `path` (.npz, no pickle),
+        with `extra` numeric arrays (read back by read_agent); between `learn` and the next
+        `policy`."""
+        if self.policy_calls:
+            raise HandoffError("save between learn (or end_episode) and the next policy call")
+        save_agent(path, "linear", self.learner, self.rng,
+                   {"n_features": self.nf, "n_actions": self.n_actions,
+                    "max_active": self.max_active}, extra)
+
+    @classmethod
+    def load(cls, path):
+        """The LinearAgent saved at `path`; it continues exactly as the saved one would."""
+        meta, arrays = read_agent(path, "linear")
+        try:
+            agent = cls(meta["config"], **meta["shape"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: its model shape is invalid ({e})") from None
+        return restore(agent, meta, arrays)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1056,7 +1193,7 @@ class NetAgent:
         self.last1 = np.zeros(int(np.prod(net.obs_shape)), dtype)    # S_{t+1} of the last learn
         self.fresh1 = False                       # ws[1 - cur] holds forward(last1)
         self.pi, self.logpi = np.zeros(A), np.zeros(A)
-        self.V0 = self.H0 = 0.0
+        self.V0 = self.H0 = self.delta = 0.0          # self.delta: the last learn's TD error
         self.A, self.policy_calls = -1, 0
         L = self.learner
         self.flat = []                  # net_step's arguments before the transition, per cur
@@ -1125,11 +1262,11 @@ class NetAgent:
         clock = self.clock
         args = self.learn_args(A, R, obs1, gamma1)
         if clock is None:
-            ok, _ = net_step(15, *args)
+            ok, self.delta = net_step(15, *args)
         else:
             for phase, slot in ((1, 1), (2, 0), (4, 1), (8, 2)):
                 t0 = time.perf_counter()
-                ok, _ = net_step(phase, *args)
+                ok, self.delta = net_step(phase, *args)
                 clock[slot] += time.perf_counter() - t0
         self.fresh1 = gamma1 != 0.0
         return ok
@@ -1156,3 +1293,29 @@ class NetAgent:
         self.learner.end_episode()
         self.fresh1 = False
         self.policy_calls = 0
+
+    def save(self, path, **extra):
+        """Parameters, every tuner state, the network's description and the action generator
+        to `path` (.npz, no pickle), with `extra` numeric arrays; between `learn` and the next
+        `policy`."""
+        if self.policy_calls:
+            raise HandoffError("save between learn (or end_episode) and the next policy call")
+        save_agent(path, "net", self.learner, self.rng, nets.spec(self.net), extra)
+
+    @classmethod
+    def load(cls, path):
+        """The NetAgent saved at `path`; it continues exactly as the saved one would."""
+        meta, arrays = read_agent(path, "net")
+        net = nets.from_spec(meta["shape"]) if isinstance(meta["shape"], dict) else None
+        if net is None:
+            raise ValueError(f"{path}: no network description")
+        try:
+            dtype = np.dtype(meta["dtype"])
+        except TypeError:
+            raise ValueError(f"{path}: dtype {meta['dtype']!r} is not a dtype") from None
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"{path}: dtype {dtype} is not float32 or float64")
+        agent = cls(net, meta["config"], dtype=dtype)
+        restore(agent, meta, arrays)
+        agent.fresh1 = False
+        return agent

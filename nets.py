@@ -39,10 +39,13 @@ BLAS runs these small convolution products fastest.
 
 Public API (net: the ``Net`` description; ws: a ``Workspace``; out and cot in theta's dtype):
 
-    make_net(obs_shape, convs, dense, n_actions) -> Net
-        obs_shape = (C, H, W); convs = ((filters, kernel, stride), ...) with kernel and stride an
-        int or an (h, w) pair; dense = hidden widths (int or tuple). Conv -> SiLU, dense -> dSiLU.
+    make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU) -> Net
+        obs_shape = (C, H, W), or (n,) with no convs; convs = ((filters, kernel, stride), ...) with
+        kernel and stride an int or an (h, w) pair; dense = hidden widths (int or tuple).
+        Conv -> SiLU, dense -> dense_act (dSiLU, or SILU).
     ATARI(n_actions) -> Net;  MINATAR(in_channels, n_actions) -> Net;  n_params(net) -> int
+    MLP(n_inputs, hidden, n_actions) -> Net: SiLU hidden layers, for vector observations
+    spec(net) -> dict of make_net's arguments (JSON);  from_spec(dict) -> Net
     init_params(net, rng, dtype=np.float32) -> theta          rng: a numpy Generator
     workspace(net, dtype=np.float32, k=3) -> Workspace        buffers for up to k cotangents
     forward(net, theta, obs, ws) -> (value: float, logits: view of ws, shape (n_actions,))
@@ -93,6 +96,12 @@ import scipy.linalg.cython_blas  # noqa: F401  numba_xxgemm resolves sgemm/dgemm
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
+from numba import __version__ as _numba_version, _helperlib
+
+if not {"xxgemm", "xxgemv"} <= _helperlib.c_helpers.keys():  # numba internals: see pyproject.toml
+    raise ImportError(f"numba {_numba_version} lacks the C helpers numba_xxgemm/numba_xxgemv that "
+                      "nets._matmul/_matvec call; install numba>=0.60,<0.70 (pyproject.toml's "
+                      "bound) or port _matmul/_matvec to that numba's BLAS helpers")
 
 CONV, DENSE = 0, 1
 IDENTITY, SILU, DSILU = 0, 1, 2
@@ -145,9 +154,20 @@ def _pair(v):
     return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
 
 
-def make_net(obs_shape, convs, dense, n_actions):
-    """Describe the network: layer shapes and where each layer's parameters sit in theta."""
-    c, h, w = (int(s) for s in obs_shape)
+def make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU):
+    """Describe the network: layer shapes and where each layer's parameters sit in theta.
+    obs_shape (C, H, W), or (n,) for a vector observation (an MLP: no conv layers);
+    dense_act: the hidden dense layers' activation (DSILU as in the paper, or SILU)."""
+    shape = tuple(int(s) for s in obs_shape)
+    if len(shape) == 1 and not convs:
+        shape3 = (shape[0], 1, 1)
+    elif len(shape) == 3:
+        shape3 = shape
+    else:
+        raise ValueError(f"obs_shape must be (C, H, W), or (n,) without conv layers; got {shape}")
+    if dense_act not in (SILU, DSILU):
+        raise ValueError(f"dense_act must be nets.SILU or nets.DSILU, got {dense_act!r}")
+    c, h, w = shape3
     dense = (dense,) if np.isscalar(dense) else tuple(dense)
     if min(c, h, w, n_actions) < 1 or any(int(d) < 1 for d in dense):
         raise ValueError(f"sizes must be positive: obs_shape={tuple(obs_shape)}, "
@@ -165,7 +185,7 @@ def make_net(obs_shape, convs, dense, n_actions):
         off += (fan_in + 1) * filters
         c, h, w = int(filters), ho, wo
     fan_in = c * h * w
-    widths = [(int(d), DSILU) for d in dense] + [(1 + int(n_actions), IDENTITY)]
+    widths = [(int(d), dense_act) for d in dense] + [(1 + int(n_actions), IDENTITY)]
     for i, (width, act) in enumerate(widths):
         shape_in = (c, h, w) if i == 0 else (fan_in, 1, 1)
         layers.append(Layer(DENSE, act, shape_in, (width, 1, 1), (1, 1), (1, 1),
@@ -176,7 +196,32 @@ def make_net(obs_shape, convs, dense, n_actions):
                        *ly.shape_out[1:], ly.fan_in, ly.shape_out[1] * ly.shape_out[2],
                        ly.w_off, ly.b_off] for ly in layers], dtype=np.int64)
     table.flags.writeable = False
-    return Net(tuple(int(s) for s in obs_shape), int(n_actions), off, tuple(layers), table)
+    return Net(shape, int(n_actions), off, tuple(layers), table)
+
+
+def MLP(n_inputs, hidden, n_actions):
+    """A multilayer perceptron for vector observations: SiLU hidden layers, the same heads."""
+    return make_net((n_inputs,), (), hidden, n_actions, dense_act=SILU)
+
+
+def spec(net):
+    """make_net's arguments for `net` as plain JSON values (so a saved agent names its net)."""
+    convs = [[ly.fan_out, list(ly.kernel), list(ly.stride)] for ly in net.layers
+             if ly.kind == CONV]
+    hidden = [ly for ly in net.layers if ly.kind == DENSE][:-1]
+    return {"obs_shape": list(net.obs_shape), "convs": convs,
+            "dense": [ly.fan_out for ly in hidden], "n_actions": net.n_actions,
+            "dense_act": hidden[0].act if hidden else DSILU}
+
+
+def from_spec(d):
+    """The Net that `spec` describes; ValueError if it is not one."""
+    try:
+        return make_net(tuple(d["obs_shape"]), tuple((f, tuple(k), tuple(s))
+                                                     for f, k, s in d["convs"]),
+                        tuple(d["dense"]), d["n_actions"], dense_act=d["dense_act"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"not a network description ({e})") from None
 
 
 def ATARI(n_actions):

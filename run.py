@@ -6,10 +6,14 @@
     python run.py bench --domain mountaincar                 agent steps/s for every tuner
     python run.py sweep --alpha 2^-3..2^-12 --mu 2^-6,2^-8 --seeds 10 --out runs/s   a grid of runs
     python run.py figures --fig 2 runs/s --out figs          a paper figure from results
+    python run.py --domain CartPole-v1 --steps 50000         any gymnasium id (discrete actions)
+    python run.py evaluate OUT --episodes 100 --greedy       a finished run's agent, no learning
+    python run.py plot runs/s --by alpha --out curves.png    learning curves grouped by a setting
 
-A run writes OUT/config.json (every setting, provenance, status) and OUT/episodes.csv (one row
-per episode, written whole as each episode finishes, so a killed run keeps them). One process at a
-time holds a run directory. Numbers accept decimals (0.001, 1e-3) and powers (2^-9).
+A run writes OUT/config.json (every setting, provenance, status), OUT/episodes.csv (one row
+per episode, written whole as each episode finishes, so a killed run keeps them), OUT/timing.csv
+(wall-clock seconds per episode) and, when it finishes, OUT/agent.npz (the trained agent). One
+process at a time holds a run directory. Numbers accept decimals (0.001, 1e-3) and powers (2^-9).
 """
 import os
 
@@ -60,11 +64,25 @@ _P, _N = mt.PAPER_DEFAULTS["linear"], mt.PAPER_DEFAULTS["network"]
 
 
 def _families(linear, network):
-    return {"linear": linear, "ale": network, "minatar": network}
+    return {"linear": linear, "ale": network, "minatar": network, "gym": network}
+
+
+class Widths(NamedTuple):
+    """Accepted values of --hidden: comma-separated layer widths."""
+    lo: int = 1
+    hi: int = 4096
+    most: int = 8
+
+    def words(self):
+        return f"a comma list of 1 to {self.most} integers in [{self.lo}, {self.hi}]"
+
+
+GYM_HIDDEN = (64, 64)       # README "Any gymnasium environment": chosen from a CartPole pilot
 
 
 RUN_SETTINGS = {  # every setting that changes a result (docs/algorithms.md §6)
-    "domain": Setting("mountaincar", envs.DOMAINS, "the problem"),
+    "domain": Setting("mountaincar", envs.DOMAINS, "the problem: a built-in domain or any "
+                      "registered gymnasium id with discrete actions (CartPole-v1, ...)"),
     "tuner": Setting(_families(_P.tuner, _N.tuner), mt.TUNERS,
                      "step-size tuner (" + "; ".join(f"{t.name}: {t.summary}"
                                                      for t in mt.TUNER_TABLE) + ")"),
@@ -78,8 +96,10 @@ RUN_SETTINGS = {  # every setting that changes a result (docs/algorithms.md §6)
     "psi": Setting(_families(_P.psi, _N.psi), mt.CONFIG_RANGES["psi"], "entropy weight"),
     "drift": Setting(6e-6, R(0, 1), "sign-flip rate per feature per step", "drifting"),
     "episodes": Setting(1000, R(1, 10**9, integer=True), "episodes", "linear"),
-    "steps": Setting({"ale": 12_500_000, "minatar": 5_000_000}, R(1, 10**12, integer=True),
-                     "agent steps", "network"),
+    "steps": Setting({"ale": 12_500_000, "minatar": 5_000_000, "gym": 100_000},
+                     R(1, 10**12, integer=True), "agent steps", "network"),
+    "hidden": Setting({"gym": GYM_HIDDEN}, Widths(), "hidden dense layers' widths (SiLU; "
+                      "after the conv layers on an image)", "gym"),
     "frames": Setting(None, R(1, 4 * 10**12, integer=True),
                       "emulator frames (= 4 x agent steps), instead of --steps", "ale"),
     "no_clip_rewards": Setting(False, None, "learn from the raw game score, not rewards clipped "
@@ -102,6 +122,9 @@ OPTIONS = {  # settings of the harness, which change no result
                        "parallel runs on this machine, all its cores by default"),
     "repeats": Setting(7, R(1, 10_000, integer=True), "repeats of the benchmark"),
     "threads": Setting(1, R(1, 1024, integer=True), "CPU cores (and Numba threads) to use"),
+    "eval_every": Setting(None, R(1, 10**9, integer=True), "evaluate the agent every K episodes "
+                          "(no learning, fresh environment seeds) into OUT/eval.csv; off by default"),
+    "eval_episodes": Setting(10, R(1, 10**6, integer=True), "episodes per evaluation"),
 }
 WHERE = {  # which runs a setting applies to
     "all": lambda domain, tuner: True,
@@ -109,6 +132,7 @@ WHERE = {  # which runs a setting applies to
     "drifting": lambda domain, tuner: domain == "drifting_mountaincar",
     "network": lambda domain, tuner: domain not in envs.LINEAR_DOMAINS,
     "ale": lambda domain, tuner: domain in envs.ATARI_DOMAINS,
+    "gym": lambda domain, tuner: envs.is_gym_id(domain),
     "time_limited": lambda domain, tuner: not domain.startswith(envs.MINATAR_PREFIX),
     "tuned": lambda domain, tuner: tuner != "none",
     "normalizable": lambda domain, tuner: mt.TUNER[tuner].normalizable,
@@ -160,10 +184,12 @@ def option(args, name):
 
 
 def family(domain):
-    """The domain family whose defaults a run takes: linear, ale or minatar."""
+    """The domain family whose defaults a run takes: linear, ale, minatar or gym."""
     if domain in envs.LINEAR_DOMAINS:
         return "linear"
-    return "minatar" if domain.startswith(envs.MINATAR_PREFIX) else "ale"
+    if domain in envs.MINATAR_DOMAINS:
+        return "minatar"
+    return "ale" if domain in envs.ATARI_DOMAINS else "gym"
 
 
 def default(name, domain):
@@ -174,6 +200,8 @@ def default(name, domain):
 
 def shown(x):
     """A default as --help shows it: powers of two as 2^k."""
+    if isinstance(x, (tuple, list)):
+        return ",".join(str(v) for v in x)
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return str(x)
     if x > 0 and math.log2(x) == int(math.log2(x)) and x < 1:
@@ -186,7 +214,7 @@ def default_words(name):
     d = {**RUN_SETTINGS, **OPTIONS}[name].default
     if not isinstance(d, dict):
         return shown(d)
-    names = {"linear": "mountain car", "ale": "ALE", "minatar": "MinAtar"}
+    names = {"linear": "mountain car", "ale": "ALE", "minatar": "MinAtar", "gym": "gymnasium ids"}
     vals = {}
     for fam, v in d.items():
         vals.setdefault(shown(v), []).append(names[fam])
@@ -198,10 +226,17 @@ def default_words(name):
 def add_setting(p, name, s):
     """One argparse flag from a Setting (None = not given: the default depends on the run)."""
     where = {"all": "", "linear": "mountain car: ", "drifting": "drifting_mountaincar: ",
-             "network": "network domains: ", "ale": "ALE: ", "time_limited": "mountain car and "
-             "ALE: ", "tuned": "", "normalizable": "scalar/vector/mixed: ", "nosid": "nosid: "}
+             "network": "network domains: ", "ale": "ALE: ", "time_limited": "mountain car, "
+             "ALE and gymnasium ids: ", "tuned": "", "normalizable": "scalar/vector/mixed: ",
+             "nosid": "nosid: ", "gym": "gymnasium ids: "}
     text = where[s.where] + s.help
-    if s.accepted is None:
+    if name == "domain":
+        p.add_argument(flag(name), default=None, metavar="DOMAIN",
+                       help=f"{text} (default {s.default}; built in: {', '.join(s.accepted)})")
+    elif isinstance(s.accepted, Widths):
+        p.add_argument(flag(name), default=None, metavar="W1,W2",
+                       help=f"{text} (default {default_words(name)}); {s.accepted.words()}")
+    elif s.accepted is None:
         p.add_argument(flag(name), action="store_true", default=None, help=text)
     elif not isinstance(s.accepted, mt.Range):
         p.add_argument(flag(name), default=None, choices=s.accepted, metavar=name.upper(),
@@ -249,6 +284,13 @@ def run_parser():
         add_setting(p, name, OPTIONS[name])
     p.add_argument("--keep-checkpoint", action="store_true",
                    help="keep the checkpoint of a finished run (removed by default)")
+    for name in ("eval_every", "eval_episodes"):
+        add_setting(p, name, OPTIONS[name])
+    p.add_argument("--eval-greedy", action="store_true",
+                   help="evaluate the most probable action (default: actions sampled from pi)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard scalars to OUT/tensorboard (needs tensorboardX, "
+                        "or tensorboard with torch)")
     return p
 
 
@@ -292,6 +334,7 @@ def settings(args, strict=True):
     with the ones that do not apply to the domain and tuner at one canonical value.
     strict: a flag given that does not apply is an error (a single run; a sweep checks itself)."""
     domain, tuner = args.domain, tuner_of(args)
+    check_domain(domain)
     for k in NUMBERS + DOMAIN_FLAGS:       # a malformed value is reported before anything else
         if k in RANGES and isinstance(getattr(args, k, None), str):
             checked(k, getattr(args, k))
@@ -321,6 +364,9 @@ def settings(args, strict=True):
             steps = value("steps")
         s.update(episodes=None, steps=steps, clip_rewards=not on("no_clip_rewards"),
                  blas_threads=value("blas_threads"))
+        if envs.is_gym_id(domain):          # only here, so built-in runs keep their identity
+            s["hidden"] = list(parse_widths(args.hidden) if args.hidden is not None
+                               else default("hidden", domain))
     else:
         s.update(episodes=value("episodes"))
     try:
@@ -328,6 +374,25 @@ def settings(args, strict=True):
     except ValueError as e:
         raise UsageError(str(e)) from None
     return s
+
+
+def check_domain(domain):
+    """UsageError unless `domain` is built in or a usable gymnasium id (envs.check_gym_id)."""
+    if domain not in envs.DOMAINS:
+        try:
+            envs.check_gym_id(domain)
+        except ValueError as e:
+            raise UsageError(f"--domain: {e}") from None
+
+
+def parse_widths(text):
+    """--hidden '64,64' -> (64, 64); UsageError naming the value and the accepted form."""
+    w = RUN_SETTINGS["hidden"].accepted
+    parts = [p.strip() for p in text.split(",")]
+    if not (1 <= len(parts) <= w.most and all(re.fullmatch(r"\d+", p) for p in parts)
+            and all(w.lo <= int(p) <= w.hi for p in parts)):
+        raise UsageError(f"--hidden {text} is not {w.words()}")
+    return tuple(int(p) for p in parts)
 
 
 def config_of(s):
@@ -400,19 +465,87 @@ def check_rng(state, like):
     return probe.state
 
 
+def make_env(s, seed=None):
+    """The gymnasium environment of a network run (seeded with the run's seed by default)."""
+    opts = {"clip_rewards": s["clip_rewards"]} if s["domain"] in envs.ATARI_DOMAINS else {}
+    return envs.make(s["domain"], seed=s["seed"] if seed is None else seed, **opts)
+
+
+def make_net(s, env):
+    """The network of a run: the paper's Atari net, MinAtar's, or envs.gym_net for a gymnasium id."""
+    import nets
+    shape, A = env.observation_space.shape, int(env.action_space.n)
+    if envs.is_gym_id(s["domain"]):
+        return envs.gym_net(shape, A, s["hidden"])
+    return nets.MINATAR(shape[0], A) if s["domain"] in envs.MINATAR_DOMAINS else nets.ATARI(A)
+
+
+LAYER_EVERY = 10_000      # agent steps between two rows of layers.csv
+
+
+class LayerLog:
+    """OUT/layers.csv of a network run: beta per layer at the end of the first episode after
+    every LAYER_EVERY agent steps (and of the first episode); a resumed run writes the same rows."""
+
+    def __init__(self, runner, path, done, resume):
+        self.runner = runner
+        rows = ([r for r in read_rows(path, 10**12) if int(r["episode"]) <= done]
+                if resume else [])
+        self.next = (int(rows[-1]["steps"]) // LAYER_EVERY + 1) * LAYER_EVERY if rows else 0
+        self.writer = restart_csv(path, runner.layer_fields(), rows)
+
+    def after(self, episodes, steps):
+        """After an episode: a row if `steps` reached the next multiple of LAYER_EVERY."""
+        if steps >= self.next:
+            self.writer.write({"episode": episodes, "steps": steps,
+                               **self.runner.layer_stats()})
+            self.next = (steps // LAYER_EVERY + 1) * LAYER_EVERY
+
+    def close(self):
+        self.writer.close()
+
+
+def layer_slices(net):
+    """(name, start, end) of each layer's weights and biases in theta: conv1.., dense1.., head."""
+    import nets
+    out, counts = [], {nets.CONV: 0, nets.DENSE: 0}
+    for i, ly in enumerate(net.layers):
+        counts[ly.kind] += 1
+        name = ("head" if i == len(net.layers) - 1 else
+                f"{'conv' if ly.kind == nets.CONV else 'dense'}{counts[ly.kind]}")
+        out.append((name, ly.w_off, ly.b_off + ly.fan_out))
+    return out
+
+
 class NetRunner:
     """A network-domain run (docs/algorithms.md §6.3): gymnasium env + NetAgent, stepped in Python."""
 
     def __init__(self, s):
-        import nets
-        opts = {"clip_rewards": s["clip_rewards"]} if s["domain"] in envs.ATARI_DOMAINS else {}
-        self.env = envs.make(s["domain"], seed=s["seed"], **opts)
+        self.env = make_env(s)
         self.obs, _ = self.env.reset(seed=s["seed"])
-        c, A = self.obs.shape[0], int(self.env.action_space.n)
-        net = nets.MINATAR(c, A) if s["domain"].startswith(envs.MINATAR_PREFIX) else nets.ATARI(A)
-        self.agent = mt.NetAgent(net, config_of(s), seed=s["seed"])
+        self.agent = mt.NetAgent(make_net(s, self.env), config_of(s), seed=s["seed"])
         self.learner = self.agent.learner
         self.gamma, self.boot_at_limit = s["gamma"], s["timeout_bootstrap"]
+        self.last = envs.EpisodeStats()
+        self.layers = layer_slices(self.agent.net)
+
+    def policy_of(self):
+        """(agent, drift signs) for an evaluation: the NetAgent, and None."""
+        return self.agent, None
+
+    def save_agent(self, path):
+        """The trained NetAgent to `path`."""
+        self.agent.save(path)
+
+    def warm_up(self):
+        """Compile (or load) the step's kernels on a throwaway agent: no state of this run."""
+        agent = mt.NetAgent(self.agent.net, self.agent.config, seed=0)
+        obs = np.zeros(agent.net.obs_shape, agent.dtype)
+        for gamma1 in (self.gamma, 0.0):
+            agent.learn(agent.policy(obs), 0.0, obs, gamma1)
+        agent.end_episode()
+        agent.act(obs, greedy=True)
+        agent.act(obs)
 
     def get_state(self):
         """Learner arrays, agent RNG and emulator state, between episodes -> (arrays, meta)."""
@@ -447,11 +580,36 @@ class NetRunner:
     def fields(self):
         """Columns of episodes.csv."""
         return ["episode", "return", "score", "length", "steps", "complete", "diverged",
-                "beta_mean"]
+                *self.stats()]
 
     def stats(self):
-        """The logged statistics of the learner's state."""
-        return {"beta_mean": float(self.learner.beta().mean())}
+        """The logged statistics: mean beta over all weights, the last episode's mean |delta|
+        and policy entropy."""
+        return {"beta_mean": float(self.learner.beta().mean()), "abs_delta": self.last.abs_delta,
+                "entropy": self.last.entropy}
+
+    def layer_fields(self):
+        """Columns of layers.csv."""
+        return ["episode", "steps", *self.layer_stats()]
+
+    def layer_stats(self):
+        """beta per layer: its mean and 10/50/90 % quantiles (the lower order statistic)."""
+        L = self.learner
+        beta, cols = L.beta(), {}
+        for name, lo, hi in self.layers:
+            cols[f"beta_{name}_mean"] = float(beta[lo:hi].mean())
+            if L.tuner.vector:     # beta_i = beta + log eb_i rises with eb_i: select on eb
+                ks = np.floor(np.array([0.1, 0.5, 0.9]) * (hi - lo - 1)).astype(np.int64)
+                qs = L.s[mt.BETA] + np.log(mt.order_stats(L.W[mt.EB_, lo:hi], ks))
+            else:
+                qs = (beta[lo],) * 3
+            for q, v in zip((10, 50, 90), qs):
+                cols[f"beta_{name}_q{q}"] = float(v)
+        return cols
+
+    def layer_writer(self, path, done, resume):
+        """A LayerLog on OUT/layers.csv, its rows after episode `done` dropped."""
+        return LayerLog(self, path, done, resume)
 
     def next_row(self, steps_left, tick):
         """One episode, cut at the step budget -> (CSV row without episode/steps/stats, ok)."""
@@ -464,13 +622,15 @@ class NetRunner:
         agent, env = self.agent, self.env
         obs = self.obs if self.obs is not None else env.reset()[0]
         self.obs = None
-        ret = score = 0.0
+        ret = score = abs_delta = entropy = 0.0
         t, ok, done = 0, True, False
         while t < max_steps:
             A = agent.policy(obs)
+            entropy += agent.H0
             obs1, R, term, trunc, info = env.step(A)
             boot = not term and (self.boot_at_limit or not trunc)
             ok = agent.learn(A, float(R), obs1, self.gamma if boot else 0.0)
+            abs_delta += abs(agent.delta)
             ret += R
             score += info.get("score", R)
             t += 1
@@ -483,6 +643,7 @@ class NetRunner:
         if tick is not None:
             tick(t % 256)
         agent.end_episode()
+        self.last = envs.EpisodeStats(abs_delta / max(t, 1), entropy / max(t, 1))
         return ret, score, t, ok, done or not ok
 
 
@@ -523,8 +684,8 @@ class LinearRunner:
         return ["episode", "return", "length", "steps", "diverged"] + list(self.stats())
 
     def stats(self):
-        """Mean log step-size over groups of weights (docs/algorithms.md §6.2 Fig. 7 groups on the drifting
-        domain)."""
+        """Mean log step-size over groups of weights (docs/algorithms.md §6.2 Fig. 7 groups on the
+        drifting domain), and the last episode's mean |delta| and policy entropy."""
         s, beta = self.s, self.learner.beta()
         nf = envs.N_TILE_FEATURES + (envs.N_NOISE if s["domain"] == "drifting_mountaincar" else 0)
         critic, actor = beta[:nf], beta[nf:].reshape(envs.MC_ACTIONS, nf)
@@ -533,7 +694,22 @@ class LinearRunner:
         if nf > envs.N_TILE_FEATURES:
             cols["beta_critic_noise"] = critic[envs.N_TILE_FEATURES:].mean()
             cols["beta_actor_noise"] = actor[:, envs.N_TILE_FEATURES:].mean()
+        cols.update(abs_delta=self.agent.last.abs_delta, entropy=self.agent.last.entropy)
         return cols
+
+    def policy_of(self):
+        """(agent, drift signs) for an evaluation: the LinearAgent and the signs it meets now."""
+        return self.agent.agent, self.agent.signs
+
+    def save_agent(self, path):
+        """The trained LinearAgent to `path`, with the drift signs at the end of the run."""
+        self.agent.agent.save(path, drift_signs=self.agent.signs)
+
+    def warm_up(self):
+        """Compile (or load) the episode loop on a throwaway task: no state of this run."""
+        task = make_agent(self.s)
+        task.episode()
+        envs.mc_evaluate(task.agent, task.signs, self.s["drift"], 1, True, 0)
 
     def next_row(self, steps_left, tick):
         """One episode -> (CSV row without episode/steps/stats, ok)."""
@@ -708,17 +884,35 @@ def read_rows(path, n):
 
 class RowWriter:
     """Appends whole CSV rows: each row is one write of its bytes, and a write that fails (a full
-    disk) is cut back to the last whole row before the error goes on."""
+    disk) is cut back to the last whole row before the error goes on.  buffered: rows wait in
+    memory until flush() (a log that only needs to be complete at checkpoints)."""
 
-    def __init__(self, path, fields):
-        self.fields = fields
+    def __init__(self, path, fields, buffered=False):
+        self.fields, self.buffered, self.pending = fields, buffered, []
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         self.size = os.fstat(self.fd).st_size
+        self.buf = io.StringIO()
+        self.csv = csv.writer(self.buf, lineterminator="\n")
 
     def write(self, row):
-        buf = io.StringIO()
-        csv.DictWriter(buf, fieldnames=self.fields, lineterminator="\n").writerow(row)
-        data = buf.getvalue().encode()
+        """Append one row (a dict with exactly the writer's fields)."""
+        if len(row) != len(self.fields):
+            raise ValueError(f"row has fields {sorted(row)}, expected {self.fields}")
+        self.buf.seek(0)
+        self.buf.truncate()
+        self.csv.writerow([row[f] for f in self.fields])
+        if self.buffered:
+            self.pending.append(self.buf.getvalue())
+        else:
+            self._append(self.buf.getvalue().encode())
+
+    def flush(self):
+        """Write the buffered rows, in one write."""
+        if self.pending:
+            data, self.pending = "".join(self.pending).encode(), []
+            self._append(data)
+
+    def _append(self, data):
         try:
             view = memoryview(data)
             while view:
@@ -729,7 +923,10 @@ class RowWriter:
         self.size += len(data)
 
     def close(self):
-        os.close(self.fd)
+        try:
+            self.flush()
+        finally:
+            os.close(self.fd)
 
 
 class Interrupt:
@@ -831,12 +1028,26 @@ def finite_stats(stats, last):
     return ({k: v if math.isfinite(v) else last[k] for k, v in stats.items()}, ok)
 
 
-def run(s, out, quiet=False, resume=False, every=100, minutes=5.0, keep=False):
-    """One run: episodes to OUT/episodes.csv as they finish, config and outcome to OUT/config.json.
+class Harness(NamedTuple):
+    """How a run is kept and watched (none of it changes a result): checkpoints every `every`
+    episodes or `minutes` minutes, kept at the end or not; an evaluation of `eval_episodes`
+    episodes every `eval_every` episodes (None: none), greedy or sampled; TensorBoard scalars."""
+    every: int = 100
+    minutes: float = 5.0
+    keep: bool = False
+    eval_every: object = None
+    eval_episodes: int = 10
+    eval_greedy: bool = False
+    tensorboard: bool = False
+
+
+def run(s, out, quiet=False, resume=False, harness=Harness()):
+    """One run: episodes to OUT/episodes.csv as they finish, config and outcome to OUT/config.json,
+    the trained agent to OUT/agent.npz, wall-clock times to OUT/timing.csv.
 
     Mountain car runs `episodes` episodes, the network domains `steps` agent steps. Checkpoints
-    between episodes every `every` episodes or `minutes` minutes and on SIGINT/SIGTERM; with
-    resume=True an unfinished run continues from its last checkpoint (bit-identical results).
+    between episodes (see Harness) and on SIGINT/SIGTERM; with resume=True an unfinished run
+    continues from its last checkpoint (bit-identical results).
     The process holds OUT's lock throughout; a finished or diverged run is returned untouched."""
     old = check_out(out, s, resume)
     if old is not None:
@@ -849,7 +1060,7 @@ def run(s, out, quiet=False, resume=False, every=100, minutes=5.0, keep=False):
         old = check_out(out, s, resume)          # again, now that no one else can write here
         if old is not None:
             return old
-        return _run_locked(s, out, quiet, resume, every, minutes, keep)
+        return _run_locked(s, out, quiet, resume, harness)
 
 
 def compile_note(net, quiet):
@@ -864,10 +1075,87 @@ def compile_note(net, quiet):
               "seconds)", file=sys.stderr, flush=True)
 
 
-def _run_locked(s, out, quiet, resume, every, minutes, keep):
+def restart_csv(path, fields, rows, buffered=False):
+    """Write `path` afresh with its header and `rows` (atomically) -> a RowWriter appending to it."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return RowWriter(path, fields, buffered)
+
+
+def tensorboard_writer():
+    """TensorBoard's SummaryWriter class (torch's, or tensorboardX's); UsageError if neither."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise UsageError("--tensorboard needs a TensorBoard writer: pip install tensorboardX "
+                             "(or tensorboard with torch)") from None
+    return SummaryWriter
+
+
+def eval_seed(s, *key):
+    """A fresh seed for an evaluation (never a training stream): SeedSequence(seed, *key)."""
+    return int(np.random.SeedSequence([s["seed"], *key]).generate_state(1)[0] >> 1)
+
+
+def evaluate_returns(agent, signs, s, episodes, greedy, key):
+    """Returns (the game score on network domains) of `episodes` episodes of `agent` without
+    learning, on environment and action streams seeded from `key` alone; `signs`: the drift
+    signs a mountain-car agent meets at the start (None on the network domains)."""
+    if not is_net(s["domain"]):
+        return envs.mc_evaluate(agent, signs, s["drift"], episodes, greedy, eval_seed(s, *key))
+    env, rng = make_env(s, seed=eval_seed(s, *key)), np.random.default_rng(eval_seed(s, *key, 1))
+    scores = []
+    try:
+        for _ in range(episodes):
+            obs, _ = env.reset()
+            score, done = 0.0, False
+            while not done:
+                obs, R, term, trunc, info = env.step(agent.act(obs, greedy, rng))
+                score += info.get("score", R)
+                done = term or trunc
+            scores.append(score)
+    finally:
+        env.close()
+    return scores
+
+
+def mean_se(xs):
+    """(mean, standard error) of a list of numbers (s.e. 0 for one number)."""
+    m = statistics.fmean(xs)
+    return m, (statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else 0.0)
+
+
+def save_agent(runner, out):
+    """OUT/agent.npz: the trained agent (and OUT/agent_env.npz: the drift signs), atomically."""
+    path, tmp = os.path.join(out, AGENT_FILE), os.path.join(out, "agent.tmp.npz")
+    try:
+        runner.save_agent(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+AGENT_FILE, TIMING_FIELDS = "agent.npz", ["episode", "seconds", "elapsed_seconds"]
+EVAL_FIELDS = ["episode", "steps", "eval_mean", "eval_se", "eval_episodes", "greedy"]
+
+
+def _run_locked(s, out, quiet, resume, hz):
     """`run` once OUT is locked and checked."""
     from tqdm import tqdm
-    cfg_path, csv_path = os.path.join(out, "config.json"), os.path.join(out, "episodes.csv")
+    path = {k: os.path.join(out, k) for k in ("config.json", "episodes.csv", "timing.csv",
+                                               "eval.csv")}
     net = is_net(s["domain"])
     blas = None
     if net and s["blas_threads"] != 1:
@@ -875,33 +1163,43 @@ def _run_locked(s, out, quiet, resume, every, minutes, keep):
         blas = threadpool_limits(s["blas_threads"], user_api="blas")
     compile_note(net, quiet)
     runner = NetRunner(s) if net else LinearRunner(s)
-    rows = read_rows(csv_path, 10**12) if resume else []
+    tc = time.perf_counter()
+    runner.warm_up()
+    compile_seconds = time.perf_counter() - tc
+    rows = read_rows(path["episodes.csv"], 10**12) if resume else []
     done = load_checkpoint(out, runner, s, len(rows)) if resume else 0
     rows = rows[:done]
     meta = {"settings": s, "settings_hash": settings_hash(s), "provenance": provenance(),
-            "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "compile_seconds": round(compile_seconds, 3)}
     if done:
         meta["resumed_from_episode"] = done
-    write_json(cfg_path, meta)
+    write_json(path["config.json"], meta)
     returns = [float(r["score" if net else "return"]) for r in rows]
     steps = int(rows[-1]["steps"]) if rows else 0
     fields = runner.fields()
-    tmp = csv_path + ".tmp"
-    try:
-        with open(tmp, "w", newline="") as f:   # the episodes up to the checkpoint, atomically
-            w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, csv_path)
-    except BaseException:
-        _remove(tmp)
-        raise
+    timing = [r for r in read_rows(path["timing.csv"], done)] if resume else []
+    evals = ([r for r in read_rows(path["eval.csv"], 10**12) if int(r["episode"]) <= done]
+             if resume else [])
+    tb = tensorboard_writer()(os.path.join(out, "tensorboard")) if hz.tensorboard else None
     more = (lambda ep, st: st < s["steps"]) if net else (lambda ep, st: ep < s["episodes"])
-    t0 = last_ckpt = time.perf_counter()
     steps0, status, ep = steps, "finished", done
     last_stats, _ = finite_stats(runner.stats(), {})
-    writer = RowWriter(csv_path, fields)
+    writers = []
     try:
+        writer = restart_csv(path["episodes.csv"], fields, rows)
+        writers.append(writer)
+        twriter = restart_csv(path["timing.csv"], TIMING_FIELDS, timing, buffered=True)
+        writers.append(twriter)
+        layers = runner.layer_writer(os.path.join(out, "layers.csv"), done, resume) if net else None
+        if layers is not None:
+            writers.append(layers)
+        ewriter = None
+        if hz.eval_every is not None:
+            ewriter = restart_csv(path["eval.csv"], EVAL_FIELDS, evals)
+            writers.append(ewriter)
+        elapsed0 = float(timing[-1]["elapsed_seconds"]) if timing else 0.0
+        t0 = last_ckpt = t_ep = time.perf_counter()
         with Interrupt() as stop, \
                 tqdm(total=s["steps"] if net else s["episodes"], initial=steps if net else done,
                      unit="step" if net else "ep", unit_scale=net, disable=quiet,
@@ -916,7 +1214,25 @@ def _run_locked(s, out, quiet, resume, every, minutes, keep):
                 steps += row["length"]
                 returns.append(row["score" if net else "return"])
                 writer.write({"episode": ep, "steps": steps, **row, **stats})
+                now = time.perf_counter()
+                twriter.write({"episode": ep, "seconds": round(now - t_ep, 6),
+                               "elapsed_seconds": round(elapsed0 + now - t0, 6)})
+                t_ep = now
+                if tb is not None:
+                    for k, v in {"return": returns[-1], "length": row["length"], **stats}.items():
+                        tb.add_scalar(k, v, steps)
                 ep += 1
+                if layers is not None and ok:
+                    layers.after(ep, steps)
+                if ewriter is not None and ok and ep % hz.eval_every == 0:
+                    m, se = mean_se(evaluate_returns(*runner.policy_of(), s, hz.eval_episodes,
+                                                     hz.eval_greedy, (1, ep)))
+                    ewriter.write({"episode": ep, "steps": steps, "eval_mean": m, "eval_se": se,
+                                   "eval_episodes": hz.eval_episodes,
+                                   "greedy": int(hz.eval_greedy)})
+                    if tb is not None:
+                        tb.add_scalar("eval_mean", m, steps)
+                    t_ep = time.perf_counter()
                 if not net:
                     bar.update(1)
                 if not quiet and (ep % 10 == 0 or not more(ep, steps)):
@@ -927,34 +1243,53 @@ def _run_locked(s, out, quiet, resume, every, minutes, keep):
                     status = "diverged"
                     break
                 now = time.perf_counter()
-                if stop.signal is not None or ep % every == 0 or now - last_ckpt > 60 * minutes:
+                if stop.signal is not None or ep % hz.every == 0 or now - last_ckpt > 60 * hz.minutes:
+                    twriter.flush()              # complete up to the checkpoint's episode
                     save_checkpoint(out, runner, s, ep)
                     last_ckpt = now
                 if stop.signal is not None:
                     status = "interrupted"
                     break
+        wall = time.perf_counter() - t0
     finally:
-        writer.close()
+        failed = sys.exc_info()[0] is not None
+        for w in writers:
+            try:
+                w.close()
+            except OSError:
+                if not failed:   # else the error already on its way is the one reported
+                    raise
+        if tb is not None:
+            tb.close()
         if blas is not None:
             blas.unregister()
-    wall = time.perf_counter() - t0
+    if status == "finished":
+        save_agent(runner, out)
     meta.update(status=status, episodes_done=ep, agent_steps=steps, wall_seconds=round(wall, 3),
                 steps_per_second=round((steps - steps0) / wall, 1) if wall > 0 else None,
                 mean_return_last100=float(np.mean(returns[-100:])) if returns else None)
     if status == "diverged":
         meta["diverged_at_episode"] = ep - 1
-    write_json(cfg_path, meta)
-    if status != "interrupted" and not keep:
+    write_json(path["config.json"], meta)
+    if status != "interrupted" and not hz.keep:
         for name in (CKPT, CKPT_PREV):
             _remove(os.path.join(out, name))
     return meta
 
 
 def run_options(args):
-    """The checkpoint and output options of a run, validated."""
-    return dict(every=option(args, "checkpoint_every"),
-                minutes=option(args, "checkpoint_minutes"),
-                keep=args.keep_checkpoint)
+    """The harness options of a run (checkpoints, evaluation, TensorBoard), validated."""
+    if args.eval_every is None:
+        for name in ("eval_episodes", "eval_greedy"):
+            if getattr(args, name) not in (None, False):
+                raise UsageError(f"{flag(name)} needs --eval-every")
+    if args.tensorboard:
+        tensorboard_writer()
+    return Harness(every=option(args, "checkpoint_every"),
+                   minutes=option(args, "checkpoint_minutes"), keep=args.keep_checkpoint,
+                   eval_every=option(args, "eval_every") if args.eval_every is not None else None,
+                   eval_episodes=option(args, "eval_episodes"),
+                   eval_greedy=bool(args.eval_greedy), tensorboard=bool(args.tensorboard))
 
 
 def main_run(argv):
@@ -970,7 +1305,7 @@ def main_run(argv):
         raise UsageError(f"--resume: {args.out} holds no run (no config.json)")
     out = args.out or os.path.join("runs", run_name(s) + time.strftime("-%Y%m%d-%H%M%S"))
     try:
-        meta = run(s, out, quiet=args.quiet, resume=args.resume, **opts)
+        meta = run(s, out, quiet=args.quiet, resume=args.resume, harness=opts)
     except CheckpointError as e:
         raise UsageError(str(e)) from None
     except OSError as e:
@@ -1049,7 +1384,7 @@ def sweep_parser():
         add_setting(p, name, OPTIONS[name])
     p.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run on Ray: 'local' starts a private local instance, 'auto' or HOST:PORT "
-                        "joins a cluster")
+                        "joins a cluster (default: no Ray, a process pool of --workers)")
     return p
 
 
@@ -1072,7 +1407,9 @@ def expand(args):
             continue
         vals = [v.strip() for v in getattr(args, name).split(",")]
         for v in vals:
-            if v not in choices:
+            if name == "domain":
+                check_domain(v)
+            elif v not in choices:
                 raise UsageError(f"--{name}: unknown value {v!r}; accepted: {', '.join(choices)}")
         grids[name] = vals
     seeds = option(args, "seeds")
@@ -1132,7 +1469,7 @@ def _worker_init(parent):
 
 def sweep_task(s, out, opts):
     """One run of a sweep (resumes an unfinished one) -> (status, mean return of last 100)."""
-    meta = run(s, out, quiet=True, resume=True, **opts)
+    meta = run(s, out, quiet=True, resume=True, harness=opts)
     return meta["status"], meta.get("mean_return_last100")
 
 
@@ -1155,12 +1492,13 @@ class SweepStop:
             signal.signal(s, h)
 
 
-def _pool_engine(tasks, workers, report, stop):
-    """Local process pool, one run per worker; a crashed worker's runs are retried once."""
+def _pool_engine(tasks, workers, report, stop, tick=lambda: None):
+    """Local process pool, one run per worker; a crashed worker's runs are retried once.
+    tick() is called about every 2 s (the progress bar)."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     pending = [(t, 0) for t in tasks]
-    signalled = 0
+    signalled, last_tick = 0, time.monotonic()
     while pending and not stop.count:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(os.getpid(),))
@@ -1179,6 +1517,9 @@ def _pool_engine(tasks, workers, report, stop):
                         except (OSError, AttributeError):
                             pass
                 done, _ = wait(inflight, timeout=0.25, return_when=FIRST_COMPLETED)
+                if time.monotonic() - last_tick > 2:
+                    tick()
+                    last_tick = time.monotonic()
                 broken = False
                 for fut in done:
                     t, k = inflight.pop(fut)
@@ -1268,6 +1609,19 @@ def private_ray_process():
              else 128 + os.WTERMSIG(status))
 
 
+MODULES = ("metatrace", "nets", "envs", "run", "figures", "bench", "algorithms")
+
+
+def code_dir(here):
+    """A fresh temporary directory holding only the project's modules: the code a Ray job ships
+    to a cluster, whether this is a checkout or an installed package (site-packages)."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="metatrace-code-")
+    for m in MODULES:
+        shutil.copy2(os.path.join(here, m + ".py"), d)
+    return d
+
+
 RAY_MIN = (2, 59)      # the first Ray whose local clusters require token authentication
 
 
@@ -1308,7 +1662,7 @@ def start_ray(address, workers):
             except OSError as e:
                 raise UsageError(f"--ray {address}: no Ray cluster answers there "
                                  f"({e.strerror or e})") from None
-        env.update(working_dir=here, excludes=["runs/", ".git/", ".venv*/", "docs/", ".hypothesis/"])
+        env.update(working_dir=code_dir(here))     # the modules alone, checkout or installed
         kwargs = dict(address=address)
     import threading
     watchdog = threading.Timer(30, lambda: (print(f"run.py: error: --ray {address}: no Ray "
@@ -1332,13 +1686,18 @@ def start_ray(address, workers):
     return ray
 
 
-def _ray_engine(ray, tasks, report, stop):
-    """Ray: the same runs as remote tasks (retried once on failure); results on a shared disk."""
+def _ray_engine(ray, tasks, report, stop, tick=lambda: None):
+    """Ray: the same runs as remote tasks (retried once on failure); results on a shared disk.
+    tick() is called about every 2 s (the progress bar)."""
     try:
         remote = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=True)(sweep_task)
         refs = {remote.remote(*t): t for t in tasks}
+        last_tick = time.monotonic()
         while refs and not stop.count:
             done, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
+            if time.monotonic() - last_tick > 2:
+                tick()
+                last_tick = time.monotonic()
             if not done:
                 continue
             t = refs.pop(done[0])
@@ -1408,6 +1767,51 @@ def check_sweep_root(root, tasks):
     return listed, done
 
 
+class SweepProgress:
+    """The work a sweep has done, in agent steps when every run is on a network domain, else in
+    episodes, read from each run's episodes.csv as it grows (new bytes only)."""
+
+    def __init__(self, tasks):
+        self.net = all(is_net(s["domain"]) for s, _, _ in tasks)
+        self.unit = "step" if self.net else "ep"
+        self.budget = {o: s["steps"] if self.net else (s["episodes"] or 0) for s, o, _ in tasks}
+        self.total = sum(self.budget.values()) if self.net or all(
+            not is_net(s["domain"]) for s, _, _ in tasks) else None
+        self.read, self.ended = {}, set()      # per run: (bytes read, rows, last steps)
+
+    def end(self, out):
+        """A run that finished or diverged counts its whole budget."""
+        self.ended.add(out)
+
+    def _grown(self, out):
+        path = os.path.join(out, "episodes.csv")
+        off, rows, last = self.read.get(out, (0, -1, 0))
+        try:
+            with open(path, "rb") as f:
+                f.seek(off)
+                data = f.read()
+        except OSError:
+            return 0
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            lines = data[:cut].split(b"\n")[:-1]
+            rows += len(lines)
+            if self.net and rows > 0:
+                try:
+                    last = int(lines[-1].split(b",")[4])      # the steps column
+                except (IndexError, ValueError):
+                    pass
+            self.read[out] = (off + cut, rows, last)
+        return last if self.net else max(rows, 0)
+
+    def done(self):
+        """Units of work done so far (None when runs of both kinds share the sweep)."""
+        if self.total is None:
+            return None
+        return sum(self.budget[o] if o in self.ended else min(self._grown(o), self.budget[o])
+                   for o in self.budget)
+
+
 def main_sweep(argv):
     """`python run.py sweep ...`: every combination of the grids, --seeds runs each.  Each run
     has its own directory (a readable name plus the hash of all its settings); a re-run skips
@@ -1439,23 +1843,42 @@ def main_sweep(argv):
               flush=True)
         failed = {}
         os.environ.update(NUMBA_NUM_THREADS="1")
-        with SweepStop() as stop, tqdm(total=len(tasks), initial=len(tasks) - len(todo), unit="run",
-                                       disable=args.quiet, dynamic_ncols=True) as bar:
+        progress = SweepProgress(tasks)
+        for o in finished:
+            progress.end(o)
+        by_work = progress.total is not None
+        with SweepStop() as stop, tqdm(total=progress.total if by_work else len(tasks),
+                                       initial=progress.done() if by_work else len(tasks) - len(todo),
+                                       unit=progress.unit if by_work else "run",
+                                       unit_scale=by_work, disable=args.quiet,
+                                       dynamic_ncols=True) as bar:
+            runs_done = [len(tasks) - len(todo)]
+
             def report(t, result, error):
                 name = os.path.basename(t[1])
                 if error is None:
                     failed.pop(name, None)
                     if result[0] != "interrupted":
-                        bar.update(1)
+                        progress.end(t[1])
+                        runs_done[0] += 1
+                        if not by_work:
+                            bar.update(1)
                 else:
                     failed[name] = error
                     bar.write(f"run {name} failed: {error}")
-                bar.set_postfix(failed=len(failed), refresh=False)
+                bar.set_postfix(runs=f"{runs_done[0]}/{len(tasks)}", failed=len(failed),
+                                refresh=False)
+
+            def tick():
+                if by_work and not args.quiet:
+                    bar.n = progress.done()
+                    bar.refresh()
 
             if ray is not None:
-                _ray_engine(ray, todo, report, stop)
+                _ray_engine(ray, todo, report, stop, tick)
             else:
-                _pool_engine(todo, workers, report, stop)
+                _pool_engine(todo, workers, report, stop, tick)
+            tick()
         counts = {}
         for _, o, _ in tasks:
             try:
@@ -1515,10 +1938,65 @@ def main_bench(argv):
     return bench.linear(args.domain, repeats, checked("episodes", args.episodes), where, make)
 
 
+def load_run_agent(out):
+    """(settings, agent, drift signs) of a finished run directory; UsageError if it has none."""
+    if not os.path.isdir(out):
+        raise UsageError(f"{out} is not a run directory")
+    cfg = read_config(out)
+    path = os.path.join(out, AGENT_FILE)
+    if not os.path.exists(path):
+        raise UsageError(f"{out} holds no {AGENT_FILE} (run status {cfg['status']}; only a "
+                         "finished run keeps its agent)")
+    s = cfg["settings"]
+    try:
+        meta, _ = mt.read_agent(path)
+        agent = mt.load(path)
+        if agent.config != config_of(s):
+            raise ValueError("its settings are not those of the run's config.json")
+        signs = meta["extra"].get("drift_signs")
+        if not is_net(s["domain"]):
+            want = (envs.N_TILE_FEATURES,)
+            if signs is None or signs.shape != want or not np.isin(signs, (-1.0, 1.0)).all():
+                raise ValueError("its drift signs are missing or not +-1")
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{path}: {e}") from None
+    return s, agent, signs
+
+
+def main_evaluate(argv):
+    """`run.py evaluate OUT --episodes N [--greedy]`: the trained agent of run OUT on fresh
+    environment seeds, without learning; prints the mean return (game score) and its s.e."""
+    p = Parser(prog="run.py evaluate", description=main_evaluate.__doc__)
+    p.add_argument("out", metavar="OUT", help="a finished run's directory (holds agent.npz)")
+    p.add_argument("--episodes", default="10", metavar="N",
+                   help="evaluation episodes (default 10); integers >= 1 and <= 1,000,000")
+    p.add_argument("--greedy", action="store_true",
+                   help="the most probable action (default: actions sampled from pi)")
+    args = p.parse_args(argv)
+    n = parse_number(args.episodes, "episodes")
+    if not mt.Range(1, 10**6, integer=True).ok(n):
+        raise UsageError(f"--episodes {args.episodes} is outside the accepted range integers "
+                         ">= 1 and <= 1,000,000")
+    s, agent, signs = load_run_agent(args.out)
+    returns = evaluate_returns(agent, signs, s, int(n), args.greedy, (2,))
+    m, se = mean_se(returns)
+    game = s["domain"] in envs.ATARI_DOMAINS + envs.MINATAR_DOMAINS
+    print(f"{s['domain']} {s['tuner']}: mean {'score' if game else 'return'} "
+          f"{m:.2f} ± {se:.2f} (s.e.) over {int(n)} episodes, "
+          f"{'greedy' if args.greedy else 'sampled'} actions, fresh environment seeds")
+    return 0
+
+
 def main(argv=None):
-    """Dispatch `run.py [bench|sweep|figures] ...`; bad input -> one line on stderr, exit 2."""
+    """Dispatch `run.py [bench|sweep|figures|plot|evaluate] ...`; bad input -> one line on
+    stderr, exit 2."""
     argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv and argv[0] == "evaluate":
+            return main_evaluate(argv[1:])
+        if argv and argv[0] == "plot":
+            import figures
+            return figures.plot_main(argv[1:], prog="run.py plot")
         if argv and argv[0] == "bench":
             return main_bench(argv[1:])
         if argv and argv[0] == "sweep":
@@ -1528,7 +2006,8 @@ def main(argv=None):
             return figures.main(argv[1:], prog="run.py figures")
         return main_run(argv)
     except UsageError as e:
-        print(f"run.py: error: {e}", file=sys.stderr)
+        prog = "metatrace" if os.path.basename(sys.argv[0]) == "metatrace" else "run.py"
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
 
 

@@ -61,11 +61,47 @@ def setup(tmp, kind):
         (tmp / "res" / "r1" / "episodes.csv").write_bytes(b"\x00\xff garbage \n\x01,\x02\n")
     elif kind == "emptyres":
         (tmp / "res").mkdir()
+    elif kind == "noagent":
+        make_run(tmp / "done")
+        os.remove(tmp / "done" / "agent.npz")
+    elif kind in ("badagent", "pickledagent"):
+        make_run(tmp / "done")
+        if kind == "badagent":
+            (tmp / "done" / "agent.npz").write_bytes(b"PK\x03\x04 not a zip")
+        else:
+            import numpy as np
+            with open(tmp / "done" / "agent.npz", "wb") as f:
+                np.savez(f, meta=np.array([{"format": "metatrace-agent"}], dtype=object))
 
 
 E = ["--episodes", "2", "--quiet"]
 MB = ["--domain", "minatar-breakout", "--steps", "10", "--quiet"]
+CP = ["--domain", "CartPole-v1", "--steps", "10", "--quiet"]
 CASES = [  # (argv, words the line must hold, set-up)
+    (["--domain", "Pendulum-v1", "--steps", "10", "--quiet"], "Box action space", None),
+    (["--domain", "NoSuchEnv-v9", "--steps", "10", "--quiet"], "NoSuchEnv-v9", None),
+    ([*CP, "--hidden", "0"], "--hidden 0 is not", None),
+    ([*CP, "--hidden", "64,x"], "--hidden 64,x is not", None),
+    ([*CP, "--hidden", "1,2,3,4,5,6,7,8,9"], "1 to 8 integers", None),
+    ([*CP, "--hidden", "5000"], "[1, 4096]", None),
+    ([*CP, "--episodes", "3"], "--episodes does not apply", None),
+    ([*CP, "--frames", "40"], "--frames does not apply", None),
+    (["--hidden", "64", *E], "--hidden does not apply", None),
+    (["--eval-episodes", "3", *E], "--eval-episodes needs --eval-every", None),
+    (["--eval-greedy", *E], "--eval-greedy needs --eval-every", None),
+    (["--eval-every", "0", *E], "--eval-every 0 is outside", None),
+    (["--eval-every", "5", "--eval-episodes", "0", *E], "--eval-episodes 0 is outside", None),
+    (["sweep", "--domain", "CartPole-v1,Nope-v0", "--steps", "10", "--out", "{tmp}/sw"],
+     "Nope-v0", None),
+    (["evaluate", "{tmp}/nope"], "not a run directory", None),
+    (["evaluate"], "OUT", None),
+    (["evaluate", "{tmp}/empty"], "unreadable", "empty"),
+    (["evaluate", "{tmp}/done", "--episodes", "0"], "--episodes 0 is outside", "run"),
+    (["evaluate", "{tmp}/done", "--episodes", "x"], "malformed number", "run"),
+    (["evaluate", "{tmp}/done", "--seed", "3"], "--seed", "run"),
+    (["evaluate", "{tmp}/done"], "holds no agent.npz", "noagent"),
+    (["evaluate", "{tmp}/done"], "not a readable agent file", "badagent"),
+    (["evaluate", "{tmp}/done"], "not a readable agent file", "pickledagent"),
     (["--domain", "atlantis", *E], "atlantis", None),
     (["--tuner", "adam", *E], "adam", None),
     (["--alpha", "0", *E], "(0, inf)", None),
@@ -232,3 +268,14 @@ def test_mu_zero_works_without_out(tmp_path, monkeypatch, capsys):
     assert "-mu0-" in d
     cfg = json.loads((tmp_path / "runs" / d / "config.json").read_text())
     assert cfg["settings"]["mu"] == 0.0 and cfg["status"] == "finished"
+
+
+def test_tensorboard_without_a_writer_is_one_line(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    if any(importlib.util.find_spec(m) for m in ("tensorboardX", "torch")):
+        pytest.skip("a TensorBoard writer is installed here")
+    monkeypatch.chdir(tmp_path)
+    rc = run.main(["--tensorboard", *E, "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "tensorboardX" in err[0]
+    assert os.listdir(tmp_path) == []

@@ -58,8 +58,13 @@ ALE = ["--domain", "seaquest", "--tuner", "mixed", "--steps", "1600", "--seed", 
        "--checkpoint-every", "1"]
 
 
-@pytest.mark.parametrize("args,kills,span", [(MC, 4, 60), (MINATAR, 3, 8), (ALE, 1, 1)],
-                         ids=["mountaincar", "minatar", "ale"])
+CARTPOLE = ["--domain", "CartPole-v1", "--tuner", "mixed", "--steps", "12000", "--seed", "2",
+            "--quiet", "--checkpoint-every", "9", "--eval-every", "40", "--eval-episodes", "2"]
+
+
+@pytest.mark.parametrize("args,kills,span", [(MC, 4, 60), (MINATAR, 3, 8), (ALE, 1, 1),
+                                             (CARTPOLE, 3, 60)],
+                         ids=["mountaincar", "minatar", "ale", "gymnasium"])
 def test_kill_9_at_random_moments_then_resume_is_identical(args, kills, span, tmp_path):
     """Each kill comes a random number of episodes (1..span) plus a random fraction of a second
     after the run (or its resumption) has written its rows so far."""
@@ -76,6 +81,13 @@ def test_kill_9_at_random_moments_then_resume_is_identical(args, kills, span, tm
     r = cli(*args, "--out", str(out), *(["--resume"] if (out / "config.json").exists() else []))
     assert r.returncode == 0, (moments, r.stderr)
     assert (out / "episodes.csv").read_bytes() == (full / "episodes.csv").read_bytes(), moments
+    if (full / "eval.csv").exists():
+        assert (out / "eval.csv").read_bytes() == (full / "eval.csv").read_bytes(), moments
+    tm = (out / "timing.csv").read_text().splitlines()
+    assert [x.split(",")[0] for x in tm] == [x.split(",")[0] for x in
+                                            (out / "episodes.csv").read_text().splitlines()]
+    with np.load(out / "agent.npz") as a, np.load(full / "agent.npz") as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
     assert json.loads((out / "config.json").read_text())["status"] == "finished"
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
 

@@ -9,6 +9,8 @@ whose truncation error (~e^4) and rounding error (~1e-16 / e) are both far below
 "Close" means  max|a - b| <= tol * max(max|a|, max|b|): relative to the scale of the whole vector.
 The transpose identity <cot, J v> = <J^T cot, v> is exact up to rounding: tolerance 1e-12.
 """
+import json
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +26,8 @@ SEEDS = st.integers(0, 2**32 - 1)
 
 @st.composite
 def small_nets(draw):
-    """A random small net: 0-2 conv layers, 0-2 hidden dense layers, 1-5 actions."""
+    """A random small net: 0-2 conv layers, 0-2 hidden dense layers (dSiLU or SiLU), 1-5
+    actions; without conv layers the observation may be a vector."""
     convs = [(draw(st.integers(1, 4)),
               (draw(st.integers(1, 4)), draw(st.integers(1, 4))),
               (draw(st.integers(1, 3)), draw(st.integers(1, 3))))
@@ -35,7 +38,10 @@ def small_nets(draw):
     obs_shape = (draw(st.integers(1, 3)), draw(st.integers(h_min, h_min + 5)),
                  draw(st.integers(w_min, w_min + 5)))
     dense = draw(st.lists(st.integers(1, 8), min_size=0, max_size=2))
-    return nets.make_net(obs_shape, convs, dense, draw(st.integers(1, 5)))
+    if not convs and draw(st.booleans()):          # an MLP on a vector observation
+        obs_shape = (obs_shape[0] * obs_shape[1] * obs_shape[2],)
+    act = draw(st.sampled_from((nets.DSILU, nets.SILU)))
+    return nets.make_net(obs_shape, convs, dense, draw(st.integers(1, 5)), dense_act=act)
 
 
 def setup(net, seed, dtype=np.float64):
@@ -383,3 +389,19 @@ def test_wrong_dtypes_and_cotangent_shapes_are_value_errors():
         nets.jvp(net, theta, ws, np.ones(net.n_params))
     with pytest.raises(ValueError, match="does not fit"):
         nets.make_net((1, 5, 5), ((2, 6, 1),), (3,), 2)
+
+
+def test_spec_round_trip_and_mlp():
+    for net in (nets.ATARI(18), nets.MINATAR(4, 6), nets.MLP(4, (64, 64), 2),
+                nets.make_net((3, 7, 7), ((2, (3, 2), (1, 2)),), (), 3)):
+        back = nets.from_spec(json.loads(json.dumps(nets.spec(net))))
+        assert back.layers == net.layers and np.array_equal(back.table, net.table)
+        assert (back.obs_shape, back.n_actions, back.n_params) == (net.obs_shape, net.n_actions,
+                                                                   net.n_params)
+    mlp = nets.MLP(4, (64, 32), 2)
+    assert mlp.obs_shape == (4,) and [ly.act for ly in mlp.layers] == [nets.SILU, nets.SILU,
+                                                                       nets.IDENTITY]
+    with pytest.raises(ValueError, match="obs_shape"):
+        nets.make_net((4,), ((2, 3, 1),), (), 2)
+    with pytest.raises(ValueError, match="not a network"):
+        nets.from_spec({"obs_shape": [4]})
