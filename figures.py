@@ -1,11 +1,14 @@
-"""Redraw the paper's figures (Young, Wang & Taylor 2018, Figs. 1-9) from run directories.
+"""Redraw the paper's figures (Young, Wang & Taylor 2018, Figs. 1-9) from runs or compact results.
 
     python figures.py --fig 2 runs/ --out figs/            (or: python run.py figures ...)
+    python run.py figures --fig 7 docs/figures/fig6_drift6e-6_runs.csv --out figs/
     python run.py plot runs/ --by lam --out lam.png        learning curves by any setting
 
-reads every run directory under RESULTS_DIR (a folder with config.json and episodes.csv, at any
-depth, as written by `python run.py`), groups the runs whose settings differ only in `seed`, and
-writes FIGDIR/figN.png, FIGDIR/figN.pdf and FIGDIR/figN_summary.csv (the summary is also printed).
+reads every run directory under each RESULTS path (a folder with config.json and episodes.csv, at
+any depth, as written by `python run.py`) or the runs of a compact results file (*_runs.csv, written
+by docs/compact.py: each run's returns and β as means of B-episode bins), groups the runs whose
+settings differ only in `seed`, and writes FIGDIR/figN.png, FIGDIR/figN.pdf and
+FIGDIR/figN_summary.csv (the summary is also printed).
 
 Protocol (docs/algorithms.md §6): each run's episode returns (the unclipped `score` column where present) are
 smoothed by a trailing mean over the last K episodes, fewer at the start (K = 20 for mountain car,
@@ -13,7 +16,15 @@ Figs. 1-5; K = 40 for drifting mountain car and Atari, Figs. 6-9); a curve is th
 of one setting with a shaded band of ±1 standard error (sample std / sqrt(n)). Figs. 1-7 are drawn
 against episodes; Figs. 8-9 against agent steps, each run's smoothed curve interpolated onto a common
 step grid. The summary's final return is the mean over runs of the mean of the last 100 episode
-returns (docs/algorithms.md §6.2 selection rule).
+returns (docs/algorithms.md §6.2 selection rule).  From compact results a curve point is a bin's
+mean at the bin's last episode, the trailing mean covers round(K / B) bins (at least one), and the
+final return is the mean of the bins covering the last 100 episodes, weighted by their episode
+counts (exact when the bin edges fall 100 episodes before the end; the figure says so otherwise).
+
+Drawing: legends outside the axes (one shared legend when every panel has the same entries), one
+well-spaced colour per α0 (the same in every panel), "(n=N)" runs per curve, tick labels on every
+panel, and a thin dotted median curve beside the mean of a setting whose mean and median final
+return differ by at least the s.e. (bimodal outcomes, e.g. a few seeds stuck at -200).
 
 Diverged runs are not dropped: the mean curve and the final return use the runs that did not
 diverge, each diverged run is drawn thin up to its last episode with an × there, and the legend and
@@ -28,11 +39,14 @@ import os
 import re
 import sys
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.textpath import text_to_path
 from matplotlib.ticker import EngFormatter
 
 import envs
@@ -52,6 +66,9 @@ BETA_COLUMNS = (("beta_critic", "critic, informative", "C0", "-"),
                 ("beta_critic_noise", "critic, noise", "C0", "--"),
                 ("beta_actor", "actor, informative", "C3", "-"),
                 ("beta_actor_noise", "actor, noise", "C3", "--"))
+COMPACT_KEYS = ("domain", "tuner", "normalized", "drift", "alpha", "mu", "seed")   # docs/compact.py
+COMPACT_BINS = ("episode", "episodes", "diverged")
+LEGEND_FONT = 7
 SUMMARY_COLUMNS = ("figure", "panel", "domain", "tuner", "normalized", "drift", "mu", "alpha0",
                    "n_runs", "n_diverged", "n_unfinished", "final_return", "final_return_se",
                    "mean_return", "spread_alpha0", "best_mu", "note")
@@ -79,6 +96,31 @@ def final_return(returns, last=LAST):
     """Mean of the last `last` episode returns of one run (all of them if fewer; NaN if none)."""
     x = np.asarray(returns, dtype=float)[-last:]
     return float(x.mean()) if len(x) else math.nan
+
+
+def binned_final(means, counts, last=LAST):
+    """Final return from bin means: the whole bins covering the last `last` episodes, weighted by
+    their episode counts (exact when a bin edge falls `last` episodes before the end).
+
+    Returns (value, exact); value is NaN for no bins.
+    """
+    m, c = np.asarray(means, dtype=float), np.asarray(counts, dtype=float)
+    if not len(m):
+        return math.nan, True
+    j = min(int(np.searchsorted(np.cumsum(c[::-1]), last)) + 1, len(c))
+    covered = float(c[-j:].sum())
+    exact = covered == last or (j == len(c) and covered < last)
+    return float(np.sum(m[-j:] * c[-j:]) / covered), exact
+
+
+def median_apart(values):
+    """True when the mean and the median of values (3 or more finite ones) differ by at least their
+    standard error: bimodal outcomes, e.g. most seeds near -100 and some stuck at -200."""
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
+    if len(v) < 3:
+        return False
+    gap = abs(float(v.mean()) - float(np.median(v)))
+    return gap > 0 and gap >= float(v.std(ddof=1)) / math.sqrt(len(v)) * (1 - 1e-9)
 
 
 def mean_se(curves):
@@ -139,11 +181,13 @@ def best_mu(items):
 
 @dataclass
 class Run:
-    """One run directory: its settings and status; episodes.csv is read on first use."""
+    """One run directory (episodes.csv is read on first use), or one run of a compact file (its
+    data given: one point per bin of `bin` episodes, the counts in data["episodes"])."""
     path: str
     settings: dict
     status: str
     _data: dict = field(default=None, repr=False)
+    bin: int = 1
 
     @property
     def data(self):
@@ -162,6 +206,30 @@ class Run:
         """Status "diverged", or a 1 in the diverged column."""
         d = self.data.get("diverged")
         return self.status == "diverged" or bool(d is not None and len(d) and np.nansum(d) > 0)
+
+    @property
+    def n_episodes(self):
+        """Episodes the run covers (the sum of its bins' counts for a compact run)."""
+        return len(self.returns) if self.bin == 1 else int(np.sum(self.data["episodes"]))
+
+    @property
+    def episode_x(self):
+        """Episode number of each point: 1..n, or each bin's last episode for a compact run."""
+        if self.bin == 1:
+            return np.arange(1, len(self.returns) + 1, dtype=float)
+        return self.data["episode"] + self.data["episodes"]
+
+    def final(self, last=LAST):
+        """Mean of the last `last` episode returns (final_return; from the bins: binned_final)."""
+        if self.bin == 1:
+            return final_return(self.returns, last)
+        return binned_final(self.returns, self.data["episodes"], last)[0]
+
+    def mean(self):
+        """Mean return over all episodes (a compact run's bins weighted by their counts)."""
+        if self.bin == 1:
+            return float(np.mean(self.returns))
+        return float(np.average(self.returns, weights=self.data["episodes"]))
 
 
 def read_episodes(path):
@@ -215,6 +283,114 @@ def load_runs(results_dir):
     return runs
 
 
+def compact_value(key, text):
+    """One key column of a compact file as its setting's type: normalized bool, drift/alpha/mu
+    float, seed int, domain/tuner str; ValueError when it does not parse."""
+    if key == "normalized":
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError
+        return text.lower() in ("true", "1")
+    if key == "seed":
+        return int(text)
+    return float(text) if key in ("drift", "alpha", "mu") else text
+
+
+def compact_row(header, row):
+    """(settings with seed, {column: float}) of one compact row; ValueError (column, text) if bad.
+    An empty key is an unset setting; an empty value is NaN."""
+    if len(row) != len(header):
+        raise ValueError("columns", f"{len(row)} fields, not {len(header)}")
+    settings, values = {}, {}
+    for h, text in zip(header, row):
+        try:
+            if h in COMPACT_KEYS:
+                if text != "":
+                    settings[h] = compact_value(h, text)
+            elif h in ("episode", "episodes", "diverged"):
+                values[h] = float(int(text))
+            else:
+                values[h] = float(text) if text != "" else math.nan
+        except ValueError:
+            raise ValueError(h, text) from None
+    if values["episodes"] < 1 or values["episode"] < 0 or values["diverged"] not in (0, 1):
+        raise ValueError("episode, episodes, diverged",
+                         f"{values['episode']:g}, {values['episodes']:g}, {values['diverged']:g}")
+    return settings, values
+
+
+def compact_run(path, line, settings, bins):
+    """One Run from its (line, values) bins in a compact file; FigureError unless they follow each
+    other from episode 0."""
+    bins = sorted(bins, key=lambda b: b[1]["episode"])
+    end = 0.0
+    for n, b in bins:
+        if b["episode"] != end:
+            raise FigureError(f"{path} line {n}: bin at episode {b['episode']:g} of run "
+                              f"{json.dumps(settings, default=str)} does not start where the one "
+                              f"before ends ({end:g}); one run per (settings, seed) and file")
+        end += b["episodes"]
+    data = {h: np.array([b[h] for _, b in bins]) for h in bins[0][1]}
+    status = "diverged" if np.any(data["diverged"] > 0) else "finished"
+    return Run(f"{path}:{line}", settings, status, data, bin=int(data["episodes"].max()))
+
+
+def read_compact(path):
+    """A compact results file (docs/compact.py) -> one Run per distinct (settings, seed), in file
+    order; FigureError for a missing column or a row that does not parse."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise FigureError(f"{path} is unreadable ({type(e).__name__})") from None
+    header = rows[0] if rows else []
+    missing = [c for c in COMPACT_KEYS + COMPACT_BINS if c not in header]
+    missing += [] if {"return", "score"} & set(header) else ["return"]
+    if missing or len(set(header)) != len(header):
+        what = f"no column {', '.join(missing)}" if missing else "repeated columns"
+        raise FigureError(f"{path} is not a compact results file of docs/compact.py ({what})")
+    runs = {}
+    for n, row in enumerate(rows[1:], 2):
+        try:
+            settings, values = compact_row(header, row)
+        except ValueError as e:
+            col, text = e.args
+            raise FigureError(f"{path} line {n} does not parse ({col}: {str(text)[:40]!r})") \
+                from None
+        key = json.dumps(settings, sort_keys=True, default=str)
+        runs.setdefault(key, (n, settings, []))[2].append((n, values))
+    return [compact_run(path, n, settings, bins) for n, settings, bins in runs.values()]
+
+
+def as_compact(runs):
+    """Run directories with only the settings a compact file records (COMPACT_KEYS), so that they
+    group with compact runs; FigureError when that merges runs that differ in other settings."""
+    seen = {}
+    for r in runs:
+        key = json.dumps({k: r.settings.get(k) for k in COMPACT_KEYS if k != "seed"},
+                         sort_keys=True, default=str)
+        full = {k: v for k, v in r.settings.items() if k != "seed"}
+        other = seen.setdefault(key, (r, full))
+        diff = sorted(k for k in set(full) | set(other[1])
+                      if k not in COMPACT_KEYS and full.get(k) != other[1].get(k))
+        if diff:
+            raise FigureError(f"runs {other[0].path} and {r.path} differ in {', '.join(diff)}, "
+                              f"which compact files do not record; draw them without compact files")
+    return [replace(r, settings={k: r.settings[k] for k in COMPACT_KEYS if k in r.settings})
+            for r in runs]
+
+
+def load_results(paths):
+    """The runs of every RESULTS path: a folder of run directories (load_runs) or a compact file
+    (read_compact).  Mixed, run directories are compared on the compact files' settings only."""
+    dirs, compact = [], []
+    for path in paths:
+        if os.path.isfile(path):
+            compact += read_compact(path)
+        else:
+            dirs += load_runs(path)
+    return (as_compact(dirs) if compact else dirs) + compact
+
+
 @dataclass
 class Group:
     """The runs of one setting (settings minus seed)."""
@@ -239,12 +415,20 @@ class Group:
     def mean_return(self):
         """Mean over the non-diverged runs of each run's mean return over all its episodes
         (the area under the learning curve: how fast it learned); NaN when none."""
-        vals = [float(np.mean(r.returns)) for r in self.ok_runs if len(r.returns)]
+        vals = [r.mean() for r in self.ok_runs if len(r.returns)]
         return float(np.mean(vals)) if vals else math.nan
+
+    def finals(self, last=LAST):
+        """Each non-diverged run's final return (Run.final)."""
+        return [r.final(last) for r in self.ok_runs]
+
+    def median_differs(self, last=LAST):
+        """median_apart of the final returns: bimodal outcomes, so the median curve is drawn too."""
+        return median_apart(self.finals(last))
 
     def final(self, last=LAST):
         """(mean, se, n) over the non-diverged runs of each run's final return; NaN when none."""
-        vals = [final_return(r.returns, last) for r in self.ok_runs]
+        vals = self.finals(last)
         if not vals:
             return math.nan, math.nan, 0
         m, se, n = mean_se(np.array(vals)[:, None])
@@ -265,7 +449,7 @@ def group_runs(runs):
         same = [r for r in g.runs if r.settings.get("seed") == run.settings.get("seed")]
         if same:
             dupes += 1
-            if len(run.returns) > len(same[0].returns):
+            if run.n_episodes > same[0].n_episodes:
                 g.runs[g.runs.index(same[0])] = run
             continue
         g.runs.append(run)
@@ -330,11 +514,26 @@ def plain(text):
     return re.sub(r"\$2\^\{(-?\d+)\}\$", r"2^\1", text)
 
 
+def distinct_colors(n):
+    """n colours that neighbours tell apart: tab10 up to 10; up to 20, tab20's dark hue k next to
+    its light hue k + 3; else turbo at golden-ratio steps."""
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        order = [j for k in range(10) for j in (2 * k, 2 * ((k + 3) % 10) + 1)]
+        return [colormaps["tab20"](j) for j in order[:n]]
+    return [colormaps["turbo"]((0.05 + 0.618034 * i) % 1.0) for i in range(n)]
+
+
+def value_colors(values):
+    """One distinct colour per value, largest first (distinct_colors)."""
+    values = sorted(set(values), reverse=True)
+    return dict(zip(values, distinct_colors(len(values))))
+
+
 def alpha_colors(groups):
     """One colour per α0 over the whole figure (same α0, same colour in every panel)."""
-    alphas = sorted({g.get("alpha") for g in groups}, reverse=True)
-    cmap = colormaps["viridis"]
-    return {a: cmap(i / max(len(alphas) - 1, 1) * 0.9) for i, a in enumerate(alphas)}
+    return value_colors(g.get("alpha") for g in groups)
 
 
 def varying(groups, shown):
@@ -426,15 +625,15 @@ def panels_fig7(groups, options):
     drift = closest({g.get("drift") for g in dom}, FIG7_DRIFT)
     if drift != FIG7_DRIFT:
         notes.add(f"drift {drift:g} (closest to {FIG7_DRIFT:g})")
-    panels = []
+    panels, per_tuner = [], {}
     for tuner in METATRACE:
         gs = at_alpha0([g for g in dom if g.get("tuner") == tuner and g.get("drift") == drift],
                        DRIFT_ALPHA0, notes)
-        if not gs:
-            continue
+        if gs:
+            per_tuner[tuner] = gs
+    col = value_colors(g.get("mu") for gs in per_tuner.values() for g in gs)   # same µ, same colour
+    for tuner, gs in per_tuner.items():
         mus = sorted({g.get("mu") for g in gs}, reverse=True)
-        cmap = colormaps["plasma"]
-        col = {m: cmap(i / max(len(mus) - 1, 1) * 0.85) for i, m in enumerate(mus)}
         gs = sorted(gs, key=lambda g: -g.get("mu"))
         panels.append(Panel(f"{TUNER_NAMES.get(tuner, tuner)}: every µ", labelled(
             gs, lambda g: f"µ={pow2(g.get('mu'), True)}", ("alpha", "mu"), lambda g: col[g.get("mu")])))
@@ -544,12 +743,52 @@ FIGURES = {
 # --------------------------------------------------------------------------------------------
 # Drawing
 
+def window(run, k):
+    """The trailing-mean window in points: k episodes, or round(k / bin) bins (at least 1) of a
+    compact run."""
+    return k if run.bin == 1 else max(1, round(k / run.bin))
+
+
 def run_curve(run, k, by_steps):
-    """x (episode number, or cumulative agent steps) and the smoothed returns of one run."""
-    y = smooth(run.returns, k)
+    """x (episode number, a compact run's bin ends, or cumulative agent steps) and the smoothed
+    returns of one run."""
+    y = smooth(run.returns, window(run, k))
     if by_steps and "steps" in run.data:
         return run.data["steps"], y
-    return np.arange(1, len(y) + 1, dtype=float), y
+    return run.episode_x, y
+
+
+def on_common_x(bins, xs, ys, whole=False):
+    """(x, runs × points array) of curves given at episode numbers xs.
+
+    Curves whose x are prefixes of the longest one's stay as they are: cut to the shortest, or with
+    whole=True padded with NaN past their end. Otherwise (runs of different bins in one curve) they
+    are interpolated onto the x of the coarsest-binned run (bins: each run's Run.bin).
+    """
+    longest = max(xs, key=len)
+    if all(np.array_equal(x, longest[:len(x)]) for x in xs):
+        n = len(longest) if whole else min(map(len, xs))
+        a = np.full((len(ys), n), np.nan)
+        for i, y in enumerate(ys):
+            a[i, :min(len(y), n)] = y[:n]
+        return longest[:n], a
+    grid = np.asarray(xs[int(np.argmax(bins))], dtype=float)
+    if not whole:
+        grid = grid[(grid >= max(x[0] for x in xs)) & (grid <= min(x[-1] for x in xs))]
+    return grid, align_by_steps(xs, ys, grid)
+
+
+def stacked(group, k, by_steps, grid_points=GRID_POINTS):
+    """(x, runs × points array) of the smoothed returns of the group's non-diverged runs, on the x
+    where every such run has data (episodes, or a common agent-step grid); None when none."""
+    runs = [r for r in group.ok_runs if len(r.returns)]
+    if not runs:
+        return None
+    xs, ys = zip(*(run_curve(r, k, by_steps) for r in runs))
+    if by_steps:
+        grid = np.linspace(max(x[0] for x in xs), min(x[-1] for x in xs), grid_points)
+        return grid, align_by_steps(xs, ys, grid)
+    return on_common_x([r.bin for r in runs], xs, ys)
 
 
 def group_curve(group, k, by_steps, grid_points=GRID_POINTS):
@@ -558,29 +797,40 @@ def group_curve(group, k, by_steps, grid_points=GRID_POINTS):
     The mean is drawn only where every such run has data (up to the shortest run's last episode,
     or its last agent step), so a curve never jumps where one run stops contributing.
     """
-    runs = [r for r in group.ok_runs if len(r.returns)]
-    if not runs:
+    curves = stacked(group, k, by_steps, grid_points)
+    if curves is None:
         return None
-    xs, ys = zip(*(run_curve(r, k, by_steps) for r in runs))
-    if by_steps:
-        grid = np.linspace(max(x[0] for x in xs), min(x[-1] for x in xs), grid_points)
-        m, se, n = mean_se(align_by_steps(xs, ys, grid))
-        return grid, m, se, n
-    n_eps = min(len(y) for y in ys)
-    m, se, n = mean_se(np.array([y[:n_eps] for y in ys]))
-    return np.arange(1, n_eps + 1, dtype=float), m, se, n
+    m, se, n = mean_se(curves[1])
+    return curves[0], m, se, n
+
+
+def group_median(group, k, by_steps, grid_points=GRID_POINTS):
+    """x and the median over the group's non-diverged runs of their smoothed returns (or None)."""
+    curves = stacked(group, k, by_steps, grid_points)
+    return None if curves is None else (curves[0], np.median(curves[1], axis=0))
+
+
+def run_count(group):
+    """"n=N" runs of a group, with "k/N diverged" when any diverged."""
+    n, d = len(group.runs), group.n_diverged
+    return f"n={n}" + (f", {d}/{n} diverged" if d else "")
 
 
 def draw_return_panel(ax, panel, k, by_steps):
-    """Mean curves with ±1 s.e. bands; diverged runs thin, ending in an × (Figs. 1-9)."""
+    """Mean curves with ±1 s.e. bands, a thin dotted median where Group.median_differs; diverged
+    runs thin, ending in an × (Figs. 1-9)."""
+    medians = False
     for c in panel.curves:
         g = c.group
-        label = c.label + (f" ({g.n_diverged}/{len(g.runs)} diverged)" if g.n_diverged else "")
+        label = f"{c.label} ({run_count(g)})"
         curve = group_curve(g, k, by_steps)
         if curve is not None:
             x, m, se, _ = curve
             ax.plot(x, m, color=c.color, linestyle=c.linestyle, lw=1.4, label=label)
             ax.fill_between(x, m - se, m + se, color=c.color, alpha=0.2, lw=0)
+            if g.median_differs():
+                ax.plot(*group_median(g, k, by_steps), color=c.color, linestyle=":", lw=0.9)
+                medians = True
         else:   # every run diverged: keep the legend entry
             ax.plot([], [], color=c.color, linestyle=c.linestyle, marker="x", label=label)
         for r in g.runs:
@@ -588,42 +838,89 @@ def draw_return_panel(ax, panel, k, by_steps):
                 x, y = run_curve(r, k, by_steps)
                 ax.plot(x, y, color=c.color, linestyle=c.linestyle, lw=0.7, alpha=0.7)
                 ax.plot(x[-1:], y[-1:], color=c.color, marker="x", ms=8, mew=2, linestyle="none")
+    if medians:
+        ax.plot([], [], color="0.3", linestyle=":", lw=0.9, label="median")
     ax.set_xlabel("agent steps" if by_steps else "episode")
     if by_steps:
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     score = any("score" in c.group.runs[0].data for c in panel.curves)
-    ax.set_ylabel(f"{'score' if score else 'return'} (trailing mean of {k} episodes)")
-    if panel.curves:
-        ax.legend(fontsize=7, loc="best")
+    spans = sorted({window(r, k) * r.bin for c in panel.curves for r in c.group.runs}) or [k]
+    ax.set_ylabel(f"{'score' if score else 'return'} (trailing mean of "
+                  f"{'/'.join(map(str, spans))} episodes)")
 
 
 def draw_beta_panel(ax, panel):
-    """Fig. 7 (b,d,f): mean β = log α per group of weights, mean over runs per episode (docs/algorithms.md §6.2)."""
+    """Fig. 7 (b,d,f): mean β = log α per group of weights, mean over runs per episode (or per bin
+    of compact runs) (docs/algorithms.md §6.2); the title says how many runs."""
     for c in panel.curves:
         g = c.group
         ok = g.ok_runs
         for col, name, color, ls in BETA_COLUMNS:
-            rows = [r.data[col] for r in ok if col in r.data]
-            if not rows:
+            have = [r for r in ok if col in r.data and len(r.data[col])]
+            if not have:
                 continue
-            a = np.full((len(rows), max(map(len, rows))), np.nan)
-            for i, y in enumerate(rows):
-                a[i, :len(y)] = y
+            x, a = on_common_x([r.bin for r in have], [r.episode_x for r in have],
+                               [r.data[col] for r in have], whole=True)
             m, se, _ = mean_se(a)
-            x = np.arange(1, len(m) + 1)
             ax.plot(x, m, color=color, linestyle=ls, lw=1.4, label=name)
             ax.fill_between(x, m - se, m + se, color=color, alpha=0.2, lw=0)
-        if g.n_diverged:
-            ax.set_title(ax.get_title() + f" ({g.n_diverged}/{len(g.runs)} diverged)",
-                         fontsize=9)
+        ax.set_title(ax.get_title() + f" ({run_count(g)})", fontsize=9 if g.n_diverged else 10)
     ax.set_xlabel("episode")
     ax.set_ylabel("mean β = log α")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best")
+
+
+def text_width(text, size=LEGEND_FONT):
+    """Width in points of one line of text (mathtext where it has $...$) at the given size."""
+    try:
+        return float(text_to_path.get_text_width_height_descent(
+            text, FontProperties(size=size), ismath="$" in text)[0])
+    except ValueError:      # not valid mathtext: about 0.55 em a character
+        return len(text) * size * 0.55
+
+
+def legend_width(labels):
+    """Inches a legend of these labels needs right of its axes: the widest label, the line sample
+    and the padding."""
+    return 0.55 + max((text_width(label) for label in labels), default=0.0) / 72
+
+
+def place_legends(fig, axes):
+    """Legends outside the axes, so that no curve is hidden: one for the figure right of the panels
+    when every panel has the same entries, else one right of each panel.
+
+    Returns the width (inches) each legend needs, one per axes, or [width] for a shared one.
+    """
+    entries = [ax.get_legend_handles_labels() for ax in axes]
+    style = lambda h, lab: (lab, to_rgba(h.get_color()), h.get_linestyle(), h.get_marker())
+    keys = [[style(h, lab) for h, lab in zip(*e)] for e in entries]
+    if keys and keys[0] and all(k == keys[0] for k in keys):
+        fig.legend(*entries[0], loc="outside right upper", fontsize=LEGEND_FONT)
+        return [legend_width(entries[0][1])]
+    for ax, (handles, labels) in zip(axes, entries):
+        if handles:
+            ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                      borderaxespad=0.0, fontsize=LEGEND_FONT)
+    return [legend_width(labels) if labels else 0.0 for _, labels in entries]
+
+
+def subtitle(panels, n_runs, k):
+    """The protocol line under the title: runs, mean ± s.e., diverged ×, the median rule, and the
+    bins of compact results."""
+    runs = {id(r): r for p in panels for c in p.curves for r in c.group.runs}.values()
+    bins = sorted({r.bin for r in runs if r.bin > 1})
+    text = (f"{n_runs} runs; mean over runs, ±1 s.e. shaded; × = diverged run; thin dotted = "
+            f"median over runs, drawn where a setting's mean and median final return differ by "
+            f"at least its s.e.")
+    if bins:
+        width = sorted({max(1, round(k / b)) for b in bins})
+        text += (f"; from compact results: means of {'/'.join(map(str, bins))}-episode bins, "
+                 f"trailing mean of {'/'.join(map(str, width))} bin(s)")
+    return text
 
 
 def draw(spec, panels, note, n_runs):
-    """The figure: one axes per panel, spec.ncols per row, a title with the protocol."""
+    """The figure: one axes per panel, spec.ncols per row, tick labels on every panel, legends
+    outside (place_legends), a title with the protocol."""
     ncols = min(spec.ncols, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig = Figure(figsize=(4.6 * ncols, 3.5 * nrows + 0.6), layout="constrained")
@@ -636,13 +933,19 @@ def draw(spec, panels, note, n_runs):
             draw_return_panel(ax, panel, spec.k, spec.by_steps)
         if spec.share and i % ncols:
             ax.set_ylabel("")
+        ax.tick_params(labelbottom=True, labelleft=True)    # shared axes hide them on inner panels
         ax.grid(alpha=0.3)
     for ax in axes[len(panels):]:
         ax.remove()
-    sub = f"{n_runs} runs; mean over runs, ±1 s.e. shaded; × = diverged run"
-    width = int(13 * 4.6 * ncols)             # characters that fit the figure's width
-    lines = [spec.title, sub] + ([note] if note else [])
-    fig.suptitle("\n".join(textwrap.fill(line, width) for line in lines), fontsize=11)
+    legends = place_legends(fig, axes[:len(panels)])
+    shared = bool(fig.legends)
+    width = 4.6 * ncols + (legends[0] if shared else
+                           sum(max(legends[c::ncols]) for c in range(ncols)))
+    span = 4.6 * ncols if shared else width     # the title stays clear of a shared legend
+    lines = [spec.title, subtitle(panels, n_runs, spec.k)] + ([note] if note else [])
+    text = "\n".join(textwrap.fill(line, int(12 * span)) for line in lines)
+    fig.set_size_inches(width, 3.5 * nrows + 0.2 * (text.count("\n") + 1) + 0.2)
+    fig.suptitle(text, fontsize=11, x=span / 2 / width)
     return fig
 
 
@@ -720,28 +1023,60 @@ def write_summary(rows, path):
 # --------------------------------------------------------------------------------------------
 # Entry points
 
-def make_figure(number, results_dir, out, suite="ale"):
-    """Draw figure `number` from results_dir into out/figN.{png,pdf,_summary.csv}.
+def compact_notes(panels, paths, last=LAST):
+    """Notes on compact results: final returns from whole bins that overrun the last `last`
+    episodes, and run directories compared on the compact settings only."""
+    runs = {id(r): r for p in panels for c in p.curves for r in c.group.runs}.values()
+    over = [r for r in runs
+            if r.bin > 1 and not binned_final(r.returns, r.data["episodes"], last)[1]]
+    notes = []
+    if over:
+        notes.append(f"{len(over)} compact runs: final return over the whole bins covering their "
+                     f"last {last} episodes (bin edges do not fall {last} episodes before the end)")
+    if any(os.path.isfile(p) for p in paths) and any(os.path.isdir(p) for p in paths):
+        notes.append("run directories and compact files: settings compared on "
+                     + ", ".join(k for k in COMPACT_KEYS if k != "seed"))
+    return notes
 
-    Returns (matplotlib Figure, summary rows). FigureError on an unknown figure or no runs.
+
+def lacking_steps(panels):
+    """Runs of the return panels without a steps column (Figs. 8-9 need agent steps)."""
+    runs = {id(r): r for p in panels if p.kind == "return" for c in p.curves for r in c.group.runs}
+    return [r for r in runs.values() if len(r.returns) and "steps" not in r.data]
+
+
+def make_figure(number, results, out, suite="ale"):
+    """Draw figure `number` from results (a path or a list: folders of run directories or compact
+    *_runs.csv files) into out/figN.{png,pdf,_summary.csv}.
+
+    Returns (matplotlib Figure, summary rows). FigureError on an unknown figure or no runs; every
+    check runs before anything is written.
     """
+    paths = [results] if isinstance(results, str) else list(results)
     if number not in FIGURES:
         raise FigureError(f"--fig {number} is outside 1..9")
-    if not os.path.isdir(results_dir):
-        raise FigureError(f"results directory {results_dir} does not exist (figure {number})")
+    for path in paths:
+        if not os.path.exists(path):
+            raise FigureError(f"results {path} does not exist (figure {number})")
     if os.path.exists(out) and not os.path.isdir(out):
         raise FigureError(f"--out {out} is a file, not a directory")
-    runs = load_runs(results_dir)
+    where = ", ".join(paths)
+    runs = load_results(paths)
     if not runs:
-        raise FigureError(f"no runs (config.json + episodes.csv) under {results_dir} "
+        raise FigureError(f"no runs (config.json + episodes.csv, or compact rows) under {where} "
                           f"for figure {number}")
     groups = group_runs(runs)
     spec = FIGURES[number]
     panels, note = spec.build(groups, {"suite": suite})
     if not panels:
         found = sorted({f"{g.get('domain')}/{g.get('tuner')}" for g in groups})
-        raise FigureError(f"no runs for figure {number} under {results_dir}: it needs {note} "
+        raise FigureError(f"no runs for figure {number} under {where}: it needs {note} "
                           f"(found domain/tuner: {', '.join(found)})")
+    lacking = lacking_steps(panels) if spec.by_steps else []
+    if lacking:
+        raise FigureError(f"figure {number} is drawn against agent steps, but {len(lacking)} runs "
+                          f"have no steps column (first: {lacking[0].path})")
+    note = "; ".join(([note] if note else []) + compact_notes(panels, paths))
     n_runs = len({id(r) for p in panels for c in p.curves for r in c.group.runs})
     fig = draw(spec, panels, note, n_runs)
     try:
@@ -769,7 +1104,9 @@ class _Parser(argparse.ArgumentParser):
 def parser(prog="figures.py"):
     p = _Parser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fig", required=True, help="figure number, 1..9")
-    p.add_argument("results_dir", metavar="RESULTS_DIR", help="folder holding run directories")
+    p.add_argument("results", nargs="+", metavar="RESULTS",
+                   help="folders holding run directories, or compact *_runs.csv files "
+                        "(docs/compact.py); several may be combined")
     p.add_argument("--out", default="figures", help="output folder (default %(default)s)")
     p.add_argument("--suite", choices=("ale", "minatar"), default=None,
                    help="Figs. 8-9 only: the ALE games (default) or their MinAtar versions")
@@ -777,7 +1114,7 @@ def parser(prog="figures.py"):
 
 
 def main(argv=None, prog="figures.py"):
-    """`python figures.py --fig N RESULTS_DIR --out FIGDIR`; bad input -> one line, exit status 2."""
+    """`python figures.py --fig N RESULTS... --out FIGDIR`; bad input -> one line, exit status 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parser(prog).parse_args(argv)
@@ -787,7 +1124,7 @@ def main(argv=None, prog="figures.py"):
             raise FigureError(f"--fig {args.fig!r} is not a figure number 1..9") from None
         if args.suite is not None and number not in (8, 9):
             raise FigureError(f"--suite applies to Figs. 8-9 only, not to --fig {number}")
-        fig, rows = make_figure(number, args.results_dir, args.out, args.suite or "ale")
+        fig, rows = make_figure(number, args.results, args.out, args.suite or "ale")
     except FigureError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -4,8 +4,10 @@
 
 One row per run and bin: the run's settings that vary in a sweep (domain, tuner, normalized,
 drift, alpha, mu, seed), the bin's first episode and its mean return, score and beta columns, with
-4 significant digits (about 3 kB per run of 5000 episodes at --bin 100).  Raw run directories are
-not committed; these rows are.
+4 significant digits (about 3 kB per run of 5000 episodes at --bin 100), whether the bin diverged
+and, when episodes.csv records them, the cumulative agent steps at the end of the bin (last
+column, exact).  Raw run directories are not committed; these rows are.
+`python run.py figures --fig N OUT.csv` redraws a figure from them.
 """
 import argparse
 import csv
@@ -47,16 +49,18 @@ def main(argv=None):
     with open(a.out, "w", newline="") as f:
         w = None
         for s, rows in runs(a.results_dir):
-            cols = [c for c in VALUES if rows and c in rows[0]]
-            if w is None:
+            if w is None:           # the first run's columns, for every run (one header)
+                cols = [c for c in VALUES if rows and c in rows[0]]
+                steps = bool(rows) and "steps" in rows[0]
                 w = csv.writer(f, lineterminator="\n")
-                w.writerow([*KEYS, "episode", "episodes", *cols, "diverged"])
+                w.writerow([*KEYS, "episode", "episodes", *cols, "diverged"] + ["steps"] * steps)
             for b0 in range(0, len(rows), a.bin):
                 chunk = rows[b0:b0 + a.bin]
-                means = [sum(float(r[c]) for r in chunk) / len(chunk) for c in cols]
+                means = [sum(float(r.get(c) or "nan") for r in chunk) / len(chunk) for c in cols]
                 w.writerow([s.get(k) for k in KEYS] + [b0, len(chunk)]
                            + [f"{m:.4g}" if math.isfinite(m) else "" for m in means]
-                           + [max(int(r["diverged"]) for r in chunk)])
+                           + [max(int(r["diverged"]) for r in chunk)]
+                           + [chunk[-1].get("steps", "")] * steps)
                 n_rows += 1
             n_runs += 1
     print(f"{n_runs} runs, {n_rows} rows -> {a.out} ({os.path.getsize(a.out) / 1e3:.0f} kB)")

@@ -12,8 +12,11 @@ import os
 import subprocess
 import sys
 
+import re
+
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 
 import figures
 
@@ -120,6 +123,15 @@ def drawn(results, tmp_path_factory):
 
 def rows_by(rows, **eq):
     return [r for r in rows if all(r[k] == v for k, v in eq.items())]
+
+
+def legends(fig):
+    """Every legend of a figure: a shared one and those of its axes."""
+    return list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+
+
+def legend_texts(fig):
+    return [t.get_text() for leg in legends(fig) for t in leg.get_texts()]
 
 
 # -------------------------------------------------------------------------- statistics
@@ -229,11 +241,8 @@ def test_all_diverged_setting_kept_in_table_and_legend(drawn):
     assert rows_by(rows, mu=2.0 ** -14)[0]["spread_alpha0"] == pytest.approx(5.0)   # -90 - (-95)
     # µ=2^-14 has the higher mean over its surviving α0 (-92.5) but an α0 that always diverged
     assert {r["best_mu"] for r in rows} == {2.0 ** -16}
-    legends = [t.get_text() for ax in fig.axes if ax.get_legend()
-               for t in ax.get_legend().get_texts()]
-    assert any("3/3 diverged" in t for t in legends)
-    assert any("1/3 diverged" in t for t in [t.get_text() for ax in drawn[2][0].axes
-                                             for t in ax.get_legend().get_texts()])
+    assert any("n=3, 3/3 diverged" in t for t in legend_texts(fig))
+    assert any("n=3, 1/3 diverged" in t for t in legend_texts(drawn[2][0]))
     with open(os.path.join(out, "fig3_summary.csv"), newline="") as f:
         line = [x for x in csv.DictReader(f) if x["n_diverged"] == "3"][0]
     assert line["n_runs"] == "3" and line["final_return"] == ""
@@ -260,6 +269,7 @@ def test_fig7_every_mu_and_beta_panels(drawn):
     assert len(beta_axes) == 3 and "closest" not in beta_axes[0].get_title()
     labels = [t.get_text() for t in beta_axes[2].get_legend().get_texts()]
     assert labels == ["critic, informative", "critic, noise", "actor, informative", "actor, noise"]
+    assert all(ax.get_title().endswith("(n=2)") for ax in beta_axes)     # runs per β panel
 
 
 def test_fig7_takes_closest_mu_and_says_so(tmp_path):
@@ -311,6 +321,100 @@ def test_suite_minatar_reads_minatar_games(tmp_path):
     assert [p.title for p in panels] == ["no tuning", "mixed"]
     panels, note = figures.panels_fig9(groups, {"suite": "minatar"})
     assert [p.title for p in panels] == ["minatar-seaquest"] and "minatar-asterix" in note
+
+
+# -------------------------------------------------------------------------- readability
+
+@pytest.mark.parametrize("n", range(1, 10))
+def test_legends_lie_outside_every_axes(drawn, n):
+    fig = drawn[n][0]
+    fig.draw_without_rendering()
+    assert legends(fig)
+    for leg in legends(fig):
+        box = leg.get_window_extent()
+        assert box.x1 <= fig.bbox.x1 + 1 and box.x0 >= -1            # inside the figure
+        for ax in fig.axes:                                         # over no panel's plot area
+            a = ax.get_window_extent()
+            assert box.x0 >= a.x1 or box.x1 <= a.x0 or box.y0 >= a.y1 or box.y1 <= a.y0
+        if leg.axes is not None:                                    # right of its own panel
+            assert box.x0 > leg.axes.get_window_extent().x1
+
+
+def test_shared_legend_when_every_panel_has_the_same_entries(drawn):
+    assert len(drawn[5][0].legends) == 1 and not any(ax.get_legend() for ax in drawn[5][0].axes)
+    assert not drawn[2][0].legends          # "1/3 diverged" in one panel only: one legend each
+
+
+def rgb_distance(a, b):
+    return float(np.linalg.norm(np.array(to_rgb(a)) - np.array(to_rgb(b))))
+
+
+@pytest.mark.parametrize("count", [3, 8, 10, 15, 20, 30])
+def test_neighbouring_alpha_colours_are_told_apart(count):
+    groups = [figures.Group({"alpha": 2.0 ** -k}, []) for k in range(count)]
+    col = figures.alpha_colors(groups)
+    alphas = sorted(col, reverse=True)
+    assert len({to_rgb(col[a]) for a in alphas}) == count
+    assert min(rgb_distance(col[a], col[b]) for a, b in zip(alphas, alphas[1:])) > 0.25
+
+
+def test_same_alpha_same_colour_in_every_panel(drawn):
+    fig = drawn[8][0]
+    colour = {}
+    for ax in fig.axes:
+        for line, text in zip(ax.get_legend().get_lines(), ax.get_legend().get_texts()):
+            alpha = text.get_text().split("=")[1].split(" ")[0]
+            colour.setdefault(alpha, set()).add(to_rgb(line.get_color()))
+    assert len(colour) == 4 and all(len(c) == 1 for c in colour.values())
+    assert len({c.pop() for c in colour.values()}) == 4
+
+
+def test_run_counts_in_every_label(drawn):
+    for n in (1, 2, 6, 8, 9):
+        labels = [t for t in legend_texts(drawn[n][0]) if t != "median"]
+        assert labels and all(re.search(r"\(n=\d+(, \d+/\d+ diverged)?\)$", t) for t in labels)
+    assert "α0=$2^{-9}$ (n=3)" in legend_texts(drawn[2][0])
+
+
+def test_median_rule_by_hand():
+    assert figures.median_apart([-100.0] * 9 + [-200.0])     # mean -110, median -100, s.e. 10
+    assert figures.median_apart([-100.0] * 7 + [-200.0] * 3)
+    assert not figures.median_apart([-101.0, -100.0, -99.0] * 3)
+    assert not figures.median_apart([-100.0, -200.0])         # two runs: mean = median
+    assert not figures.median_apart([-100.0] * 5)
+
+
+def test_median_curve_only_for_a_bimodal_group(tmp_path):
+    stuck, spread = 2.0 ** -7, 2.0 ** -9
+    for seed in range(10):
+        base = dict(domain="mountaincar", tuner="none", mu=0.0, seed=seed)
+        write_run(str(tmp_path / "res"), dict(base, alpha=stuck),
+                  plateau(-200.0 if seed == 0 else -100.0))
+        write_run(str(tmp_path / "res"), dict(base, alpha=spread), plateau(-120.0 + seed - 4.5))
+    fig, rows = figures.make_figure(1, str(tmp_path / "res"), str(tmp_path / "out"))
+    ax = fig.axes[0]
+    colour = {a: to_rgb(c) for a, c in figures.alpha_colors(
+        [figures.Group({"alpha": a}, []) for a in (stuck, spread)]).items()}
+    dotted = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":" and len(ln.get_xdata())]
+    assert [to_rgb(ln.get_color()) for ln in dotted] == [colour[stuck]]
+    assert dotted[0].get_ydata()[-1] == pytest.approx(-100.0)            # the median of the runs
+    mean = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-" and len(ln.get_xdata())
+            and to_rgb(ln.get_color()) == colour[stuck]][0]
+    assert mean.get_ydata()[-1] == pytest.approx(-110.0)
+    assert "median" in legend_texts(fig)
+    title = " ".join(fig.get_suptitle().split())
+    assert "median over runs, drawn where a setting's mean and median final return differ by at " \
+           "least its s.e." in title
+    assert [r["final_return"] for r in rows] == pytest.approx([-110.0, -120.0])
+
+
+@pytest.mark.parametrize("n,panel", [(5, 1), (8, 1), (8, 2), (2, 1)])
+def test_tick_labels_on_shared_inner_panels(drawn, n, panel):
+    fig = drawn[n][0]
+    fig.draw_without_rendering()
+    ax = fig.axes[panel]
+    for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+        assert [t for t in labels if t.get_visible() and t.get_text()]
 
 
 # -------------------------------------------------------------------------- command line, bad input
