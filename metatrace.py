@@ -788,7 +788,11 @@ class Learner:
         self.dense = dense
         self.n = n
         # sparse: a weight's 7 entries share a cache line; dense: each row contiguous (BLAS, SIMD)
-        self.W = np.zeros((8, n), dtype) if dense else np.zeros((n, 8), dtype).T
+        self.W = np.empty((8, n), dtype) if dense else np.empty((n, 8), dtype).T
+        # written, not calloc'd: a row the tuner reads but never writes (h for vector) left on
+        # the kernel's shared zero page made the vector tuner 10x slower where the array did
+        # not get huge pages (docs/performance.md)
+        self.W.fill(0.0)
         self.W[EB_] = 1.0                                     # bv = 0
         self.s = np.zeros(N_SCALARS)
         self.s[BETA] = math.log(config.alpha)
