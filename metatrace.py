@@ -837,18 +837,24 @@ class HandoffError(RuntimeError):
 AGENT_FORMAT, AGENT_VERSION = "metatrace-agent", 1
 
 
-def check_state(arrays, learner):
-    """ValueError unless `arrays` is a complete, in-range state of `learner`: same names, dtypes
-    and shapes, finite values, positive e^{bv}, and counters and an active list that cannot
-    index outside the arrays (the kernels do not bounds-check)."""
-    live = learner.state()
+def check_arrays(live, arrays):
+    """ValueError unless `arrays` holds every array of `live` with its dtype and shape, and
+    nothing else."""
     if set(arrays) != set(live):
-        raise ValueError(f"the state's arrays are {sorted(arrays)}, expected {sorted(live)}")
+        extra = sorted(set(arrays) ^ set(live))
+        raise ValueError(f"array {extra[0]} is missing or unexpected")
     for k, v in live.items():
         a = arrays[k]
         if a.dtype != v.dtype or a.shape != v.shape:
             raise ValueError(f"array {k} is {a.dtype}{list(a.shape)}, expected "
                              f"{v.dtype}{list(v.shape)}")
+
+
+def check_state(arrays, learner):
+    """ValueError unless `arrays` is a complete, in-range state of `learner`: same names, dtypes
+    and shapes, finite values, positive e^{bv}, and counters and an active list that cannot
+    index outside the arrays (the kernels do not bounds-check)."""
+    check_arrays(learner.state(), arrays)
     W, s, ist, vt, act, in_act = (arrays[k] for k in State._fields)
     n, k = learner.n, int(ist[N_ACT])
     if not (np.isfinite(W).all() and np.isfinite(s).all()) or not (W[EB_] > 0).all():

@@ -426,15 +426,12 @@ class CheckpointError(ValueError):
 
 
 def check_arrays(live, arrays):
-    """Every array of `live` is in `arrays` with the same dtype and shape, and nothing else is."""
-    if set(arrays) != set(live):
-        extra = sorted(set(arrays) ^ set(live))
-        raise CheckpointError(f"array {extra[0]} is missing or unexpected")
-    for k, v in live.items():
-        a = arrays[k]
-        if a.dtype != v.dtype or a.shape != v.shape:
-            raise CheckpointError(f"array {k} is {a.dtype}{list(a.shape)}, expected "
-                                  f"{v.dtype}{list(v.shape)}")
+    """Every array of `live` is in `arrays` with the same dtype and shape, and nothing else is
+    (metatrace.check_arrays, as a CheckpointError)."""
+    try:
+        mt.check_arrays(live, arrays)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def check_learner(arrays):
