@@ -885,9 +885,7 @@ def read_agent(path, kind=None):
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         meta = json.loads(str(arrays.pop("meta")[()]))
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        raise ValueError(f"{path} is not a readable agent file ({type(e).__name__})") from None
-    except Exception as e:   # zipfile.BadZipFile, a CRC error
+    except Exception as e:   # OSError, a bad zip or CRC, a pickled array, no or bad meta
         raise ValueError(f"{path} is not a readable agent file ({type(e).__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != AGENT_FORMAT:
         raise ValueError(f"{path} is not a metatrace agent file")

@@ -486,8 +486,7 @@ class LayerLog:
 
     def __init__(self, runner, path, done, resume):
         self.runner = runner
-        rows = ([r for r in read_rows(path, 10**12) if int(r["episode"]) <= done]
-                if resume else [])
+        rows = rows_until(path, done) if resume else []
         self.next = (int(rows[-1]["steps"]) // LAYER_EVERY + 1) * LAYER_EVERY if rows else 0
         self.writer = restart_csv(path, runner.layer_fields(), rows)
 
@@ -604,9 +603,6 @@ class NetRunner:
                 cols[f"beta_{name}_q{q}"] = float(v)
         return cols
 
-    def layer_writer(self, path, done, resume):
-        """A LayerLog on OUT/layers.csv, its rows after episode `done` dropped."""
-        return LayerLog(self, path, done, resume)
 
     def next_row(self, steps_left, tick):
         """One episode, cut at the step budget -> (CSV row without episode/steps/stats, ok)."""
@@ -877,6 +873,11 @@ def read_rows(path, n):
     if not text.endswith("\n"):
         text = text[:text.rfind("\n") + 1]
     return list(csv.DictReader(io.StringIO(text)))[:n]
+
+
+def rows_until(path, done):
+    """The rows of a log written at episode ends (eval.csv, layers.csv) up to episode `done`."""
+    return [r for r in read_rows(path, 10**12) if int(r["episode"]) <= done]
 
 
 class RowWriter:
@@ -1175,9 +1176,8 @@ def _run_locked(s, out, quiet, resume, hz):
     returns = [float(r["score" if net else "return"]) for r in rows]
     steps = int(rows[-1]["steps"]) if rows else 0
     fields = runner.fields()
-    timing = [r for r in read_rows(path["timing.csv"], done)] if resume else []
-    evals = ([r for r in read_rows(path["eval.csv"], 10**12) if int(r["episode"]) <= done]
-             if resume else [])
+    timing = read_rows(path["timing.csv"], done) if resume else []
+    evals = rows_until(path["eval.csv"], done) if resume else []
     tb = tensorboard_writer()(os.path.join(out, "tensorboard")) if hz.tensorboard else None
     more = (lambda ep, st: st < s["steps"]) if net else (lambda ep, st: ep < s["episodes"])
     steps0, status, ep = steps, "finished", done
@@ -1188,7 +1188,7 @@ def _run_locked(s, out, quiet, resume, hz):
         writers.append(writer)
         twriter = restart_csv(path["timing.csv"], TIMING_FIELDS, timing, buffered=True)
         writers.append(twriter)
-        layers = runner.layer_writer(os.path.join(out, "layers.csv"), done, resume) if net else None
+        layers = LayerLog(runner, os.path.join(out, "layers.csv"), done, resume) if net else None
         if layers is not None:
             writers.append(layers)
         ewriter = None
