@@ -1,8 +1,8 @@
-"""Algorithms 1-3, SID-R, NOSID-R and untuned AC(lambda), as plain NumPy: the readable definition.
+"""Algorithms 1-3, SID-R, NOSID-R, untuned AC(lambda) and ObGD, as plain NumPy: the readable definition.
 
 A literal, dense transcription of docs/algorithms.md §2.0-2.3 and §4-5: every per-weight quantity
 is a full vector and every line of the algorithm boxes is one labelled line here (S1-S9, V1-V9,
-M1-M11, N1-N2), with no shared offsets, active lists or lazy decay.  It is slow and it is the
+M1-M11, N1-N2, O1-O6), with no shared offsets, active lists or lazy decay.  It is slow and it is the
 reference: the Numba kernels of metatrace.py are tested against it (tests/test_sparse_vs_dense.py,
 tests/test_metatrace.py).  `linear_grads` gives the linear-softmax model's gradients (§1.4).
 """
@@ -14,11 +14,32 @@ def new_state(n, tuner, alpha0):
     vec = tuner in ("vector", "mixed")
     return dict(w=np.zeros(n), z=np.zeros(n), h=np.zeros(n), hv=np.zeros(n),
                 beta=np.log(alpha0), bvec=np.full(n, np.log(alpha0) if tuner == "vector" else 0.0),
-                v=0.0, vvec=np.zeros(n), zb=0.0, zbvec=np.zeros(n), u=0.0, nmax=0.0, vec=vec)
+                v=0.0, vvec=np.zeros(n), zb=0.0, zbvec=np.zeros(n), u=0.0, nmax=0.0, vec=vec, t=0)
 
 
-def ref_step(S, tuner, norm, gU, gH, d, delta, gV2, gl, psi, mu, nosid_bound=True):
-    """One step, docs/algorithms.md §2.0 steps 2-7 (Algorithms 1-3, SID-R, NOSID-R, untuned)."""
+def obgd_step(S, adaptive, gU, gH, delta, gl, psi, kappa, beta2=0.999, eps=1e-8):
+    """ObGD and adaptive ObGD, docs/algorithms.md §9 O1-O6 -> the step-size of O4."""
+    S["t"] += 1
+    z = gl * S["z"] + gU                                       # O1
+    scale = np.ones_like(z)
+    if adaptive:
+        S["vvec"] = beta2 * S["vvec"] + (1 - beta2) * (delta * z) ** 2     # O5
+        vhat = S["vvec"] / (1 - beta2 ** S["t"])               # O6
+        scale = 1 / np.sqrt(vhat + eps)
+    alpha = np.exp(S["beta"])
+    delta_bar = max(abs(delta), 1.0)                           # O2
+    M = alpha * kappa * delta_bar * np.abs(z * scale).sum()    # O3
+    step = alpha / M if M > 1 else alpha
+    S["w"] = S["w"] + step * (delta * z + psi * gH) * scale    # O4
+    S["z"] = z
+    return step
+
+
+def ref_step(S, tuner, norm, gU, gH, d, delta, gV2, gl, psi, mu, nosid_bound=True, kappa=2.0,
+             beta2=0.999):
+    """One step, docs/algorithms.md §2.0 steps 2-7 (Algorithms 1-3, SID-R, NOSID-R, untuned, ObGD)."""
+    if tuner in ("obgd", "adaptive_obgd"):
+        return obgd_step(S, tuner == "adaptive_obgd", gU, gH, delta, gl, psi, kappa, beta2)
     z = gl * S["z"] + gU                                       # step 2
     h, hv = S["h"], S["hv"]
     if tuner == "none":

@@ -67,11 +67,14 @@ class Tuner(NamedTuple):
     needs_gV2: bool       # ||g^V||^2 (NOSID-R's normalizer)
     lines: str            # the algorithm lines it implements
     summary: str
+    meta: bool = True     # has a meta step-size mu (every tuner but none and ObGD)
+    bound: bool = False   # ObGD's overshooting bound on the step (§9, O1-O4)
+    adaptive: bool = False    # adaptive ObGD's per-weight RMS scaling (§9, O5-O6)
 
 
 TUNER_TABLE = (
     Tuner("none", (), False, False, False, False, False, False, "§1.3",
-          "AC(lambda) with a fixed alpha = exp(log alpha0)"),
+          "AC(lambda) with a fixed alpha = exp(log alpha0)", meta=False),
     Tuner("scalar", ("h",), True, False, True, True, False, False, "Alg. 1, S1-S9",
           "Scalar Metatrace"),
     Tuner("vector", ("hv", "eb", "vv", "zbv"), True, True, False, True, False, False,
@@ -82,6 +85,12 @@ TUNER_TABLE = (
           "SID-R, a reconstruction of Dabney's SID for AC(lambda)"),
     Tuner("nosid", ("h",), False, False, True, True, True, True, "§4.3, N1-N2",
           "NOSID-R, SID-R with a hard-maximum normalizer and an alpha bound"),
+    Tuner("obgd", (), False, False, False, False, False, False, "§9, O1-O4",
+          "ObGD (Elsayed, Vasan & Mahmood 2024): AC(lambda) with its step bounded against "
+          "overshooting", meta=False, bound=True),
+    Tuner("adaptive_obgd", ("vv",), False, False, False, False, False, False, "§9, O1-O6",
+          "adaptive ObGD: ObGD on delta z scaled per weight by its bias-corrected RMS",
+          meta=False, bound=True, adaptive=True),
 )
 TUNERS = tuple(t.name for t in TUNER_TABLE)
 TUNER = {t.name: t for t in TUNER_TABLE}
@@ -91,6 +100,8 @@ W_, Z_, H_, HV_, EB_, VV_, ZBV_ = range(7)
 ROW = {"w": W_, "z": Z_, "h": H_, "hv": HV_, "eb": EB_, "vv": VV_, "zbv": ZBV_}
 BETA, V, ZB, U, NMAX = range(5)
 N_SCALARS = 5
+OBGD_M = V            # ObGD keeps its last bound M (O3) where Metatrace keeps v
+OBGD_EPS = 1e-8       # adaptive ObGD's epsilon (O6), the value of their code
 # entries of the integer state: number of active weights, global step counter
 N_ACT, STEP = range(2)
 
@@ -106,6 +117,8 @@ class Config(NamedTuple):
     psi: float = 0.0              # entropy weight
     timeout_bootstrap: bool = False   # §1.6
     nosid_alpha_bound: bool = True    # §4.3 N2
+    kappa: float = 2.0                # ObGD's bound factor (§9 O3)
+    beta2: float = 0.999              # adaptive ObGD's RMS decay (§9 O5)
 
 
 # the paper's settings (docs/algorithms.md §6.1, §6.3): mountain car, and the networks
@@ -137,7 +150,8 @@ class Range(NamedTuple):
 
 INF = math.inf
 CONFIG_RANGES = {"alpha": Range(0, INF, True, True), "mu": Range(0, INF, hi_open=True),
-                 "gamma": Range(0, 1), "lam": Range(0, 1), "psi": Range(0, INF, hi_open=True)}
+                 "gamma": Range(0, 1), "lam": Range(0, 1), "psi": Range(0, INF, hi_open=True),
+                 "kappa": Range(0, INF, hi_open=True), "beta2": Range(0, 1, hi_open=True)}
 
 
 def check_config(c):
@@ -163,6 +177,11 @@ class Hyper(NamedTuple):
     psi: float
     mu: float
     nosid_bound: bool
+    bound: bool         # ObGD
+    adapt: bool         # adaptive ObGD
+    kappa: float
+    beta2: float
+    eps: float
 
 
 def hyper(config):
@@ -170,7 +189,8 @@ def hyper(config):
     t = TUNER[config.tuner]
     return Hyper(t.vector, t.scalar_h, t.needs_d, t.needs_zh, t.needs_gV2,
                  bool(config.normalized) and t.normalizable, config.gamma * config.lam,
-                 float(config.psi), float(config.mu), bool(config.nosid_alpha_bound))
+                 float(config.psi), float(config.mu), bool(config.nosid_alpha_bound),
+                 t.bound, t.adaptive, float(config.kappa), float(config.beta2), OBGD_EPS)
 
 
 class State(NamedTuple):
@@ -457,6 +477,111 @@ def _weight_blk(r, b, alpha, delta, dh, hp):
     return bad
 
 
+@nb.njit(cache=True)
+def _obgd_bias(hp, step):
+    """O6's bias correction 1 / (1 - beta2^t) at step t = step + 1 (1 unless adaptive)."""
+    return 1.0 / (1.0 - hp.beta2 ** (step + 1)) if hp.adapt else 1.0
+
+
+@nb.njit(cache=True)
+def _obgd_bound(s, hp, delta, znorm):
+    """O2-O4: M = alpha kappa max(|delta|, 1) ||z||_1 (kept in s[OBGD_M]) -> the step
+    alpha / M if M > 1, else alpha."""
+    alpha = math.exp(s[BETA])
+    M = alpha * hp.kappa * max(abs(delta), 1.0) * znorm
+    s[OBGD_M] = M
+    return alpha / M if M > 1.0 else alpha
+
+
+@nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _obgd_trace(W, gU, delta, hp, cb, act, m):
+    """O1 (and O5, adaptive) for every live weight act[:m] -> sum_i |z_i| s_i, the norm of O3:
+    s_i = 1 / sqrt(cb v_i + eps) (O6, cb = 1 / (1 - beta2^t)) adaptive, else 1."""
+    z, vv = W[Z_], W[VV_]
+    gl, b2, eps, adapt = hp.gl, hp.beta2, hp.eps, hp.adapt
+    tot = 0.0
+    for k in range(m):
+        i = act[k]
+        zi = gl * z[i] + gU[i]                                # O1
+        z[i] = zi
+        if adapt:
+            dz = delta * zi
+            v = b2 * vv[i] + (1.0 - b2) * (dz * dz)           # O5
+            vv[i] = v
+            tot += abs(zi) / math.sqrt(cb * v + eps)          # O3 with O6
+        else:
+            tot += abs(zi)                                    # O3
+    return tot
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _obgd_weights(W, gH, step, delta, hp, cb, act, m):
+    """O4: w_i += step (delta z_i + psi g^H_i) s_i for every live weight; NaN iff a new w_i is
+    non-finite, else 0."""
+    w, z, vv = W[W_], W[Z_], W[VV_]
+    psi, eps, adapt = hp.psi, hp.eps, hp.adapt
+    bad = 0.0
+    for k in range(m):
+        i = act[k]
+        u = delta * z[i] + psi * gH[i]
+        if adapt:
+            u /= math.sqrt(cb * vv[i] + eps)                  # O6
+        wi = w[i] + step * u                                  # O4
+        w[i] = wi
+        bad += 0.0 * wi
+    return bad
+
+
+@nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+def _obgd_trace_blk(r, b, delta, hp, cb):
+    """As _obgd_trace (O1, O5, the O3 norm) over one dense block."""
+    z, vv = r.z, r.vv
+    x, gU, adapt = b.x, b.gU, hp.adapt
+    ty = z.dtype.type
+    gl, b2, b2c = ty(hp.gl), ty(hp.beta2), ty(1.0 - hp.beta2)
+    delta, cb, eps = ty(delta), ty(cb), ty(hp.eps)
+    C = gU.shape[0]
+    tot = 0.0
+    for q in range(x.shape[0]):
+        xq = x[q]
+        sq = 0.0
+        for c in range(C):
+            i = q * C + c
+            zi = gl * z[i] + xq * gU[c]                       # O1
+            z[i] = zi
+            if adapt:
+                dz = delta * zi
+                v = b2 * vv[i] + b2c * (dz * dz)              # O5
+                vv[i] = v
+                sq += abs(zi) / np.sqrt(cb * v + eps)         # O3 with O6
+            else:
+                sq += abs(zi)                                 # O3
+        tot += sq
+    return tot
+
+
+@nb.njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _obgd_weight_blk(r, b, step, delta, hp, cb):
+    """As _obgd_weights (O4) over one dense block."""
+    w, z, vv = r.w, r.z, r.vv
+    x, gH, adapt = b.x, b.gH, hp.adapt
+    ty = w.dtype.type
+    step, delta, psi, cb, eps = ty(step), ty(delta), ty(hp.psi), ty(cb), ty(hp.eps)
+    C = gH.shape[0]
+    bad = ty(0.0)
+    for q in range(x.shape[0]):
+        xq = x[q]
+        for c in range(C):
+            i = q * C + c
+            u = delta * z[i] + psi * (xq * gH[c])
+            if adapt:
+                u = u / np.sqrt(cb * vv[i] + eps)             # O6
+            wi = w[i] + step * u                              # O4
+            w[i] = wi
+            bad += ty(0.0) * wi
+    return bad
+
+
 @nb.njit(cache=True, fastmath={"reassoc"})
 def _sumsq(v):
     """||v||^2 in float64."""
@@ -517,7 +642,8 @@ def tuner_step(st, sc, ns, delta, gV2, hp):
     gU, gH, d, _, sup = sc
     mu = hp.mu
     step = ist[STEP]
-    vv, lazy = W[VV_], hp.vec and hp.norm     # activate the weights first touched in this episode
+    vv, lazy = W[VV_], (hp.vec and hp.norm) or hp.adapt   # activate the weights first touched
+    rho = hp.beta2 if hp.adapt else 1.0 - mu                 # in this episode
     for k in range(ns):
         i = sup[k]
         if in_act[i] == 0:
@@ -525,8 +651,15 @@ def tuner_step(st, sc, ns, delta, gV2, hp):
             act[ist[N_ACT]] = i
             ist[N_ACT] += 1
             if lazy:                      # the v-vec decays of the steps it was not live
-                vv[i] *= (1.0 - mu) ** (step - vt[i])
+                vv[i] *= rho ** (step - vt[i])
     m = ist[N_ACT]
+    if hp.bound:                          # ObGD, O1-O6
+        cb = _obgd_bias(hp, step)
+        znorm = _obgd_trace(W, gU, delta, hp, cb, act, m)
+        a = _obgd_bound(s, hp, delta, znorm)
+        bad = _obgd_weights(W, gH, a, delta, hp, cb, act, m)
+        ist[STEP] = step + 1
+        return math.isfinite(bad) and math.isfinite(znorm) and a > 0.0
     gUh = gHh = dh = gU2 = zd = zh = xv = 0.0
     if hp.dots:                           # dot products with the pre-update h
         gUh, gHh, dh, gU2, zd = _dots(gU, gH, d, W[H_], W[Z_], hp.gl, sup, ns)
@@ -564,6 +697,8 @@ def _rows(W, a, e):
 def dense_step(st, dn, delta, gV2, hp):
     """One step of §2.0 (steps 2-7) over every weight, in the dense blocks of dn; False if
     anything went non-finite or a step-size vanished.  gV2 = ||g^V||^2 (NOSID-R only)."""
+    if hp.bound:
+        return _obgd_dense(st, dn, delta, hp)
     W = st.W
     n = W.shape[1]
     small = _small_steps(W, hp.norm, hp.mu)
@@ -598,6 +733,27 @@ def dense_step(st, dn, delta, gV2, hp):
         bad += _weight_blk(_rows(W, a, e), b, alpha, delta, dh, hp)
     st.ist[STEP] += 1
     return math.isfinite(bad) and math.isfinite(beta) and alpha > 0.0
+
+
+@nb.njit(cache=True)
+def _obgd_dense(st, dn, delta, hp):
+    """dense_step for ObGD and adaptive ObGD (§9, O1-O6)."""
+    W = st.W
+    n = W.shape[1]
+    cb = _obgd_bias(hp, st.ist[STEP])
+    znorm = 0.0
+    for k in range(3):
+        a, e, b = _block(k, dn, n)
+        if e > a:
+            znorm += _obgd_trace_blk(_rows(W, a, e), b, delta, hp, cb)
+    step = _obgd_bound(st.s, hp, delta, znorm)
+    bad = 0.0
+    for k in range(3):
+        a, e, b = _block(k, dn, n)
+        if e > a:
+            bad += _obgd_weight_blk(_rows(W, a, e), b, step, delta, hp, cb)
+    st.ist[STEP] += 1
+    return math.isfinite(bad) and math.isfinite(znorm) and step > 0.0
 
 
 @nb.njit(cache=True)
@@ -816,9 +972,19 @@ class Learner:
         self.W[EB_] = np.exp(np.asarray(bv, np.float64))
 
     def beta(self):
-        """Per-weight log step-sizes beta_i (alpha_i = exp(beta_i))."""
+        """Per-weight log step-sizes beta_i (alpha_i = exp(beta_i)); ObGD: those of its last step
+        (O4, O6)."""
         if self.tuner.vector:
             return self.s[BETA] + self.beta_vec()
+        if self.tuner.bound:
+            b = self.s[BETA] - math.log(max(self.s[OBGD_M], 1.0))
+            t = int(self.ist[STEP])
+            if self.tuner.adaptive and t > 0:
+                vv, b2 = self.W[VV_].astype(np.float64), self.config.beta2
+                if not self.dense:        # the lazy decays of the weights not live now
+                    vv = np.where(self.in_act == 1, vv, vv * b2 ** (t - self.vt))
+                return b - 0.5 * np.log(vv / (1.0 - b2 ** t) + OBGD_EPS)
+            return np.full(self.n, b)
         return np.full(self.n, self.s[BETA])
 
     def state(self):

@@ -110,6 +110,10 @@ RUN_SETTINGS = {  # every setting that changes a result (docs/algorithms.md §6)
                                  "time_limited"),
     "no_alpha_bound": Setting(False, None, "NOSID without its overshoot guard "
                               "(docs/algorithms.md §4.3 N2)", "nosid"),
+    "kappa": Setting(mt.Config().kappa, mt.CONFIG_RANGES["kappa"], "the bound factor kappa of "
+                     "the step (docs/algorithms.md §9 O3; 0: never bounded)", "obgd"),
+    "beta2": Setting(mt.Config().beta2, mt.CONFIG_RANGES["beta2"], "decay of the RMS of "
+                     "delta z (docs/algorithms.md §9 O5)", "adaptive_obgd"),
     "blas_threads": Setting(1, R(1, 1024, integer=True), "BLAS threads (more changes the last "
                             "digits of a network run)", "network"),
 }
@@ -134,9 +138,11 @@ WHERE = {  # which runs a setting applies to
     "ale": lambda domain, tuner: domain in envs.ATARI_DOMAINS,
     "gym": lambda domain, tuner: envs.is_gym_id(domain),
     "time_limited": lambda domain, tuner: not domain.startswith(envs.MINATAR_PREFIX),
-    "tuned": lambda domain, tuner: tuner != "none",
+    "tuned": lambda domain, tuner: mt.TUNER[tuner].meta,
     "normalizable": lambda domain, tuner: mt.TUNER[tuner].normalizable,
     "nosid": lambda domain, tuner: tuner == "nosid",
+    "obgd": lambda domain, tuner: mt.TUNER[tuner].bound,
+    "adaptive_obgd": lambda domain, tuner: mt.TUNER[tuner].adaptive,
 }
 RANGES = {k: v.accepted for k, v in {**RUN_SETTINGS, **OPTIONS}.items()
           if isinstance(v.accepted, mt.Range)}
@@ -228,7 +234,8 @@ def add_setting(p, name, s):
     where = {"all": "", "linear": "mountain car: ", "drifting": "drifting_mountaincar: ",
              "network": "network domains: ", "ale": "ALE: ", "time_limited": "mountain car, "
              "ALE and gymnasium ids: ", "tuned": "", "normalizable": "scalar/vector/mixed: ",
-             "nosid": "nosid: ", "gym": "gymnasium ids: "}
+             "nosid": "nosid: ", "gym": "gymnasium ids: ", "obgd": "obgd, adaptive_obgd: ",
+             "adaptive_obgd": "adaptive_obgd: "}
     text = where[s.where] + s.help
     if name == "domain":
         p.add_argument(flag(name), default=None, metavar="DOMAIN",
@@ -319,7 +326,8 @@ def inapplicable(args):
 
 def refuse(name, args):
     """UsageError for a flag that does not apply to the run's domain or tuner."""
-    on_tuner = RUN_SETTINGS[name].where in ("tuned", "normalizable", "nosid")
+    on_tuner = RUN_SETTINGS[name].where in ("tuned", "normalizable", "nosid", "obgd",
+                                            "adaptive_obgd")
     why = f"tuner {tuner_of(args)}" if on_tuner else f"domain {args.domain}"
     hint = {"episodes": "; the network domains take --steps",
             "steps": "; mountain car takes --episodes",
@@ -348,8 +356,11 @@ def settings(args, strict=True):
     def on(k):                             # an on/off flag, where it applies
         return bool(getattr(args, k)) and applies(k, domain, tuner)
     s = {k: value(k) for k in NUMBERS}
-    if tuner == "none":                    # mu changes nothing there: one canonical value
+    if not mt.TUNER[tuner].meta:           # mu changes nothing there: one canonical value
         s["mu"] = default("mu", domain)
+    for k in ("kappa", "beta2"):           # only where they apply, so other runs keep their identity
+        if applies(k, domain, tuner):
+            s[k] = value(k)
     s.update(domain=domain, tuner=tuner, normalized=not on("unnormalized"),
              timeout_bootstrap=on("timeout_bootstrap"),
              nosid_alpha_bound=not on("no_alpha_bound"),
@@ -400,7 +411,8 @@ def config_of(s):
     return mt.Config(tuner=s["tuner"], normalized=s["normalized"], alpha=s["alpha"], mu=s["mu"],
                      gamma=s["gamma"], lam=s["lam"], psi=s["psi"],
                      timeout_bootstrap=s["timeout_bootstrap"],
-                     nosid_alpha_bound=s["nosid_alpha_bound"])
+                     nosid_alpha_bound=s["nosid_alpha_bound"],
+                     kappa=s.get("kappa", mt.Config().kappa), beta2=s.get("beta2", mt.Config().beta2))
 
 
 def settings_hash(s):
@@ -417,7 +429,8 @@ def run_name(s):
             return "0"
         k = math.log2(x)
         return f"2^{int(k)}" if k == int(k) else f"{x:g}"
-    return (f"{s['domain']}-{s['tuner']}{norm}-a{p2(s['alpha'])}-mu{p2(s['mu'])}-s{s['seed']}-"
+    meta = f"-k{s['kappa']:g}" if "kappa" in s else f"-mu{p2(s['mu'])}"
+    return (f"{s['domain']}-{s['tuner']}{norm}-a{p2(s['alpha'])}{meta}-s{s['seed']}-"
             f"{settings_hash(s)}")
 
 
@@ -1326,7 +1339,8 @@ def main_run(argv):
     return 130
 
 
-GRID_FLAGS = ("alpha", "mu", "gamma", "lam", "psi", "drift", "episodes", "steps", "frames")
+GRID_FLAGS = ("alpha", "mu", "gamma", "lam", "psi", "drift", "episodes", "steps", "frames",
+              "kappa", "beta2")
 NOT_IN_SWEEP = ("seed", "resume")       # a sweep sets the seeds and always resumes
 
 

@@ -42,7 +42,8 @@ def reference_episodes(cfg, n_noise, drift, seed, episodes):
             g1 = cfg.gamma if (not term and (cfg.timeout_bootstrap or not trunc)) else 0.0
             _, _, _, gU, gH, d = ref.linear_grads(S["w"], nf, nA, phi, A, phi1, g1)
             delta = ref.delta_of(S["w"], nf, phi, -1.0, phi1, g1)
-            ref.ref_step(S, cfg.tuner, norm, gU, gH, d, delta, phi @ phi, gl, cfg.psi, cfg.mu)
+            ref.ref_step(S, cfg.tuner, norm, gU, gH, d, delta, phi @ phi, gl, cfg.psi, cfg.mu,
+                         kappa=cfg.kappa, beta2=cfg.beta2)
             ret -= 1.0
             if term or trunc:
                 break
@@ -56,7 +57,8 @@ CASES = [("none", True, 2.0 ** -7, 0.0), ("scalar", True, 2.0 ** -8, 2.0 ** -6),
          ("scalar", False, 2.0 ** -8, 2.0 ** -12), ("vector", True, 2.0 ** -8, 2.0 ** -6),
          ("vector", False, 2.0 ** -8, 2.0 ** -12), ("mixed", True, 2.0 ** -8, 2.0 ** -6),
          ("mixed", False, 2.0 ** -8, 2.0 ** -12), ("sid", True, 2.0 ** -8, 2.0 ** -14),
-         ("nosid", True, 2.0 ** -8, 2.0 ** -10)]
+         ("nosid", True, 2.0 ** -8, 2.0 ** -10), ("obgd", True, 2.0 ** -3, 0.0),
+         ("adaptive_obgd", True, 2.0 ** -3, 0.0)]
 
 
 @pytest.mark.parametrize("tuner,norm,alpha,mu", CASES)
@@ -67,7 +69,9 @@ def test_fast_loop_equals_dense_reference(tuner, norm, alpha, mu, domain):
     cfg = mt.Config(tuner=tuner, normalized=norm, alpha=alpha, mu=mu,
                     psi=0.01 if drifting else 0.0, timeout_bootstrap=drifting)
     n_noise, drift = (envs.N_NOISE, 2e-3) if drifting else (0, 0.0)
-    seed, episodes = 17, 4
+    # adaptive ObGD's RMS-scaled steps amplify rounding about 100-fold per episode (1e-15 after
+    # one, 8e-9 after four on the drifting task): two episodes keep the comparison far above it
+    seed, episodes = 17, 2 if tuner == "adaptive_obgd" else 4
     rets, S = reference_episodes(cfg, n_noise, drift, seed, episodes)
     ag = envs.MountainCarTask(cfg, drifting=drifting, drift=drift, seed=seed)
     fast = [ag.episode()[:2] for _ in range(episodes)]
@@ -86,5 +90,8 @@ def test_fast_loop_equals_dense_reference(tuner, norm, alpha, mu, domain):
             assert np.max(np.abs(vv - S["vvec"])) <= 1e-9 * scale(S["vvec"])
     else:
         assert math.isclose(L.s[mt.BETA], S["beta"], rel_tol=1e-12, abs_tol=0)
+    if tuner == "adaptive_obgd":
+        vv = L.W[mt.VV_] * cfg.beta2 ** (L.ist[mt.STEP] - L.vt)
+        assert np.max(np.abs(vv - S["vvec"])) <= 1e-9 * scale(S["vvec"])
     assert np.count_nonzero(S["w"]) > 100              # not vacuous: many weights moved
-    assert tuner == "none" or np.count_nonzero(S["hv"] if tuner == "vector" else S["h"]) > 100
+    assert not mt.TUNER[tuner].meta or np.count_nonzero(S["hv"] if tuner == "vector" else S["h"]) > 100
