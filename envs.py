@@ -621,6 +621,146 @@ class ImageObs(gym.ObservationWrapper):
         return np.ascontiguousarray(np.moveaxis(obs, 2, 0), dtype=np.float32) * self.scale
 
 
+class RunningMoments:
+    """Running mean and sample variance of a stream, one update per sample (Welford's
+    recurrences, as streaming-drl's SampleMeanStd): var is 1 until two samples are in."""
+
+    def __init__(self, shape=()):
+        self.mean, self.p, self.count = np.zeros(shape), np.zeros(shape), 0
+
+    def update(self, x):
+        """Take in one sample x (float64 arithmetic)."""
+        x = np.asarray(x, np.float64)
+        self.count += 1
+        d = x - self.mean
+        self.mean = self.mean + d / self.count
+        self.p = self.p + d * (x - self.mean)
+
+    @property
+    def var(self):
+        """The sample variance (divisor count - 1), or 1 before the second sample."""
+        return self.p / (self.count - 1) if self.count >= 2 else np.ones_like(self.p)
+
+    def get_state(self):
+        """The statistics as float64 arrays (checkpoints)."""
+        return {"mean": self.mean.copy(), "p": self.p.copy(), "count": np.array(float(self.count))}
+
+    def prepare_state(self, a):
+        """Validate a `get_state` result -> a function that applies it; ValueError if malformed."""
+        if (set(a) != {"mean", "p", "count"} or a["mean"].shape != self.mean.shape
+                or a["p"].shape != self.p.shape or a["count"].shape != ()
+                or not all(np.isfinite(v).all() for v in a.values())
+                or a["count"] < 0 or a["count"] != int(a["count"]) or (a["p"] < 0).any()):
+            raise ValueError("normalization state: malformed running statistics")
+
+        def apply():
+            self.mean, self.p = a["mean"].astype(np.float64), a["p"].astype(np.float64)
+            self.count = int(a["count"])
+        return apply
+
+
+class NormalizeObservation(gym.Wrapper):
+    """Observations standardized by their running mean and variance, each observation taken
+    into the statistics before it is standardized: (o - mean) / sqrt(var + eps), in the
+    observation's dtype (streaming-drl's NormalizeObservation; docs/algorithms.md §9).
+    frozen: fixed statistics (a RunningMoments) that are used and never updated (evaluation)."""
+
+    def __init__(self, env, eps=1e-8, frozen=None):
+        super().__init__(env)
+        self.moments, self.eps = frozen or RunningMoments(env.observation_space.shape), eps
+        self.frozen = frozen is not None
+        o = env.observation_space
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, o.shape, o.dtype)
+
+    def _normalize(self, obs):
+        if not self.frozen:
+            self.moments.update(obs)
+        m = self.moments
+        return ((obs - m.mean) / np.sqrt(m.var + self.eps)).astype(obs.dtype)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return self._normalize(obs), info
+
+    def step(self, action):
+        obs, R, term, trunc, info = self.env.step(action)
+        return self._normalize(obs), R, term, trunc, info
+
+
+class ScaleReward(gym.Wrapper):
+    """Rewards divided by the running standard deviation of the discounted return trace
+    G <- gamma (1 - done) G + R, where done ends the episode at this very step (as
+    streaming-drl's ScaleReward has it): R / sqrt(var(G) + eps).  info["score"] keeps the
+    unscaled reward."""
+
+    def __init__(self, env, gamma=0.99, eps=1e-8):
+        super().__init__(env)
+        self.moments, self.gamma, self.eps, self.trace = RunningMoments(), gamma, eps, 0.0
+
+    def step(self, action):
+        obs, R, term, trunc, info = self.env.step(action)
+        self.trace = self.trace * self.gamma * (1.0 - float(term or trunc)) + R
+        self.moments.update(self.trace)
+        info = {**info, "score": info.get("score", R)}
+        return obs, float(R / np.sqrt(self.moments.var + self.eps)), term, trunc, info
+
+
+def saved_moments(extra, shape):
+    """The observation statistics an agent file keeps (NetRunner.save_agent) -> RunningMoments;
+    ValueError if they are missing or malformed."""
+    m = RunningMoments(shape)
+    arrays = {k[len("norm_obs_"):]: v for k, v in extra.items() if k.startswith("norm_obs_")}
+    if not arrays:
+        raise ValueError("its observation statistics (--normalize-obs) are missing")
+    m.prepare_state(arrays)()
+    return m
+
+
+def normalizers(env):
+    """The NormalizeObservation and ScaleReward wrappers around env, by name ('obs', 'reward')."""
+    out = {}
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, NormalizeObservation):
+            out["obs"] = env
+        elif isinstance(env, ScaleReward):
+            out["reward"] = env
+        env = env.env
+    return out
+
+
+def get_wrapper_state(env):
+    """The running statistics of env's normalization wrappers as float64 arrays, keyed
+    'norm_<name>_<field>' (and the reward wrapper's return trace)."""
+    out = {}
+    for name, w in normalizers(env).items():
+        out.update({f"norm_{name}_{k}": v for k, v in w.moments.get_state().items()})
+        if name == "reward":
+            out["norm_reward_trace"] = np.array(float(w.trace))
+    return out
+
+
+def prepare_wrapper_state(env, arrays):
+    """Validate `get_wrapper_state` arrays for env -> a function that applies them."""
+    ws, applies = normalizers(env), []
+    want = set(get_wrapper_state(env))
+    if set(arrays) != want:
+        raise ValueError("normalization state: its arrays are not those of this run's wrappers")
+    for name, w in ws.items():
+        pre = f"norm_{name}_"
+        applies.append(w.moments.prepare_state(
+            {k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre) and k != pre + "trace"}))
+        if name == "reward":
+            t = arrays["norm_reward_trace"]
+            if t.shape != () or not np.isfinite(t):
+                raise ValueError("normalization state: malformed return trace")
+            applies.append(lambda w=w, t=float(t): setattr(w, "trace", t))
+
+    def apply():
+        for f in applies:
+            f()
+    return apply
+
+
 class TileCoder:
     """Tile coding of a bounded Box observation for LinearAgent: `tilings` grids of `tiles` tiles
     per dimension, each offset by Sutton's asymmetric displacement (1, 3, 5, ...) / tilings of a
@@ -707,14 +847,14 @@ def make_gym(name, seed=None):
     return SeedAndScore(env, seed)
 
 
-def gym_net(obs_shape, n_actions, hidden):
+def gym_net(obs_shape, n_actions, hidden, layer_norm=False):
     """The network of a gymnasium id: an MLP with SiLU `hidden` layers on a vector; on a C x H x W
     image the Atari net's conv layers (H, W >= 36) or MinAtar's (smaller), then `hidden`."""
     import nets
     if len(obs_shape) == 1:
-        return nets.MLP(obs_shape[0], tuple(hidden), n_actions)
+        return nets.MLP(obs_shape[0], tuple(hidden), n_actions, layer_norm=layer_norm)
     convs = ((16, 8, 4), (32, 4, 2)) if min(obs_shape[1:]) >= 36 else ((16, 3, 1),)
-    return nets.make_net(obs_shape, convs, tuple(hidden), n_actions)
+    return nets.make_net(obs_shape, convs, tuple(hidden), n_actions, layer_norm=layer_norm)
 
 
 def agent_for(env, config, hidden=(64, 64), seed=0):

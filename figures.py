@@ -60,8 +60,9 @@ METATRACE = tuple(t.name for t in mt.TUNER_TABLE if t.normalizable)       # scal
 ALE_GAMES = envs.ATARI_DOMAINS                                             # docs/algorithms.md §6.3
 DRIFT_ALPHA0, FIG7_DRIFT, FIG7_MU = 2.0 ** -10, 6e-6, 2.0 ** -10                # docs/algorithms.md §6.2
 TUNER_NAMES = {"none": "no tuning", "scalar": "scalar", "vector": "vector", "mixed": "mixed",
-               "sid": "SID", "nosid": "NOSID"}
-TUNER_COLORS = {"none": "0.35", "scalar": "C0", "vector": "C1", "mixed": "C2"}
+               "sid": "SID", "nosid": "NOSID", "obgd": "ObGD", "adaptive_obgd": "adaptive ObGD"}
+TUNER_COLORS = {"none": "0.35", "scalar": "C0", "vector": "C1", "mixed": "C2", "obgd": "C3",
+                "adaptive_obgd": "C4"}
 BETA_COLUMNS = (("beta_critic", "critic, informative", "C0", "-"),
                 ("beta_critic_noise", "critic, noise", "C0", "--"),
                 ("beta_actor", "actor, informative", "C3", "-"),

@@ -1333,12 +1333,12 @@ class NetAgent:
     learning (its own workspace and generator).
     """
 
-    def __init__(self, net, config, seed=0, dtype=np.float32):
+    def __init__(self, net, config, seed=0, dtype=np.float32, sparsity=0.0):
         self.net, self.config, self.dtype = net, config, np.dtype(dtype)
         init_ss, agent_ss = np.random.SeedSequence(seed).spawn(2)
         self.rng = np.random.default_rng(agent_ss)
         self.learner = Learner(net.n_params, config, dtype, dense=True)
-        self.learner.W[W_] = nets.init_params(net, np.random.default_rng(init_ss), dtype)
+        self.learner.W[W_] = nets.init_params(net, np.random.default_rng(init_ss), dtype, sparsity)
         n, A = net.n_params, net.n_actions
         self.need_d = self.learner.tuner.needs_d
         # cotangent rows: g^U, then g^H if psi > 0, then g^V if the tuner needs d

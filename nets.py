@@ -111,8 +111,10 @@ IDENTITY, SILU, DSILU = 0, 1, 2
 # Columns of Workspace.table: where each layer's buffers start in ws.buf.
 # A: activation (N, Cout); D: activation derivative at the pre-activation; P: patches (N, K);
 # G: k cotangents on the pre-activation (k, N, Cout); Q: k cotangents on the patches (k, N, K);
-# X0: copy of the observation when layer 0 is dense; S: scratch to batch a conv weight gradient.
-_A, _D, _P, _G, _Q, _X0, _S = range(7)
+# X0: copy of the observation when layer 0 is dense; S: scratch to batch a conv weight gradient;
+# N: the layer-normalized pre-activation (N, Cout) and R: its 1 / std (layer norm only).
+_A, _D, _P, _G, _Q, _X0, _S, _N, _R = range(9)
+LN_EPS = 1e-5               # layer norm's epsilon (PyTorch's F.layer_norm default)
 
 _FM = {"contract"}          # allow FMA; keeps IEEE semantics otherwise
 
@@ -129,6 +131,7 @@ class Layer(NamedTuple):
     fan_out: int
     w_off: int
     b_off: int
+    ln: bool = False    # layer normalization of the pre-activation (no gain, no bias)
 
 
 class Net(NamedTuple):
@@ -137,7 +140,7 @@ class Net(NamedTuple):
     n_actions: int
     n_params: int
     layers: tuple       # of Layer, in order
-    table: np.ndarray   # int64 (n_layers, 16), read-only: the same numbers for the kernels
+    table: np.ndarray   # int64 (n_layers, 17), read-only: the same numbers for the kernels
 
 
 class Workspace(NamedTuple):
@@ -154,10 +157,11 @@ def _pair(v):
     return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
 
 
-def make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU):
+def make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU, layer_norm=False):
     """Describe the network: layer shapes and where each layer's parameters sit in theta.
     obs_shape (C, H, W), or (n,) for a vector observation (an MLP: no conv layers);
-    dense_act: the hidden dense layers' activation (DSILU as in the paper, or SILU)."""
+    dense_act: the hidden dense layers' activation (DSILU as in the paper, or SILU);
+    layer_norm: normalize every hidden layer's pre-activation over the whole layer."""
     shape = tuple(int(s) for s in obs_shape)
     if len(shape) == 1 and not convs:
         shape3 = (shape[0], 1, 1)
@@ -181,7 +185,7 @@ def make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU):
                              f"{c}x{h}x{w}")
         fan_in = c * kh * kw
         layers.append(Layer(CONV, SILU, (c, h, w), (filters, ho, wo), (kh, kw), (sh, sw),
-                            fan_in, int(filters), off, off + fan_in * filters))
+                            fan_in, int(filters), off, off + fan_in * filters, bool(layer_norm)))
         off += (fan_in + 1) * filters
         c, h, w = int(filters), ho, wo
     fan_in = c * h * w
@@ -189,19 +193,20 @@ def make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU):
     for i, (width, act) in enumerate(widths):
         shape_in = (c, h, w) if i == 0 else (fan_in, 1, 1)
         layers.append(Layer(DENSE, act, shape_in, (width, 1, 1), (1, 1), (1, 1),
-                            fan_in, width, off, off + fan_in * width))
+                            fan_in, width, off, off + fan_in * width,
+                            bool(layer_norm) and act != IDENTITY))
         off += (fan_in + 1) * width
         fan_in = width
     table = np.array([[ly.kind, ly.act, *ly.shape_in, ly.fan_out, *ly.kernel, *ly.stride,
                        *ly.shape_out[1:], ly.fan_in, ly.shape_out[1] * ly.shape_out[2],
-                       ly.w_off, ly.b_off] for ly in layers], dtype=np.int64)
+                       ly.w_off, ly.b_off, ly.ln] for ly in layers], dtype=np.int64)
     table.flags.writeable = False
     return Net(shape, int(n_actions), off, tuple(layers), table)
 
 
-def MLP(n_inputs, hidden, n_actions):
+def MLP(n_inputs, hidden, n_actions, layer_norm=False):
     """A multilayer perceptron for vector observations: SiLU hidden layers, the same heads."""
-    return make_net((n_inputs,), (), hidden, n_actions, dense_act=SILU)
+    return make_net((n_inputs,), (), hidden, n_actions, dense_act=SILU, layer_norm=layer_norm)
 
 
 def spec(net):
@@ -209,9 +214,12 @@ def spec(net):
     convs = [[ly.fan_out, list(ly.kernel), list(ly.stride)] for ly in net.layers
              if ly.kind == CONV]
     hidden = [ly for ly in net.layers if ly.kind == DENSE][:-1]
-    return {"obs_shape": list(net.obs_shape), "convs": convs,
-            "dense": [ly.fan_out for ly in hidden], "n_actions": net.n_actions,
-            "dense_act": hidden[0].act if hidden else DSILU}
+    d = {"obs_shape": list(net.obs_shape), "convs": convs,
+         "dense": [ly.fan_out for ly in hidden], "n_actions": net.n_actions,
+         "dense_act": hidden[0].act if hidden else DSILU}
+    if net.layers[0].ln:
+        d["layer_norm"] = True
+    return d
 
 
 def from_spec(d):
@@ -219,19 +227,22 @@ def from_spec(d):
     try:
         return make_net(tuple(d["obs_shape"]), tuple((f, tuple(k), tuple(s))
                                                      for f, k, s in d["convs"]),
-                        tuple(d["dense"]), d["n_actions"], dense_act=d["dense_act"])
+                        tuple(d["dense"]), d["n_actions"], dense_act=d["dense_act"],
+                        layer_norm=d.get("layer_norm", False) is True)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"not a network description ({e})") from None
 
 
-def ATARI(n_actions):
+def ATARI(n_actions, layer_norm=False):
     """The paper's Atari network (docs/algorithms.md §6.3) for n_actions actions."""
-    return make_net((4, 84, 84), ((16, 8, 4), (32, 4, 2)), (256,), n_actions)
+    return make_net((4, 84, 84), ((16, 8, 4), (32, 4, 2)), (256,), n_actions,
+                    layer_norm=layer_norm)
 
 
-def MINATAR(in_channels, n_actions):
+def MINATAR(in_channels, n_actions, layer_norm=False):
     """MinAtar's AC(lambda) network: conv 16 3x3 stride 1 (valid), dense 128."""
-    return make_net((in_channels, 10, 10), ((16, 3, 1),), (128,), n_actions)
+    return make_net((in_channels, 10, 10), ((16, 3, 1),), (128,), n_actions,
+                    layer_norm=layer_norm)
 
 
 def n_params(net):
@@ -239,13 +250,21 @@ def n_params(net):
     return net.n_params
 
 
-def init_params(net, rng, dtype=np.float32):
-    """theta with weights ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) and zero biases."""
+def init_params(net, rng, dtype=np.float32, sparsity=0.0):
+    """theta with weights ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) and zero biases; with sparsity
+    s > 0, then ceil(s fan_in) of each unit's inputs set to 0, drawn per unit (the sparse
+    initialization of Elsayed et al. 2024, `sparse_init.py`; their s is 0.9)."""
     theta = np.zeros(net.n_params, dtype=dtype)
     for ly in net.layers:
         bound = 1.0 / np.sqrt(ly.fan_in)
         size = ly.fan_in * ly.fan_out
         theta[ly.w_off:ly.w_off + size] = rng.uniform(-bound, bound, size)
+    if sparsity > 0:
+        for ly in net.layers:
+            k = int(np.ceil(sparsity * ly.fan_in))
+            drop = rng.random((ly.fan_out, ly.fan_in)).argsort(axis=1)[:, :k]   # per unit
+            wm = theta[ly.w_off:ly.w_off + ly.fan_in * ly.fan_out].reshape(ly.fan_in, ly.fan_out)
+            wm[drop, np.arange(ly.fan_out)[:, None]] = 0
     return theta
 
 
@@ -253,7 +272,7 @@ def workspace(net, dtype=np.float32, k=3):
     """Preallocated buffers for forward, jvp and vjp with up to k cotangents."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    table = np.zeros((len(net.layers), 7), dtype=np.int64)
+    table = np.zeros((len(net.layers), 9), dtype=np.int64)
     off = 16  # buf[0:2] is the alpha/beta scratch for gemm
     for l, ly in enumerate(net.layers):
         n_out = ly.shape_out[1] * ly.shape_out[2]
@@ -262,7 +281,8 @@ def workspace(net, dtype=np.float32, k=3):
                  k * n_out * ly.fan_out,
                  k * n_out * ly.fan_in if ly.kind == CONV and l > 0 else 0,
                  ly.fan_in if ly.kind == DENSE and l == 0 else 0,
-                 k * (n_out + ly.fan_in) * ly.fan_out + 16 if ly.kind == CONV and k > 1 else 0]
+                 k * (n_out + ly.fan_in) * ly.fan_out + 16 if ly.kind == CONV and k > 1 else 0,
+                 n_out * ly.fan_out if ly.ln else 0, 1 if ly.ln else 0]
         for col, size in enumerate(sizes):
             table[l, col] = off
             off += -(-size // 16) * 16  # start every buffer on a 64-byte boundary
@@ -586,6 +606,42 @@ def _col2im_hwc(p, x, geom):
                     dst[j] += src[j]
 
 
+@njit(cache=True, fastmath={"reassoc"})
+def _layer_norm(a, r):
+    """In place a <- (a - mean a) / sqrt(var a + LN_EPS) over all of a (biased variance, as
+    PyTorch's layer_norm over the whole tensor); r[0] <- 1 / sqrt(var a + LN_EPS)."""
+    n = a.size
+    m = 0.0
+    for i in range(n):
+        m += a[i]
+    m /= n
+    v = 0.0
+    for i in range(n):
+        e = a[i] - m
+        v += e * e
+    rs = 1.0 / np.sqrt(v / n + LN_EPS)
+    ty = a.dtype.type
+    mt, rt = ty(m), ty(rs)
+    for i in range(n):
+        a[i] = (a[i] - mt) * rt
+    r[0] = rs
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _layer_norm_t(g, yhat, r):
+    """In place g <- r (g - mean g - yhat mean(g yhat)): layer norm's Jacobian at yhat (1/std r)
+    times g; it is symmetric, so this is both its vjp and its jvp."""
+    n = g.size
+    sg = sgy = 0.0
+    for i in range(n):
+        sg += g[i]
+        sgy += g[i] * yhat[i]
+    ty = g.dtype.type
+    mg, mgy, rt = ty(sg / n), ty(sgy / n), ty(r)
+    for i in range(n):
+        g[i] = rt * (g[i] - mg - yhat[i] * mgy)
+
+
 @njit(cache=True)
 def _outer(x, g, out, n_in, n_out):
     """out[j, o] = x[j] g[o], row-major (n_in, n_out): a dense layer's weight gradient."""
@@ -604,7 +660,7 @@ def forward_kernel(table, wtab, theta, obs, buf, same_obs=False):
     x0 = obs.reshape(-1)
     for l in range(table.shape[0]):
         (kind, act, cin, hin, win, cout, kh, kw, sh, sw, ho, wo, kk, nn, woff,
-         boff) = table[l]
+         boff, ln) = table[l]
         wm = theta[woff:woff + kk * cout]
         b = theta[boff:boff + cout]
         a = buf[wtab[l, _A]:wtab[l, _A] + nn * cout]
@@ -628,6 +684,10 @@ def forward_kernel(table, wtab, theta, obs, buf, same_obs=False):
                 x = buf[wtab[l - 1, _A]:wtab[l - 1, _A] + kk]
             a[:] = b
             _matvec(a, wm, x, kk, cout, False, 1.0, ab)
+        if ln:
+            r = buf[wtab[l, _R]:wtab[l, _R] + 1]
+            _layer_norm(a, r)
+            buf[wtab[l, _N]:wtab[l, _N] + nn * cout] = a
         _activate(a, d, act)
 
 
@@ -663,7 +723,7 @@ def vjp_kernel(table, wtab, theta, buf, cot, out, lazy):
     buf[head:head + cot.size] = cot.reshape(-1)
     for l in range(n_layers - 1, -1, -1):
         (kind, act, cin, hin, win, cout, kh, kw, sh, sw, ho, wo, kk, nn, woff,
-         boff) = table[l]
+         boff, ln) = table[l]
         nc = nn * cout
         g = buf[wtab[l, _G]:wtab[l, _G] + k * nc]  # cotangents on the pre-activation
         wm = theta[woff:woff + kk * cout]
@@ -671,6 +731,11 @@ def vjp_kernel(table, wtab, theta, buf, cot, out, lazy):
             prev_a = buf[wtab[l - 1, _A]:wtab[l - 1, _A] + cin * hin * win]
             prev_d = buf[wtab[l - 1, _D]:wtab[l - 1, _D] + prev_a.size]
             prev_g = buf[wtab[l - 1, _G]:wtab[l - 1, _G] + k * prev_a.size]
+        if ln:                                     # cotangents on y-hat -> on y
+            yhat = buf[wtab[l, _N]:wtab[l, _N] + nc]
+            r = buf[wtab[l, _R]]
+            for m in range(k):
+                _layer_norm_t(g[m * nc:(m + 1) * nc], yhat, r)
         for m in range(k):
             _sum_rows(g[m * nc:(m + 1) * nc], out[m, boff:boff + cout], nn, cout)
         if kind == CONV:
@@ -715,7 +780,7 @@ def jvp_kernel(table, wtab, theta, buf, v):
     ab = buf[:2]
     for l in range(table.shape[0]):
         (kind, act, cin, hin, win, cout, kh, kw, sh, sw, ho, wo, kk, nn, woff,
-         boff) = table[l]
+         boff, ln) = table[l]
         nc = nn * cout
         t = buf[wtab[l, _G]:wtab[l, _G] + nc]
         wm = theta[woff:woff + kk * cout]
@@ -740,6 +805,8 @@ def jvp_kernel(table, wtab, theta, buf, v):
             _matvec(t, vw, x, kk, cout, False, 1.0, ab)
             if l > 0:
                 _matvec(t, wm, prev_t, kk, cout, False, 1.0, ab)
+        if ln:
+            _layer_norm_t(t, buf[wtab[l, _N]:wtab[l, _N] + nc], buf[wtab[l, _R]])
         if act != IDENTITY:
             _mul(t, buf[wtab[l, _D]:wtab[l, _D] + nc], 1)
 

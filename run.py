@@ -116,6 +116,15 @@ RUN_SETTINGS = {  # every setting that changes a result (docs/algorithms.md §6)
                      "delta z (docs/algorithms.md §9 O5)", "adaptive_obgd"),
     "blas_threads": Setting(1, R(1, 1024, integer=True), "BLAS threads (more changes the last "
                             "digits of a network run)", "network"),
+    "sparse_init": Setting(False, None, "sparse initialization: 90%% of each unit's input "
+                           "weights set to 0 (Elsayed et al. 2024; docs/algorithms.md §9)",
+                           "network"),
+    "layer_norm": Setting(False, None, "layer normalization of every hidden layer's "
+                          "pre-activation, no gain or bias (docs/algorithms.md §9)", "network"),
+    "normalize_obs": Setting(False, None, "observations standardized by their running mean "
+                             "and variance (docs/algorithms.md §9)", "network"),
+    "scale_reward": Setting(False, None, "rewards divided by the running std of the discounted "
+                            "return (docs/algorithms.md §9)", "network"),
 }
 OPTIONS = {  # settings of the harness, which change no result
     "checkpoint_every": Setting(100, R(1, 10**9, integer=True), "checkpoint every N episodes"),
@@ -147,6 +156,7 @@ WHERE = {  # which runs a setting applies to
 RANGES = {k: v.accepted for k, v in {**RUN_SETTINGS, **OPTIONS}.items()
           if isinstance(v.accepted, mt.Range)}
 NUMBERS = ("alpha", "mu", "gamma", "lam", "psi", "seed")     # of every run
+STABILIZERS = ("sparse_init", "layer_norm", "normalize_obs", "scale_reward")   # Stream AC's
 DOMAIN_FLAGS = tuple(k for k, v in RUN_SETTINGS.items() if v.where != "all")
 MAX_RUNS = 100_000        # a sweep larger than this is a typo, not a plan
 _NUMBER = re.compile(r"^\s*([-+]?\d+(\.\d*)?)\s*\^\s*([-+]?\d+(\.\d*)?)\s*$")
@@ -375,6 +385,7 @@ def settings(args, strict=True):
             steps = value("steps")
         s.update(episodes=None, steps=steps, clip_rewards=not on("no_clip_rewards"),
                  blas_threads=value("blas_threads"))
+        s.update({k: True for k in STABILIZERS if on(k)})   # only when on: runs keep identity
         if envs.is_gym_id(domain):          # only here, so built-in runs keep their identity
             s["hidden"] = list(parse_widths(args.hidden) if args.hidden is not None
                                else default("hidden", domain))
@@ -475,22 +486,33 @@ def check_rng(state, like):
     return probe.state
 
 
-def make_env(s, seed=None):
-    """The gymnasium environment of a network run (seeded with the run's seed by default)."""
+def make_env(s, seed=None, moments=None):
+    """The gymnasium environment of a network run (seeded with the run's seed by default), in
+    the normalization wrappers the run asks for.  moments: an evaluation's environment, whose
+    observations are standardized by these frozen statistics (envs.RunningMoments) and whose
+    rewards are not scaled."""
     opts = {"clip_rewards": s["clip_rewards"]} if s["domain"] in envs.ATARI_DOMAINS else {}
-    return envs.make(s["domain"], seed=s["seed"] if seed is None else seed, **opts)
+    env = envs.make(s["domain"], seed=s["seed"] if seed is None else seed, **opts)
+    if s.get("normalize_obs"):
+        env = envs.NormalizeObservation(env, frozen=moments)
+    if s.get("scale_reward") and moments is None:
+        env = envs.ScaleReward(env, gamma=s["gamma"])
+    return env
 
 
 def make_net(s, env):
     """The network of a run: the paper's Atari net, MinAtar's, or envs.gym_net for a gymnasium id."""
     import nets
-    shape, A = env.observation_space.shape, int(env.action_space.n)
+    shape, A, ln = env.observation_space.shape, int(env.action_space.n), bool(s.get("layer_norm"))
     if envs.is_gym_id(s["domain"]):
-        return envs.gym_net(shape, A, s["hidden"])
-    return nets.MINATAR(shape[0], A) if s["domain"] in envs.MINATAR_DOMAINS else nets.ATARI(A)
+        return envs.gym_net(shape, A, s["hidden"], layer_norm=ln)
+    if s["domain"] in envs.MINATAR_DOMAINS:
+        return nets.MINATAR(shape[0], A, layer_norm=ln)
+    return nets.ATARI(A, layer_norm=ln)
 
 
 LAYER_EVERY = 10_000      # agent steps between two rows of layers.csv
+SPARSITY = 0.9            # --sparse-init: streaming-drl's sparsity
 
 
 class LayerLog:
@@ -532,19 +554,23 @@ class NetRunner:
     def __init__(self, s):
         self.env = make_env(s)
         self.obs, _ = self.env.reset(seed=s["seed"])
-        self.agent = mt.NetAgent(make_net(s, self.env), config_of(s), seed=s["seed"])
+        self.agent = mt.NetAgent(make_net(s, self.env), config_of(s), seed=s["seed"],
+                                 sparsity=SPARSITY if s.get("sparse_init") else 0.0)
         self.learner = self.agent.learner
         self.gamma, self.boot_at_limit = s["gamma"], s["timeout_bootstrap"]
         self.last = envs.EpisodeStats()
         self.layers = layer_slices(self.agent.net)
 
     def policy_of(self):
-        """(agent, drift signs) for an evaluation: the NetAgent, and None."""
-        return self.agent, None
+        """(agent, start) for an evaluation: the NetAgent, and the observation statistics of
+        --normalize-obs (None without it)."""
+        w = envs.normalizers(self.env).get("obs")
+        return self.agent, None if w is None else w.moments
 
     def save_agent(self, path):
-        """The trained NetAgent to `path`."""
-        self.agent.save(path)
+        """The trained NetAgent to `path`, with the running statistics of its normalization
+        wrappers (an evaluation standardizes observations with them)."""
+        self.agent.save(path, **envs.get_wrapper_state(self.env))
 
     def warm_up(self):
         """Compile (or load) the step's kernels on a throwaway agent: no state of this run."""
@@ -561,6 +587,7 @@ class NetRunner:
         arrays = {f"learner_{k}": v.copy() for k, v in self.learner.state().items()}
         env_arrays, env_meta = envs.get_env_state(self.env)
         arrays.update(env_arrays)
+        arrays.update(envs.get_wrapper_state(self.env))
         return arrays, {"rng_agent": self.agent.rng.bit_generator.state, "env": env_meta}
 
     def prepare_state(self, arrays, meta):
@@ -573,8 +600,10 @@ class NetRunner:
         rng = check_rng(meta["rng_agent"], self.agent.rng)
         try:
             apply_env = envs.prepare_env_state(
-                self.env, {k: v for k, v in arrays.items() if not k.startswith("learner_")},
+                self.env, {k: v for k, v in arrays.items() if not k.startswith(("learner_", "norm_"))},
                 meta["env"])
+            apply_norm = envs.prepare_wrapper_state(
+                self.env, {k: v for k, v in arrays.items() if k.startswith("norm_")})
         except ValueError as e:
             raise CheckpointError(str(e)) from None
 
@@ -583,6 +612,7 @@ class NetRunner:
                 v[...] = learner[f"learner_{k}"]
             self.agent.rng.bit_generator.state = rng
             apply_env()
+            apply_norm()
             self.obs = None
         return apply
 
@@ -607,9 +637,11 @@ class NetRunner:
         beta, cols = L.beta(), {}
         for name, lo, hi in self.layers:
             cols[f"beta_{name}_mean"] = float(beta[lo:hi].mean())
+            ks = np.floor(np.array([0.1, 0.5, 0.9]) * (hi - lo - 1)).astype(np.int64)
             if L.tuner.vector:     # beta_i = beta + log eb_i rises with eb_i: select on eb
-                ks = np.floor(np.array([0.1, 0.5, 0.9]) * (hi - lo - 1)).astype(np.int64)
                 qs = L.s[mt.BETA] + np.log(mt.order_stats(L.W[mt.EB_, lo:hi], ks))
+            elif L.tuner.adaptive:
+                qs = mt.order_stats(beta[lo:hi], ks)
             else:
                 qs = (beta[lo],) * 3
             for q, v in zip((10, 50, 90), qs):
@@ -1119,13 +1151,15 @@ def eval_seed(s, *key):
     return int(np.random.SeedSequence([s["seed"], *key]).generate_state(1)[0] >> 1)
 
 
-def evaluate_returns(agent, signs, s, episodes, greedy, key):
+def evaluate_returns(agent, start, s, episodes, greedy, key):
     """Returns (the game score on network domains) of `episodes` episodes of `agent` without
-    learning, on environment and action streams seeded from `key` alone; `signs`: the drift
-    signs a mountain-car agent meets at the start (None on the network domains)."""
+    learning, on environment and action streams seeded from `key` alone; `start`: the drift
+    signs a mountain-car agent meets at the start, or on the network domains the observation
+    statistics of --normalize-obs, frozen (None without it)."""
     if not is_net(s["domain"]):
-        return envs.mc_evaluate(agent, signs, s["drift"], episodes, greedy, eval_seed(s, *key))
-    env, rng = make_env(s, seed=eval_seed(s, *key)), np.random.default_rng(eval_seed(s, *key, 1))
+        return envs.mc_evaluate(agent, start, s["drift"], episodes, greedy, eval_seed(s, *key))
+    env = make_env(s, seed=eval_seed(s, *key), moments=start)
+    rng = np.random.default_rng(eval_seed(s, *key, 1))
     scores = []
     try:
         for _ in range(episodes):
@@ -1965,6 +1999,8 @@ def load_run_agent(out):
         if agent.config != config_of(s):
             raise ValueError("its settings are not those of the run's config.json")
         signs = meta["extra"].get("drift_signs")
+        if is_net(s["domain"]) and s.get("normalize_obs"):
+            signs = envs.saved_moments(meta["extra"], agent.net.obs_shape)
         if not is_net(s["domain"]):
             want = (envs.N_TILE_FEATURES,)
             if signs is None or signs.shape != want or not np.isin(signs, (-1.0, 1.0)).all():

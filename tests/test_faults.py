@@ -62,9 +62,15 @@ CARTPOLE = ["--domain", "CartPole-v1", "--tuner", "mixed", "--steps", "12000", "
             "--quiet", "--checkpoint-every", "9", "--eval-every", "40", "--eval-episodes", "2"]
 
 
+STREAM = ["--domain", "minatar-breakout", "--tuner", "adaptive_obgd", "--alpha", "1", "--steps",
+          "3000", "--seed", "4", "--quiet", "--checkpoint-every", "5", "--sparse-init",
+          "--layer-norm", "--normalize-obs", "--scale-reward", "--eval-every", "40",
+          "--eval-episodes", "2"]
+
+
 @pytest.mark.parametrize("args,kills,span", [(MC, 4, 60), (MINATAR, 3, 8), (ALE, 1, 1),
-                                             (CARTPOLE, 3, 60)],
-                         ids=["mountaincar", "minatar", "ale", "gymnasium"])
+                                             (CARTPOLE, 3, 60), (STREAM, 3, 8)],
+                         ids=["mountaincar", "minatar", "ale", "gymnasium", "stream-ac"])
 def test_kill_9_at_random_moments_then_resume_is_identical(args, kills, span, tmp_path):
     """Each kill comes a random number of episodes (1..span) plus a random fraction of a second
     after the run (or its resumption) has written its rows so far."""

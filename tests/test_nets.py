@@ -27,7 +27,7 @@ SEEDS = st.integers(0, 2**32 - 1)
 @st.composite
 def small_nets(draw):
     """A random small net: 0-2 conv layers, 0-2 hidden dense layers (dSiLU or SiLU), 1-5
-    actions; without conv layers the observation may be a vector."""
+    actions, with or without layer norm; without conv layers the observation may be a vector."""
     convs = [(draw(st.integers(1, 4)),
               (draw(st.integers(1, 4)), draw(st.integers(1, 4))),
               (draw(st.integers(1, 3)), draw(st.integers(1, 3))))
@@ -41,7 +41,14 @@ def small_nets(draw):
     if not convs and draw(st.booleans()):          # an MLP on a vector observation
         obs_shape = (obs_shape[0] * obs_shape[1] * obs_shape[2],)
     act = draw(st.sampled_from((nets.DSILU, nets.SILU)))
-    return nets.make_net(obs_shape, convs, dense, draw(st.integers(1, 5)), dense_act=act)
+    net = nets.make_net(obs_shape, convs, dense, draw(st.integers(1, 5)), dense_act=act)
+    # layer norm where every normalized layer has >= 4 outputs: over 2 or 3 values the std can
+    # be near sqrt(1e-5) by chance, and the function then curves faster than finite
+    # differences of step 1e-3 resolve
+    sizes = [ly.fan_out * ly.shape_out[1] * ly.shape_out[2] for ly in net.layers[:-1]]
+    if draw(st.booleans()) and min(sizes, default=4) >= 4:
+        net = nets.make_net(obs_shape, convs, dense, net.n_actions, dense_act=act, layer_norm=True)
+    return net
 
 
 def setup(net, seed, dtype=np.float64):
@@ -101,6 +108,11 @@ def _act(z, act):
     return {nets.IDENTITY: z, nets.SILU: z * s, nets.DSILU: s * (1 + z * (1 - s))}[act]
 
 
+def _norm(z, ly):
+    """Layer norm over the whole pre-activation (biased variance, eps 1e-5) where the layer has it."""
+    return (z - z.mean()) / np.sqrt(z.var() + 1e-5) if ly.ln else z
+
+
 def reference_forward(net, theta, obs):
     """[value, logits] by explicit loops over output positions, in float64."""
     x, channels_last = np.asarray(obs, np.float64), False
@@ -117,9 +129,9 @@ def reference_forward(net, theta, obs):
                     else:               # x[c, h, w], W[(c, i, j), f]
                         patch = x[:, oy * sh:oy * sh + kh, ox * sw:ox * sw + kw]
                     z[oy, ox] = patch.reshape(-1) @ w.reshape(ly.fan_in, f) + b
-            x, channels_last = _act(z, ly.act), True
+            x, channels_last = _act(_norm(z, ly), ly.act), True
         else:
-            x = _act(x.reshape(-1) @ w.reshape(ly.fan_in, ly.fan_out) + b, ly.act)
+            x = _act(_norm(x.reshape(-1) @ w.reshape(ly.fan_in, ly.fan_out) + b, ly), ly.act)
     return x
 
 
@@ -191,6 +203,10 @@ def test_vjp_is_the_transpose_of_jvp(net, seed, k):
 # ---------------------------------------------------------------------------------------------
 # The real architectures: random directions and random coordinates of every block.
 
+REAL_NETS = [lambda: nets.ATARI(18), lambda: nets.MINATAR(7, 6),
+             lambda: nets.make_net((7, 10, 10), ((16, 3, 1),), (128,), 6, layer_norm=True)]
+
+
 def coordinates(net, rng, per_block=2):
     """A few random indices inside every weight and bias block of theta."""
     idx = []
@@ -200,8 +216,7 @@ def coordinates(net, rng, per_block=2):
     return np.array(idx)
 
 
-@pytest.mark.parametrize("make", [lambda: nets.ATARI(18), lambda: nets.MINATAR(7, 6)],
-                         ids=["atari", "minatar"])
+@pytest.mark.parametrize("make", REAL_NETS, ids=["atari", "minatar", "minatar-layer-norm"])
 @FEW
 @given(seed=SEEDS)
 def test_real_nets_match_finite_differences(make, seed):
@@ -226,8 +241,7 @@ def test_real_nets_match_finite_differences(make, seed):
 # ---------------------------------------------------------------------------------------------
 # float32 hot path against float64.
 
-@pytest.mark.parametrize("make", [lambda: nets.ATARI(18), lambda: nets.MINATAR(7, 6)],
-                         ids=["atari", "minatar"])
+@pytest.mark.parametrize("make", REAL_NETS, ids=["atari", "minatar", "minatar-layer-norm"])
 def test_float32_agrees_with_float64(make):
     net = make()
     theta, obs, rng = setup(net, 7)
@@ -391,13 +405,37 @@ def test_wrong_dtypes_and_cotangent_shapes_are_value_errors():
         nets.make_net((1, 5, 5), ((2, 6, 1),), (3,), 2)
 
 
+@pytest.mark.parametrize("make", REAL_NETS[1:], ids=["minatar", "minatar-layer-norm"])
+def test_sparse_init(make):
+    """Sparsity 0.9: exactly ceil(0.9 fan_in) zeros per unit (column of W), the rest as the dense
+    init draws them; which inputs are zeroed differs between units; biases stay 0; sparsity 0
+    is the dense init bit for bit."""
+    net = make()
+    dense = nets.init_params(net, np.random.default_rng(5))
+    assert np.array_equal(nets.init_params(net, np.random.default_rng(5), sparsity=0.0), dense)
+    sparse = nets.init_params(net, np.random.default_rng(5), sparsity=0.9)
+    for ly in net.layers:
+        size = ly.fan_in * ly.fan_out
+        w = sparse[ly.w_off:ly.w_off + size].reshape(ly.fan_in, ly.fan_out)
+        d = dense[ly.w_off:ly.w_off + size].reshape(ly.fan_in, ly.fan_out)
+        zeros = (w == 0).sum(axis=0)
+        assert np.all(zeros == int(np.ceil(0.9 * ly.fan_in)))
+        assert np.array_equal(w[w != 0], d[w != 0])
+        assert len({tuple(np.flatnonzero(w[:, o] == 0)) for o in range(ly.fan_out)}) > 1
+        assert np.all(sparse[ly.b_off:ly.b_off + ly.fan_out] == 0)
+
+
 def test_spec_round_trip_and_mlp():
     for net in (nets.ATARI(18), nets.MINATAR(4, 6), nets.MLP(4, (64, 64), 2),
-                nets.make_net((3, 7, 7), ((2, (3, 2), (1, 2)),), (), 3)):
+                nets.make_net((3, 7, 7), ((2, (3, 2), (1, 2)),), (), 3),
+                nets.make_net((4, 10, 10), ((16, 3, 1),), (128,), 5, layer_norm=True)):
         back = nets.from_spec(json.loads(json.dumps(nets.spec(net))))
         assert back.layers == net.layers and np.array_equal(back.table, net.table)
         assert (back.obs_shape, back.n_actions, back.n_params) == (net.obs_shape, net.n_actions,
                                                                    net.n_params)
+    assert "layer_norm" not in nets.spec(nets.MINATAR(4, 6))     # old agent files read the same
+    assert [ly.ln for ly in nets.make_net((4, 10, 10), ((16, 3, 1),), (128,), 5,
+                                          layer_norm=True).layers] == [True, True, False]
     mlp = nets.MLP(4, (64, 32), 2)
     assert mlp.obs_shape == (4,) and [ly.act for ly in mlp.layers] == [nets.SILU, nets.SILU,
                                                                        nets.IDENTITY]

@@ -152,3 +152,123 @@ def test_untuned_is_obgd_with_kappa_zero(run):
     np.testing.assert_allclose(w1, w0, rtol=0, atol=1e-12 * np.max(np.abs(w0)))
     _, w2 = run("obgd", 2.0)
     assert np.max(np.abs(w2 - w0)) > 1e-3 * np.max(np.abs(w0))
+
+
+# ------------------------------------------------------------------------------------------------
+# Stream AC's stabilizers: normalization wrappers, their checkpoints and evaluation; flags
+
+def scripted_env(obs, rewards, dones):
+    import gymnasium as gym
+
+    class Env(gym.Env):
+        observation_space = gym.spaces.Box(-np.inf, np.inf, obs.shape[1:], np.float32)
+        action_space = gym.spaces.Discrete(2)
+
+        def reset(self, *, seed=None, options=None):
+            self.t = 0
+            return obs[0], {}
+
+        def step(self, action):
+            self.t += 1
+            return obs[self.t], float(rewards[self.t - 1]), bool(dones[self.t - 1]), False, {}
+    return Env()
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 60))
+def test_wrappers_running_statistics_equal_numpy(seed, n):
+    """After n steps, NormalizeObservation's mean and variance are NumPy's mean and sample
+    variance (ddof 1) of the n + 1 observations seen, and the last observation comes out as
+    (o - mean) / sqrt(var + 1e-8); ScaleReward's statistics are those of the return trace
+    G_t = gamma (1 - done_t) G_{t-1} + R_t, and it divides R_t by sqrt(var + 1e-8)."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(3, 2, (n + 1, 3, 2)).astype(np.float32)
+    rewards, dones = rng.normal(0, 5, n), rng.random(n) < 0.2
+    env = envs.ScaleReward(envs.NormalizeObservation(scripted_env(obs, rewards, dones)), 0.9)
+    env.reset()
+    trace, G = 0.0, []
+    for t in range(n):
+        o, R, *_ = env.step(0)
+        trace = trace * 0.9 * (1 - dones[t]) + rewards[t]
+        G.append(trace)
+        want = rewards[t] / np.sqrt((np.var(G, ddof=1) if t else 1.0) + 1e-8)
+        assert math.isclose(R, want, rel_tol=1e-12)
+    m = envs.normalizers(env)["obs"].moments
+    seen = obs.astype(np.float64)
+    np.testing.assert_allclose(m.mean, seen.mean(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(m.var, seen.var(axis=0, ddof=1), rtol=1e-10)
+    np.testing.assert_allclose(o, ((obs[-1] - seen.mean(axis=0)) / np.sqrt(seen.var(axis=0, ddof=1)
+                                                                          + 1e-8)), rtol=1e-5, atol=1e-6)
+    r = envs.normalizers(env)["reward"].moments
+    assert math.isclose(float(r.mean), np.mean(G), rel_tol=1e-12, abs_tol=1e-12)
+
+
+def test_wrapper_state_round_trips_and_is_validated():
+    rng = np.random.default_rng(1)
+    obs = rng.normal(0, 1, (11, 4)).astype(np.float32)
+    make = lambda: envs.ScaleReward(envs.NormalizeObservation(
+        scripted_env(obs, rng.normal(0, 1, 10), np.zeros(10, bool))))
+    a, b = make(), make()
+    a.reset()
+    for _ in range(5):
+        a.step(0)
+    state = envs.get_wrapper_state(a)
+    assert set(state) == {"norm_obs_mean", "norm_obs_p", "norm_obs_count", "norm_reward_mean",
+                          "norm_reward_p", "norm_reward_count", "norm_reward_trace"}
+    envs.prepare_wrapper_state(b, state)()
+    assert all(np.array_equal(v, envs.get_wrapper_state(b)[k]) for k, v in state.items())
+    for bad in ({**state, "norm_obs_count": np.array(-1.0)},
+                {**state, "norm_obs_mean": np.zeros(3)},
+                {k: v for k, v in state.items() if k != "norm_reward_trace"},
+                {**state, "norm_reward_p": np.array(np.nan)}):
+        with pytest.raises(ValueError, match="normalization state"):
+            envs.prepare_wrapper_state(make(), bad)
+
+
+def test_frozen_statistics_are_used_and_not_updated():
+    obs = np.arange(12, dtype=np.float32).reshape(6, 2)
+    m = envs.RunningMoments((2,))
+    for x in ([0.0, 1.0], [2.0, 5.0]):
+        m.update(np.array(x))
+    env = envs.NormalizeObservation(scripted_env(obs, np.zeros(5), np.zeros(5, bool)), frozen=m)
+    o, _ = env.reset()
+    env.step(0)
+    assert m.count == 2
+    np.testing.assert_allclose(o, (obs[0] - [1.0, 3.0]) / np.sqrt([2.0, 8.0]), rtol=1e-6)
+
+
+def test_stabilizer_and_obgd_flags_are_refused_where_they_do_not_apply_and_stored_only_when_on():
+    import run
+    p = run.run_parser()
+    s = run.settings(p.parse_args(["--domain", "minatar-breakout"]))
+    assert not set(s) & {"kappa", "beta2", *run.STABILIZERS}       # old runs keep their hash
+    s = run.settings(p.parse_args(["--domain", "minatar-breakout", "--tuner", "adaptive_obgd",
+                                   "--kappa", "3", "--beta2", "0.99", "--layer-norm"]))
+    assert (s["kappa"], s["beta2"], s["layer_norm"]) == (3.0, 0.99, True)
+    assert run.config_of(s).kappa == 3.0 and run.config_of(s).beta2 == 0.99
+    for argv, words in ((["--tuner", "obgd", "--mu", "0.1"], "--mu does not apply to tuner obgd"),
+                        (["--tuner", "obgd", "--beta2", "0.9"], "--beta2 does not apply"),
+                        (["--tuner", "mixed", "--kappa", "1"], "--kappa does not apply"),
+                        (["--tuner", "obgd", "--kappa", "-1"], "outside the accepted range"),
+                        (["--layer-norm"], "--layer-norm does not apply to domain mountaincar"),
+                        (["--normalize-obs"], "--normalize-obs does not apply")):
+        with pytest.raises(run.UsageError, match=words):
+            run.settings(p.parse_args(run.join_numbers(argv)))
+
+
+def test_stream_ac_stabilizers_change_the_run_and_off_changes_nothing():
+    """Each option changes a short MinAtar run; a run with all of them off is the default run."""
+    import run
+    p = run.run_parser()
+
+    def weights(*flags):
+        s = run.settings(p.parse_args(["--domain", "minatar-breakout", "--tuner", "obgd",
+                                       "--alpha", "0.5", "--steps", "1500", *flags]))
+        r, left = run.NetRunner(s), 1500
+        while left > 0:                  # several episodes, so that some rewards are non-zero
+            left -= r.episode(left)[2]
+        return r.agent.w.copy()
+    base = weights()
+    assert np.array_equal(base, weights())
+    for f in ("--sparse-init", "--layer-norm", "--normalize-obs", "--scale-reward"):
+        assert not np.array_equal(weights(f), base), f
