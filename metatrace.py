@@ -11,15 +11,17 @@ plainly in NumPy, one line per line of the algorithm boxes: the definition these
 tested against.
 
 Tuners: one row each of TUNER_TABLE (below), which the learner, the command line, the benchmark
-and the figures read.  A new tuner is a row, its lines in the kernels, and its tests.
+and the figures read.  A new tuner is a row, its lines in the kernels, and its tests.  ObGD and
+adaptive ObGD (§9, Elsayed et al. 2024) are two such rows: they tune nothing by meta-gradient but
+bound each step against overshooting, in their own passes (`_obgd_*`) after the AC(lambda) trace.
 
 State (`Learner`): W is an (8, n) array whose rows are
     w    all weights (critic then actor)          z    AC(lambda) trace
     h    scalar sensitivity h, or mixed h-hat     hv   per-weight sensitivity h-vec
-    eb   exp(bv), bv the per-weight part of beta  vv   normalizer v-vec
+    eb   exp(bv), bv the per-weight part of beta  vv   normalizer v-vec (adaptive ObGD: its v)
     zbv  per-weight meta trace z^beta-vec         (row 7 is unused padding)
-and `s` holds the scalars beta (or beta-hat), v (or v-hat), z^beta (or z^beta-hat), u, the NOSID
-hard maximum, and the step counter.  The vector tuner keeps beta_i = beta + bv_i with a shared
+and `s` holds the scalars beta (or beta-hat), v (or v-hat; ObGD: its last bound M), z^beta (or
+z^beta-hat), u, the NOSID hard maximum, and the step counter.  The vector tuner keeps beta_i = beta + bv_i with a shared
 offset beta, so the normalization of V6 (subtract log M from every beta_i) is one scalar update;
 the mixed tuner's beta-hat plays the same role (M7).  alpha_i = exp(beta) eb_i in both.
 The per-weight part is stored as eb_i = exp(bv_i), not bv_i: V4 / M6 become

@@ -39,14 +39,17 @@ BLAS runs these small convolution products fastest.
 
 Public API (net: the ``Net`` description; ws: a ``Workspace``; out and cot in theta's dtype):
 
-    make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU) -> Net
+    make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU, layer_norm=False) -> Net
         obs_shape = (C, H, W), or (n,) with no convs; convs = ((filters, kernel, stride), ...) with
         kernel and stride an int or an (h, w) pair; dense = hidden widths (int or tuple).
-        Conv -> SiLU, dense -> dense_act (dSiLU, or SILU).
+        Conv -> SiLU, dense -> dense_act (dSiLU, or SILU).  layer_norm: every hidden layer's
+        pre-activation y becomes (y - mean y) / sqrt(var y + 1e-5) over the whole layer (all
+        positions and channels, no gain or bias: PyTorch's F.layer_norm(y, y.size()), as
+        Elsayed et al. 2024 use it) before its activation; the heads are not normalized.
     ATARI(n_actions) -> Net;  MINATAR(in_channels, n_actions) -> Net;  n_params(net) -> int
     MLP(n_inputs, hidden, n_actions) -> Net: SiLU hidden layers, for vector observations
     spec(net) -> dict of make_net's arguments (JSON);  from_spec(dict) -> Net
-    init_params(net, rng, dtype=np.float32) -> theta          rng: a numpy Generator
+    init_params(net, rng, dtype=np.float32, sparsity=0.0) -> theta    rng: a numpy Generator
     workspace(net, dtype=np.float32, k=3) -> Workspace        buffers for up to k cotangents
     forward(net, theta, obs, ws) -> (value: float, logits: view of ws, shape (n_actions,))
         obs: C-contiguous array of shape obs_shape in theta's dtype (ValueError otherwise).
@@ -107,7 +110,7 @@ CONV, DENSE = 0, 1
 IDENTITY, SILU, DSILU = 0, 1, 2
 
 # Net.table has one row per layer: kind, act, C_in, H_in, W_in, C_out, kh, kw, sh, sw, H_out,
-# W_out, K (= fan_in), N (= H_out W_out), w_off, b_off; the kernels unpack rows in this order.
+# W_out, K (= fan_in), N (= H_out W_out), w_off, b_off, ln; the kernels unpack rows in this order.
 # Columns of Workspace.table: where each layer's buffers start in ws.buf.
 # A: activation (N, Cout); D: activation derivative at the pre-activation; P: patches (N, K);
 # G: k cotangents on the pre-activation (k, N, Cout); Q: k cotangents on the patches (k, N, K);
