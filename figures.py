@@ -648,14 +648,20 @@ def panels_fig7(groups, options):
 
 
 def games(options):
-    """Domain names of the five games (docs/algorithms.md §6.3), or their MinAtar versions with --suite minatar."""
-    prefix = envs.MINATAR_PREFIX if options.get("suite") == "minatar" else ""
-    return {g: prefix + g for g in ALE_GAMES}
+    """Domain names of the five games (docs/algorithms.md §6.3) by game, or with --suite minatar
+    MinAtar's five (Breakout in place of Beam Rider, which MinAtar does not have)."""
+    if options.get("suite") == "minatar":
+        return {d[len(envs.MINATAR_PREFIX):]: d for d in envs.MINATAR_DOMAINS}
+    return {g: g for g in ALE_GAMES}
 
 
 def panels_fig8(groups, options):
-    """Fig. 8: Seaquest, one panel per tuner (none, scalar, vector, mixed), one curve per α."""
+    """Fig. 8: Seaquest (or the one other game of the suite that the runs hold), one panel per
+    tuner (none, scalar, vector, mixed), one curve per α."""
     game = games(options)["seaquest"]
+    present = [d for d in games(options).values() if pick(groups, d)]
+    if game not in present and len(present) == 1:
+        game = present[0]
     gs = [g for g in pick(groups, game, normalized=True) if g.get("tuner") in ("none",) + METATRACE]
     if not gs:
         return [], f"domain {game}, tuner none/scalar/vector/mixed"
@@ -665,7 +671,7 @@ def panels_fig8(groups, options):
         sub = by_alpha([g for g in gs if g.get("tuner") == tuner])
         if sub:
             sym = "α" if tuner == "none" else "α0"
-            panels.append(Panel(TUNER_NAMES.get(tuner, tuner), labelled(
+            panels.append(Panel(f"{game}: {TUNER_NAMES.get(tuner, tuner)}", labelled(
                 sub, lambda g: f"{sym}={pow2(g.get('alpha'), True)}", ("alpha",),
                 lambda g: col[g.get("alpha")])))
     return panels, ""
@@ -734,7 +740,7 @@ FIGURES = {
                panels_drifting, K_DRIFT_ALE, ncols=2),
     7: FigSpec("Fig. 7: drifting mountain car, drift 6e-06, α0 = $2^{-10}$", panels_fig7, K_DRIFT_ALE,
                ncols=2, share=False),
-    8: FigSpec("Fig. 8: Seaquest, α sweep per tuner", panels_fig8, K_DRIFT_ALE, by_steps=True,
+    8: FigSpec("Fig. 8: α sweep per tuner", panels_fig8, K_DRIFT_ALE, by_steps=True,
                ncols=2),
     9: FigSpec("Fig. 9: mixed Metatrace (solid) vs no tuning (dashed)", panels_fig9, K_DRIFT_ALE,
                by_steps=True, share=False),

@@ -286,7 +286,8 @@ def test_fig7_takes_closest_mu_and_says_so(tmp_path):
 
 def test_fig8_panels_per_tuner_and_steps_axis(drawn):
     fig, rows, _ = drawn[8]
-    assert [ax.get_title() for ax in fig.axes] == ["no tuning", "scalar", "vector", "mixed"]
+    assert [ax.get_title() for ax in fig.axes] == [f"seaquest: {t}" for t in
+                                                   ("no tuning", "scalar", "vector", "mixed")]
     assert fig.axes[0].get_xlabel() == "agent steps"
     # the mean over seeds 0, 1 (episodes of 500 + 37 * seed + ep % 7 steps) spans the steps both
     # runs cover: from seed 1's first episode to seed 0's last
@@ -311,6 +312,20 @@ def test_fig9_uses_score_and_shows_best_constant_alpha(drawn):
     assert math.isnan(best[0]["spread_alpha0"])
 
 
+def test_fig8_takes_the_one_game_the_runs_hold(tmp_path):
+    """Without Seaquest runs, Fig. 8 is drawn for the one game present (a pilot's choice)."""
+    for tuner in ("none", "vector"):
+        write_run(str(tmp_path), dict(domain="minatar-breakout", tuner=tuner, alpha=2.0 ** -7,
+                                      mu=0.001, seed=0), plateau(3.0, n=60, ramp=20))
+    groups = figures.group_runs(figures.load_runs(str(tmp_path)))
+    panels, _ = figures.panels_fig8(groups, {"suite": "minatar"})
+    assert [p.title for p in panels] == ["minatar-breakout: no tuning", "minatar-breakout: vector"]
+    write_run(str(tmp_path), dict(domain="minatar-asterix", tuner="none", alpha=2.0 ** -7,
+                                  mu=0.001, seed=0), plateau(3.0, n=60, ramp=20))
+    groups = figures.group_runs(figures.load_runs(str(tmp_path)))
+    assert figures.panels_fig8(groups, {"suite": "minatar"})[0] == []      # two games: ambiguous
+
+
 def test_suite_minatar_reads_minatar_games(tmp_path):
     for tuner in ("none", "mixed"):
         write_run(str(tmp_path), dict(domain="minatar-seaquest", tuner=tuner, alpha=2.0 ** -8,
@@ -318,7 +333,7 @@ def test_suite_minatar_reads_minatar_games(tmp_path):
     groups = figures.group_runs(figures.load_runs(str(tmp_path)))
     assert figures.panels_fig8(groups, {"suite": "ale"})[0] == []
     panels, _ = figures.panels_fig8(groups, {"suite": "minatar"})
-    assert [p.title for p in panels] == ["no tuning", "mixed"]
+    assert [p.title for p in panels] == ["minatar-seaquest: no tuning", "minatar-seaquest: mixed"]
     panels, note = figures.panels_fig9(groups, {"suite": "minatar"})
     assert [p.title for p in panels] == ["minatar-seaquest"] and "minatar-asterix" in note
 
