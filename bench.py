@@ -19,7 +19,8 @@ import metatrace as mt
 import nets
 
 # (alpha0, mu) per tuner for the mountain-car bench (stable settings); others get the default
-LINEAR_SETTINGS = {"none": ("2^-7", None), "sid": ("2^-9", "2^-16"), "nosid": ("2^-9", "2^-12")}
+LINEAR_SETTINGS = {"none": ("2^-7", None), "sid": ("2^-9", "2^-16"), "nosid": ("2^-9", "2^-12"),
+                   "obgd": ("2^-5", None), "adaptive_obgd": ("2^-5", None)}
 LINEAR_TUNERS = [(t, *LINEAR_SETTINGS.get(t, ("2^-9", "2^-8"))) for t in mt.TUNERS]
 NET_TUNERS = tuple(t.name for t in mt.TUNER_TABLE if not t.needs_zh)   # SID-R, NOSID-R: linear only
 

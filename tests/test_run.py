@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import metatrace as mt
 import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,7 +116,7 @@ def test_killed_run_keeps_its_episodes(tmp_path):
 def test_bench_prints_every_tuner():
     r = cli("bench", "--repeats", "1", "--episodes", "3")
     assert r.returncode == 0, r.stderr
-    for tuner in ("none", "scalar", "vector", "mixed", "sid", "nosid"):
+    for tuner in mt.TUNERS:
         assert any(line.startswith(tuner) for line in r.stdout.splitlines())
 
 
@@ -123,7 +124,7 @@ def test_net_bench_prints_a_breakdown_per_tuner():
     r = cli("bench", "--domain", "minatar-breakout", "--repeats", "2", "--steps", "20")
     assert r.returncode == 0, r.stderr
     rows = {line.split()[0]: line.split()[1:] for line in r.stdout.splitlines()[2:]}
-    assert sorted(rows) == ["mixed", "none", "scalar", "vector"]
+    assert sorted(rows) == ["adaptive_obgd", "mixed", "none", "obgd", "scalar", "vector"]
     for tuner, cols in rows.items():
         forward, backward, tune, learner, rest, rate = map(float, cols)
         assert min(forward, backward, learner, rest, rate) > 0, (tuner, cols)
