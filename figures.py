@@ -68,6 +68,8 @@ BETA_COLUMNS = (("beta_critic", "critic, informative", "C0", "-"),
                 ("beta_actor", "actor, informative", "C3", "-"),
                 ("beta_actor_noise", "actor, noise", "C3", "--"))
 COMPACT_KEYS = ("domain", "tuner", "normalized", "drift", "alpha", "mu", "seed")   # docs/compact.py
+COMPACT_OPTIONAL = ("kappa", "beta2", "sparse_init", "layer_norm", "normalize_obs", "scale_reward")
+FLAGS = ("normalized", "sparse_init", "layer_norm", "normalize_obs", "scale_reward")
 COMPACT_BINS = ("episode", "episodes", "diverged")
 LEGEND_FONT = 7
 SUMMARY_COLUMNS = ("figure", "panel", "domain", "tuner", "normalized", "drift", "mu", "alpha0",
@@ -285,15 +287,16 @@ def load_runs(results_dir):
 
 
 def compact_value(key, text):
-    """One key column of a compact file as its setting's type: normalized bool, drift/alpha/mu
-    float, seed int, domain/tuner str; ValueError when it does not parse."""
-    if key == "normalized":
+    """One key column of a compact file as its setting's type: normalized and the stabilizers
+    bool, drift/alpha/mu/kappa/beta2 float, seed int, domain/tuner str; ValueError when it does
+    not parse."""
+    if key in FLAGS:
         if text.lower() not in ("true", "false", "1", "0"):
             raise ValueError
         return text.lower() in ("true", "1")
     if key == "seed":
         return int(text)
-    return float(text) if key in ("drift", "alpha", "mu") else text
+    return float(text) if key in ("drift", "alpha", "mu", "kappa", "beta2") else text
 
 
 def compact_row(header, row):
@@ -304,7 +307,7 @@ def compact_row(header, row):
     settings, values = {}, {}
     for h, text in zip(header, row):
         try:
-            if h in COMPACT_KEYS:
+            if h in COMPACT_KEYS + COMPACT_OPTIONAL:
                 if text != "":
                     settings[h] = compact_value(h, text)
             elif h in ("episode", "episodes", "diverged"):
@@ -365,19 +368,18 @@ def read_compact(path):
 def as_compact(runs):
     """Run directories with only the settings a compact file records (COMPACT_KEYS), so that they
     group with compact runs; FigureError when that merges runs that differ in other settings."""
-    seen = {}
+    seen, keys = {}, COMPACT_KEYS + COMPACT_OPTIONAL
     for r in runs:
-        key = json.dumps({k: r.settings.get(k) for k in COMPACT_KEYS if k != "seed"},
+        key = json.dumps({k: r.settings.get(k) for k in keys if k != "seed"},
                          sort_keys=True, default=str)
         full = {k: v for k, v in r.settings.items() if k != "seed"}
         other = seen.setdefault(key, (r, full))
         diff = sorted(k for k in set(full) | set(other[1])
-                      if k not in COMPACT_KEYS and full.get(k) != other[1].get(k))
+                      if k not in keys and full.get(k) != other[1].get(k))
         if diff:
             raise FigureError(f"runs {other[0].path} and {r.path} differ in {', '.join(diff)}, "
                               f"which compact files do not record; draw them without compact files")
-    return [replace(r, settings={k: r.settings[k] for k in COMPACT_KEYS if k in r.settings})
-            for r in runs]
+    return [replace(r, settings={k: r.settings[k] for k in keys if k in r.settings}) for r in runs]
 
 
 def load_results(paths):

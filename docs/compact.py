@@ -3,7 +3,8 @@
     python docs/compact.py RESULTS_DIR OUT.csv [--bin 100]
 
 One row per run and bin: the run's settings that vary in a sweep (domain, tuner, normalized,
-drift, alpha, mu, seed), the bin's first episode and its mean return, score and beta columns, with
+drift, alpha, mu, seed, and the ObGD settings kappa, beta2 and Stream AC's stabilizers where a
+run of the file has them), the bin's first episode and its mean return, score and beta columns, with
 4 significant digits (about 3 kB per run of 5000 episodes at --bin 100), whether the bin diverged
 and, when episodes.csv records them, the cumulative agent steps at the end of the bin (last
 column, exact).  Raw run directories are not committed; these rows are.
@@ -17,6 +18,7 @@ import os
 import sys
 
 KEYS = ("domain", "tuner", "normalized", "drift", "alpha", "mu", "seed")
+OPTIONAL = ("kappa", "beta2", "sparse_init", "layer_norm", "normalize_obs", "scale_reward")
 VALUES = ("return", "score", "beta_critic", "beta_actor", "beta_critic_noise", "beta_actor_noise",
           "beta_mean")
 
@@ -46,18 +48,20 @@ def main(argv=None):
         print("compact.py: error: --bin must be >= 1 and RESULTS_DIR a directory", file=sys.stderr)
         return 2
     n_runs = n_rows = 0
+    found = list(runs(a.results_dir))
+    keys = KEYS + tuple(k for k in OPTIONAL if any(k in s for s, _ in found))
     with open(a.out, "w", newline="") as f:
         w = None
-        for s, rows in runs(a.results_dir):
+        for s, rows in found:
             if w is None:           # the first run's columns, for every run (one header)
                 cols = [c for c in VALUES if rows and c in rows[0]]
                 steps = bool(rows) and "steps" in rows[0]
                 w = csv.writer(f, lineterminator="\n")
-                w.writerow([*KEYS, "episode", "episodes", *cols, "diverged"] + ["steps"] * steps)
+                w.writerow([*keys, "episode", "episodes", *cols, "diverged"] + ["steps"] * steps)
             for b0 in range(0, len(rows), a.bin):
                 chunk = rows[b0:b0 + a.bin]
                 means = [sum(float(r.get(c) or "nan") for r in chunk) / len(chunk) for c in cols]
-                w.writerow([s.get(k) for k in KEYS] + [b0, len(chunk)]
+                w.writerow([s.get(k) for k in keys] + [b0, len(chunk)]
                            + [f"{m:.4g}" if math.isfinite(m) else "" for m in means]
                            + [max(int(r["diverged"]) for r in chunk)]
                            + [chunk[-1].get("steps", "")] * steps)

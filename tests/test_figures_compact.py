@@ -252,3 +252,24 @@ def test_run_directories_that_differ_outside_the_compact_keys_are_not_merged(tmp
     assert code == 2 and "differ in lam" in err and not (tmp_path / "out").exists()
     assert math.isfinite(figures.make_figure(1, [str(tmp_path / "l0.8"), path],
                                              str(tmp_path / "ok"))[1][0]["final_return"])
+
+
+def test_obgd_settings_are_compact_keys_only_where_runs_have_them(tmp_path):
+    """Runs that differ only in kappa (or a stabilizer) stay apart in a compact file; a file of
+    runs without them has no such columns (older files read as before)."""
+    for kappa in (2.0, 0.125):        # write_run's names omit kappa: one folder, renamed
+        src = random_runs(tmp_path / f"k{kappa}", n_runs=2, tuner="obgd", kappa=kappa,
+                          layer_norm=True)
+        os.makedirs(tmp_path / "o", exist_ok=True)
+        for d in os.listdir(src):
+            os.rename(os.path.join(src, d), tmp_path / "o" / f"{d}-k{kappa}")
+    path = compact(tmp_path / "o", tmp_path / "o_runs.csv")
+    header = open(path).readline().strip().split(",")
+    assert "kappa" in header and "layer_norm" in header and "beta2" not in header
+    runs = figures.read_compact(path)
+    assert sorted({r.settings["kappa"] for r in runs}) == [0.125, 2.0]
+    assert all(r.settings["layer_norm"] is True for r in runs)
+    assert len(figures.group_runs(runs)) == 2
+    random_runs(tmp_path / "n", n_runs=1)
+    plain = compact(tmp_path / "n" / "mountaincar", tmp_path / "n_runs.csv")
+    assert not set(open(plain).readline().strip().split(",")) & set(figures.COMPACT_OPTIONAL)
