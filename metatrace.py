@@ -1025,8 +1025,10 @@ def check_state(arrays, learner):
     check_arrays(learner.state(), arrays)
     W, s, ist, vt, act, in_act = (arrays[k] for k in State._fields)
     n, k = learner.n, int(ist[N_ACT])
-    if not (np.isfinite(W).all() and np.isfinite(s).all()) or not (W[EB_] > 0).all():
-        raise ValueError("the state holds non-finite values or a non-positive step-size factor")
+    if not (np.isfinite(W).all() and np.isfinite(s).all()) or not (W[EB_] > 0).all() \
+            or not (W[VV_] >= 0).all():
+        raise ValueError("the state holds non-finite values, a non-positive step-size factor or "
+                         "a negative normalizer")
     if not (0 <= k <= n and ist[STEP] >= 0 and ((vt >= 0) & (vt <= ist[STEP])).all()
             and ((act[:k] >= 0) & (act[:k] < n)).all() and np.isin(in_act, (0, 1)).all()):
         raise ValueError("the state's counters or active list are out of range")

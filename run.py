@@ -466,6 +466,8 @@ def check_learner(arrays):
         raise CheckpointError("the learner state holds non-finite values")
     if not (W[mt.EB_] > 0).all():
         raise CheckpointError("a per-weight step-size factor is not positive")
+    if not (W[mt.VV_] >= 0).all():
+        raise CheckpointError("a per-weight normalizer (v) is negative")
     if ist[mt.N_ACT] != 0 or arrays["learner_in_act"].any():
         raise CheckpointError("the learner's active list is not empty (not saved between episodes)")
     vt = arrays["learner_vt"]

@@ -328,6 +328,7 @@ LINEAR_CORRUPTIONS = {
     "wrong_dtype": _set("learner_W", lambda W: W.astype(np.float32)),
     "nan_weight": _W(lambda W: W.__setitem__((0, 5), np.nan)),
     "zero_step_factor": _W(lambda W: W.__setitem__((mt.EB_, 5), 0.0)),
+    "negative_normalizer": _W(lambda W: W.__setitem__((mt.VV_, 5), -1.0)),
     "active_list": _set("learner_ist", lambda ist: ist + np.array([7, 0])),
     "vt_future": _set("learner_vt", lambda vt: vt + 10**9),
     "sign_not_pm1": _set("signs", lambda s: s * 2),
