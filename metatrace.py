@@ -17,7 +17,8 @@ bound each step against overshooting, in their own passes (`_obgd_*`) after the 
 
 State (`Learner`): W is an (8, n) array whose rows are
     w    all weights (critic then actor)          z    AC(lambda) trace
-    h    scalar sensitivity h, or mixed h-hat     hv   per-weight sensitivity h-vec
+    h    scalar sensitivity h, or mixed h-hat     hv   per-weight sensitivity h-vec (adaptive
+                                                       ObGD: its last scale s_i, O6)
     eb   exp(bv), bv the per-weight part of beta  vv   normalizer v-vec (adaptive ObGD: its v)
     zbv  per-weight meta trace z^beta-vec         (row 7 is unused padding)
 and `s` holds the scalars beta (or beta-hat), v (or v-hat; ObGD: its last bound M), z^beta (or
@@ -497,38 +498,42 @@ def _obgd_bound(s, hp, delta, znorm):
 
 @nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
 def _obgd_trace(W, gU, delta, hp, cb, act, m):
-    """O1 (and O5, adaptive) for every live weight act[:m] -> sum_i |z_i| s_i, the norm of O3:
-    s_i = 1 / sqrt(cb v_i + eps) (O6, cb = 1 / (1 - beta2^t)) adaptive, else 1."""
-    z, vv = W[Z_], W[VV_]
-    gl, b2, eps, adapt = hp.gl, hp.beta2, hp.eps, hp.adapt
+    """O1 (and O5-O6, adaptive) for every live weight act[:m] -> sum_i |z_i| s_i, the norm of
+    O3: s_i = 1 / sqrt(cb v_i + eps) (cb = 1 / (1 - beta2^t)), kept in row hv, adaptive; else 1."""
+    z, vv, s = W[Z_], W[VV_], W[HV_]
+    gl, b2, eps = hp.gl, hp.beta2, hp.eps
     tot = 0.0
-    for k in range(m):
-        i = act[k]
-        zi = gl * z[i] + gU[i]                                # O1
-        z[i] = zi
-        if adapt:
+    if hp.adapt:
+        for k in range(m):
+            i = act[k]
+            zi = gl * z[i] + gU[i]                            # O1
+            z[i] = zi
             dz = delta * zi
             v = b2 * vv[i] + (1.0 - b2) * (dz * dz)           # O5
             vv[i] = v
-            tot += abs(zi) / math.sqrt(cb * v + eps)          # O3 with O6
-        else:
+            si = 1.0 / math.sqrt(cb * v + eps)                # O6
+            s[i] = si
+            tot += abs(zi) * si                               # O3
+    else:
+        for k in range(m):
+            i = act[k]
+            zi = gl * z[i] + gU[i]                            # O1
+            z[i] = zi
             tot += abs(zi)                                    # O3
     return tot
 
 
-@nb.njit(cache=True, error_model="numpy")
-def _obgd_weights(W, gH, step, delta, hp, cb, act, m):
+@nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _obgd_weights(W, gH, step, delta, hp, act, m):
     """O4: w_i += step (delta z_i + psi g^H_i) s_i for every live weight; NaN iff a new w_i is
     non-finite, else 0."""
-    w, z, vv = W[W_], W[Z_], W[VV_]
-    psi, eps, adapt = hp.psi, hp.eps, hp.adapt
+    w, z, s = W[W_], W[Z_], W[HV_]
+    psi, adapt = hp.psi, hp.adapt
     bad = 0.0
     for k in range(m):
         i = act[k]
         u = delta * z[i] + psi * gH[i]
-        if adapt:
-            u /= math.sqrt(cb * vv[i] + eps)                  # O6
-        wi = w[i] + step * u                                  # O4
+        wi = w[i] + step * (u * s[i] if adapt else u)         # O4 (O6)
         w[i] = wi
         bad += 0.0 * wi
     return bad
@@ -536,51 +541,60 @@ def _obgd_weights(W, gH, step, delta, hp, cb, act, m):
 
 @nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
 def _obgd_trace_blk(r, b, delta, hp, cb):
-    """As _obgd_trace (O1, O5, the O3 norm) over one dense block."""
-    z, vv = r.z, r.vv
-    x, gU, adapt = b.x, b.gU, hp.adapt
+    """As _obgd_trace (O1, O5, O6, the O3 norm) over one dense block; one loop per form, so
+    that each vectorizes."""
+    z, vv, s = r.z, r.vv, r.hv
+    x, gU = b.x, b.gU
     ty = z.dtype.type
     gl, b2, b2c = ty(hp.gl), ty(hp.beta2), ty(1.0 - hp.beta2)
-    delta, cb, eps = ty(delta), ty(cb), ty(hp.eps)
+    delta, cb, eps, one = ty(delta), ty(cb), ty(hp.eps), ty(1.0)
     C = gU.shape[0]
     tot = 0.0
     for q in range(x.shape[0]):
         xq = x[q]
-        sq = 0.0
-        for c in range(C):
-            i = q * C + c
-            zi = gl * z[i] + xq * gU[c]                       # O1
-            z[i] = zi
-            if adapt:
+        zq, vq, sq = z[q * C:(q + 1) * C], vv[q * C:(q + 1) * C], s[q * C:(q + 1) * C]
+        acc = 0.0
+        if hp.adapt:
+            for c in range(C):
+                zi = gl * zq[c] + xq * gU[c]                  # O1
+                zq[c] = zi
                 dz = delta * zi
-                v = b2 * vv[i] + b2c * (dz * dz)              # O5
-                vv[i] = v
-                sq += abs(zi) / np.sqrt(cb * v + eps)         # O3 with O6
-            else:
-                sq += abs(zi)                                 # O3
-        tot += sq
+                v = b2 * vq[c] + b2c * (dz * dz)              # O5
+                vq[c] = v
+                si = one / np.sqrt(cb * v + eps)              # O6
+                sq[c] = si
+                acc += abs(zi) * si                           # O3
+        else:
+            for c in range(C):
+                zi = gl * zq[c] + xq * gU[c]                  # O1
+                zq[c] = zi
+                acc += abs(zi)                                # O3
+        tot += acc
     return tot
 
 
-@nb.njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _obgd_weight_blk(r, b, step, delta, hp, cb):
+@nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+def _obgd_weight_blk(r, b, step, delta, hp):
     """As _obgd_weights (O4) over one dense block."""
-    w, z, vv = r.w, r.z, r.vv
-    x, gH, adapt = b.x, b.gH, hp.adapt
+    w, z, s = r.w, r.z, r.hv
+    x, gH = b.x, b.gH
     ty = w.dtype.type
-    step, delta, psi, cb, eps = ty(step), ty(delta), ty(hp.psi), ty(cb), ty(hp.eps)
+    step, delta, psi = ty(step), ty(delta), ty(hp.psi)
     C = gH.shape[0]
     bad = ty(0.0)
     for q in range(x.shape[0]):
         xq = x[q]
-        for c in range(C):
-            i = q * C + c
-            u = delta * z[i] + psi * (xq * gH[c])
-            if adapt:
-                u = u / np.sqrt(cb * vv[i] + eps)             # O6
-            wi = w[i] + step * u                              # O4
-            w[i] = wi
-            bad += ty(0.0) * wi
+        wq, zq, sq = w[q * C:(q + 1) * C], z[q * C:(q + 1) * C], s[q * C:(q + 1) * C]
+        if hp.adapt:
+            for c in range(C):
+                wi = wq[c] + step * ((delta * zq[c] + psi * (xq * gH[c])) * sq[c])   # O4 (O6)
+                wq[c] = wi
+                bad += ty(0.0) * wi
+        else:
+            for c in range(C):
+                wi = wq[c] + step * (delta * zq[c] + psi * (xq * gH[c]))             # O4
+                wq[c] = wi
+                bad += ty(0.0) * wi
     return bad
 
 
@@ -659,7 +673,7 @@ def tuner_step(st, sc, ns, delta, gV2, hp):
         cb = _obgd_bias(hp, step)
         znorm = _obgd_trace(W, gU, delta, hp, cb, act, m)
         a = _obgd_bound(s, hp, delta, znorm)
-        bad = _obgd_weights(W, gH, a, delta, hp, cb, act, m)
+        bad = _obgd_weights(W, gH, a, delta, hp, act, m)
         ist[STEP] = step + 1
         return math.isfinite(bad) and math.isfinite(znorm) and a > 0.0
     gUh = gHh = dh = gU2 = zd = zh = xv = 0.0
@@ -753,7 +767,7 @@ def _obgd_dense(st, dn, delta, hp):
     for k in range(3):
         a, e, b = _block(k, dn, n)
         if e > a:
-            bad += _obgd_weight_blk(_rows(W, a, e), b, step, delta, hp, cb)
+            bad += _obgd_weight_blk(_rows(W, a, e), b, step, delta, hp)
     st.ist[STEP] += 1
     return math.isfinite(bad) and math.isfinite(znorm) and step > 0.0
 
