@@ -55,7 +55,7 @@ import numpy as np
 
 import nets
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 
 class Tuner(NamedTuple):
