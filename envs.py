@@ -633,8 +633,8 @@ class RunningMoments:
         x = np.asarray(x, np.float64)
         self.count += 1
         d = x - self.mean
-        self.mean = self.mean + d / self.count
-        self.p = self.p + d * (x - self.mean)
+        self.mean += d / self.count               # in place: no new arrays per step
+        self.p += d * (x - self.mean)
 
     @property
     def var(self):
