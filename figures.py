@@ -8,7 +8,7 @@ reads every run directory under each RESULTS path (a folder with config.json and
 any depth, as written by `python run.py`) or the runs of a compact results file (*_runs.csv, written
 by docs/compact.py: each run's returns and β as means of B-episode bins), groups the runs whose
 settings differ only in `seed`, and writes FIGDIR/figN.png, FIGDIR/figN.pdf and
-FIGDIR/figN_summary.csv (the summary is also printed).
+FIGDIR/figN_summary.csv (the summary is also printed; with --suite minatar, figN_minatar.*).
 
 Protocol (docs/algorithms.md §6): each run's episode returns (the unclipped `score` column where present) are
 smoothed by a trailing mean over the last K episodes, fewer at the start (K = 20 for mountain car,
@@ -1054,9 +1054,14 @@ def lacking_steps(panels):
     return [r for r in runs.values() if len(r.returns) and "steps" not in r.data]
 
 
+def figure_base(out, number, suite="ale"):
+    """out/figN, or out/figN_minatar for MinAtar's Figs. 8-9 (so they never overwrite ALE's)."""
+    return os.path.join(out, f"fig{number}" + ("_minatar" if suite == "minatar" else ""))
+
+
 def make_figure(number, results, out, suite="ale"):
     """Draw figure `number` from results (a path or a list: folders of run directories or compact
-    *_runs.csv files) into out/figN.{png,pdf,_summary.csv}.
+    *_runs.csv files) into out/figN.{png,pdf,_summary.csv} (figN_minatar.* with suite "minatar").
 
     Returns (matplotlib Figure, summary rows). FigureError on an unknown figure or no runs; every
     check runs before anything is written.
@@ -1092,7 +1097,7 @@ def make_figure(number, results, out, suite="ale"):
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise FigureError(f"--out {out} cannot be created ({e.strerror})") from None
-    base = os.path.join(out, f"fig{number}")
+    base = figure_base(out, number, suite)
     fig.savefig(base + ".png", dpi=120)
     fig.savefig(base + ".pdf")
     rows = summary(number, panels)
@@ -1138,7 +1143,7 @@ def main(argv=None, prog="figures.py"):
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     print(format_summary(rows))
-    base = os.path.join(args.out, f"fig{number}")
+    base = figure_base(args.out, number, args.suite or "ale")
     print(f"wrote {base}.png, {base}.pdf, {base}_summary.csv")
     return 0
 

@@ -338,6 +338,25 @@ def test_suite_minatar_reads_minatar_games(tmp_path):
     assert [p.title for p in panels] == ["minatar-seaquest"] and "minatar-asterix" in note
 
 
+def test_suite_minatar_files_do_not_overwrite_the_ale_figure(tmp_path, capsys):
+    runs, out = tmp_path / "runs", str(tmp_path / "figs")
+    for domain in ("seaquest", "minatar-seaquest"):
+        for tuner in ("none", "mixed"):
+            write_run(str(runs), dict(domain=domain, tuner=tuner, alpha=2.0 ** -8, mu=0.001,
+                                      seed=0), plateau(10.0, n=60, ramp=20))
+    assert figures.main(["--fig", "9", str(runs), "--out", out]) == 0
+    assert figures.main(["--fig", "9", str(runs), "--suite", "minatar", "--out", out]) == 0
+    assert "fig9_minatar.png" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == sorted(f"fig9{s}{e}" for s in ("", "_minatar")
+                                             for e in (".png", ".pdf", "_summary.csv"))
+    with open(os.path.join(out, "fig9_summary.csv")) as f:
+        ale = f.read()
+    with open(os.path.join(out, "fig9_minatar_summary.csv")) as f:
+        minatar = f.read()
+    assert ",seaquest," in ale and "minatar-seaquest" not in ale
+    assert "minatar-seaquest" in minatar
+
+
 # -------------------------------------------------------------------------- readability
 
 @pytest.mark.parametrize("n", range(1, 10))
