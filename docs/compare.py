@@ -8,8 +8,9 @@ figures`.  A method is a tuner plus the Stream AC stabilizers its runs have on; 
 the values of alpha, mu and kappa its runs were tried at.  Per domain and method the best setting
 is the one with the highest final return (mean over seeds of the last-100-episode mean); the
 panel shows it (mean +- s.e. over seeds); the table gives it, its final return +- s.e., its mean
-return over the whole run, and the spread of the final return over the alpha0 tried (each alpha0
-at its best mu / kappa).  Writes DIR/NAME.png and DIR/NAME_table.csv and prints the table.
+return over the whole run, the spread of the final return over the alpha0 tried (each alpha0
+at its best mu / kappa) and over every setting tried (for ObGD at one alpha, where alpha cancels
+in alpha/M, that is the spread over kappa).  Writes DIR/NAME.png and DIR/NAME_table.csv and prints the table.
 """
 import argparse
 import csv
@@ -24,7 +25,7 @@ STABILIZERS = ("sparse_init", "layer_norm", "normalize_obs", "scale_reward")
 ORDER = ("none", "scalar", "vector", "mixed", "obgd", "adaptive_obgd")
 COLUMNS = ("domain", "method", "best_alpha0", "best_mu", "best_kappa", "n_runs", "n_diverged",
            "final_return", "final_return_se", "mean_return", "settings_tried", "alpha0_tried",
-           "spread_alpha0")
+           "spread_alpha0", "spread_settings")
 
 
 def method(g):
@@ -58,6 +59,7 @@ def compare(groups):
             alphas = sorted({g.get("alpha") for g in gs})
             per_alpha = [best([g for g in gs if g.get("alpha") == a]) for a in alphas]
             finals = [g.final()[0] for g in per_alpha if g is not None]
+            every = [f for f in (g.final()[0] for g in gs) if math.isfinite(f)]
             m, se, n = top.final() if top else (math.nan, math.nan, 0)
             rows.append({"domain": domain, "method": name,
                          "best_alpha0": top.get("alpha") if top else "",
@@ -69,7 +71,8 @@ def compare(groups):
                          "final_return": m, "final_return_se": se,
                          "mean_return": top.mean_return() if top else math.nan,
                          "settings_tried": len(gs), "alpha0_tried": len(alphas),
-                         "spread_alpha0": max(finals) - min(finals) if len(finals) > 1 else math.nan})
+                         "spread_alpha0": max(finals) - min(finals) if len(finals) > 1 else math.nan,
+                         "spread_settings": max(every) - min(every) if len(every) > 1 else math.nan})
             if top is not None:
                 base = name.split("+")[0]
                 color = figures.TUNER_COLORS.get(base, f"C{k}")
@@ -116,13 +119,15 @@ def main(argv=None):
         w = csv.DictWriter(f, COLUMNS, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-    print("| domain | method | best α0 | best µ / κ | final (± s.e.) | mean | spread over α0 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| domain | method | best α0 | best µ / κ | final (± s.e.) | mean | spread over α0 "
+          "| spread over settings |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         extra = fmt(r["best_mu"]) or (fmt(r["best_kappa"]) if r["best_kappa"] != "" else "")
         print(f"| {r['domain']} | {r['method']} | {fmt(r['best_alpha0'])} | {extra} | "
               f"{fmt(r['final_return'])} ± {fmt(r['final_return_se'])} | {fmt(r['mean_return'])} "
-              f"| {fmt(r['spread_alpha0'])} ({r['alpha0_tried']} α0) |")
+              f"| {fmt(r['spread_alpha0'])} ({r['alpha0_tried']} α0) "
+              f"| {fmt(r['spread_settings'])} ({r['settings_tried']}) |")
     return 0
 
 

@@ -38,6 +38,8 @@ def test_best_setting_final_and_spread(tmp_path):
     assert float(rows["obgd"]["final_return"]) == pytest.approx(-109.5, abs=0.01)
     assert float(rows["obgd"]["spread_alpha0"]) == pytest.approx(20.0, abs=0.01)
     assert rows["obgd"]["settings_tried"] == "3" and rows["obgd"]["alpha0_tried"] == "2"
+    assert float(rows["none"]["spread_settings"]) == pytest.approx(30.0, abs=0.01)
+    assert float(rows["obgd"]["spread_settings"]) == pytest.approx(90.0, abs=0.01)
 
 
 def test_missing_results_is_one_line_error(tmp_path):
