@@ -10,7 +10,8 @@ is the one with the highest final return (mean over seeds of the last-100-episod
 panel shows it (mean +- s.e. over seeds); the table gives it, its final return +- s.e., its mean
 return over the whole run, the spread of the final return over the alpha0 tried (each alpha0
 at its best mu / kappa) and over every setting tried (for ObGD at one alpha, where alpha cancels
-in alpha/M, that is the spread over kappa).  Writes DIR/NAME.png and DIR/NAME_table.csv and prints the table.
+in alpha/M, that is the spread over kappa).  Writes DIR/NAME.png and DIR/NAME_table.csv and
+prints the table.
 """
 import argparse
 import csv
