@@ -44,7 +44,7 @@ def small_nets(draw):
     net = nets.make_net(obs_shape, convs, dense, draw(st.integers(1, 5)), dense_act=act)
     # layer norm where every normalized layer has >= 4 outputs: over 2 or 3 values the std can
     # be near sqrt(1e-5) by chance, and the function then curves faster than finite
-    # differences of step 1e-3 resolve
+    # differences resolve (fd_jvp also shrinks its step with the smallest std)
     sizes = [ly.fan_out * ly.shape_out[1] * ly.shape_out[2] for ly in net.layers[:-1]]
     if draw(st.booleans()) and min(sizes, default=4) >= 4:
         net = nets.make_net(obs_shape, convs, dense, net.n_actions, dense_act=act, layer_norm=True)
@@ -68,8 +68,11 @@ def outputs(net, theta, obs):
 
 
 def fd_jvp(net, theta, obs, v):
-    """Fourth-order central difference of [value, logits] along v."""
-    e = 1e-3 / np.max(np.abs(v))
+    """Fourth-order central difference of [value, logits] along v, its step 1e-3 times the
+    smallest std of a layer-normed pre-activation where below 1 (the scale it curves on)."""
+    stds = [1.0]
+    reference_forward(net, theta, obs, stds)
+    e = 1e-3 * min(stds) / np.max(np.abs(v))
     f = [outputs(net, theta + s * e * v, obs) for s in (-2, -1, 1, 2)]
     return (f[0] - 8 * f[1] + 8 * f[2] - f[3]) / (12 * e)
 
@@ -108,13 +111,19 @@ def _act(z, act):
     return {nets.IDENTITY: z, nets.SILU: z * s, nets.DSILU: s * (1 + z * (1 - s))}[act]
 
 
-def _norm(z, ly):
-    """Layer norm over the whole pre-activation (biased variance, eps 1e-5) where the layer has it."""
-    return (z - z.mean()) / np.sqrt(z.var() + 1e-5) if ly.ln else z
+def _norm(z, ly, stds):
+    """Layer norm over the whole pre-activation (biased variance, eps 1e-5) where the layer has
+    it; appends the pre-activation's std to stds."""
+    if not ly.ln:
+        return z
+    stds.append(z.std())
+    return (z - z.mean()) / np.sqrt(z.var() + 1e-5)
 
 
-def reference_forward(net, theta, obs):
-    """[value, logits] by explicit loops over output positions, in float64."""
+def reference_forward(net, theta, obs, stds=None):
+    """[value, logits] by explicit loops over output positions, in float64; the std of each
+    layer-normed pre-activation is appended to stds when given."""
+    stds = [] if stds is None else stds
     x, channels_last = np.asarray(obs, np.float64), False
     for ly in net.layers:
         w = theta[ly.w_off:ly.w_off + ly.fan_in * ly.fan_out].astype(np.float64)
@@ -129,9 +138,9 @@ def reference_forward(net, theta, obs):
                     else:               # x[c, h, w], W[(c, i, j), f]
                         patch = x[:, oy * sh:oy * sh + kh, ox * sw:ox * sw + kw]
                     z[oy, ox] = patch.reshape(-1) @ w.reshape(ly.fan_in, f) + b
-            x, channels_last = _act(_norm(z, ly), ly.act), True
+            x, channels_last = _act(_norm(z, ly, stds), ly.act), True
         else:
-            x = _act(_norm(x.reshape(-1) @ w.reshape(ly.fan_in, ly.fan_out) + b, ly), ly.act)
+            x = _act(_norm(x.reshape(-1) @ w.reshape(ly.fan_in, ly.fan_out) + b, ly, stds), ly.act)
     return x
 
 
