@@ -67,12 +67,17 @@ def outputs(net, theta, obs):
     return np.concatenate([[value], logits])
 
 
-def fd_jvp(net, theta, obs, v):
-    """Fourth-order central difference of [value, logits] along v, its step 1e-3 times the
-    smallest std of a layer-normed pre-activation where below 1 (the scale it curves on)."""
+def fd_step(net, theta, obs):
+    """1e-3 times the smallest std of a layer-normed pre-activation where below 1: the scale
+    the net curves on at (theta, obs)."""
     stds = [1.0]
     reference_forward(net, theta, obs, stds)
-    e = 1e-3 * min(stds) / np.max(np.abs(v))
+    return 1e-3 * min(stds)
+
+
+def fd_jvp(net, theta, obs, v, step):
+    """Fourth-order central difference of [value, logits] along v, of size step (fd_step)."""
+    e = step / np.max(np.abs(v))
     f = [outputs(net, theta + s * e * v, obs) for s in (-2, -1, 1, 2)]
     return (f[0] - 8 * f[1] + 8 * f[2] - f[3]) / (12 * e)
 
@@ -166,7 +171,8 @@ def test_minatar_forward_matches_reference_layout(seed):
 @given(small_nets(), SEEDS, st.integers(1, 3))
 def test_small_net_jvp_and_vjp_match_finite_differences(net, seed, k):
     theta, obs, rng = setup(net, seed)
-    jac = np.stack([fd_jvp(net, theta, obs, e) for e in np.eye(net.n_params)])  # (n, 1+A)
+    step = fd_step(net, theta, obs)
+    jac = np.stack([fd_jvp(net, theta, obs, e, step) for e in np.eye(net.n_params)])  # (n, 1+A)
     v = rng.standard_normal(net.n_params)
     assert close(jvp_of(net, theta, obs, v), v @ jac, 1e-6)
     cot = rng.standard_normal((k, 1 + net.n_actions))
@@ -233,7 +239,8 @@ def test_real_nets_match_finite_differences(make, seed):
     theta, obs, rng = setup(net, seed)
     obs = np.abs(obs)  # Atari and MinAtar observations lie in [0, 1]
     v = rng.standard_normal(net.n_params)
-    fd_v = fd_jvp(net, theta, obs, v)
+    step = fd_step(net, theta, obs)
+    fd_v = fd_jvp(net, theta, obs, v, step)
     jv = jvp_of(net, theta, obs, v)
     assert close(jv, fd_v, 1e-6)
     cot = rng.standard_normal((3, 1 + net.n_actions))
@@ -242,7 +249,8 @@ def test_real_nets_match_finite_differences(make, seed):
     assert close(grads @ v, cot @ fd_v, 1e-6)
     assert close(grads @ v, cot @ jv, 1e-12)
     idx = coordinates(net, rng)
-    fd = np.stack([cot @ fd_jvp(net, theta, obs, np.eye(1, net.n_params, i)[0]) for i in idx])
+    fd = np.stack([cot @ fd_jvp(net, theta, obs, np.eye(1, net.n_params, i)[0], step)
+                   for i in idx])
     scale = np.max(np.abs(grads), axis=1)  # coordinates are compared at the gradient's scale
     assert np.all(np.abs(grads[:, idx] - fd.T) <= 1e-6 * scale[:, None])
 
