@@ -36,8 +36,9 @@ def obgd_step(S, adaptive, gU, gH, delta, gl, psi, kappa, beta2=0.999, eps=1e-8)
 
 
 def ref_step(S, tuner, norm, gU, gH, d, delta, gV2, gl, psi, mu, nosid_bound=True, kappa=2.0,
-             beta2=0.999):
-    """One step, docs/algorithms.md §2.0 steps 2-7 (Algorithms 1-3, SID-R, NOSID-R, untuned, ObGD)."""
+             beta2=0.999, flat=False):
+    """One step, docs/algorithms.md §2.0 steps 2-7 (Algorithms 1-3, SID-R, NOSID-R, untuned, ObGD);
+    flat: a layer norm of this step is in its eps regime (§2.5: S5-S6 bound this step's alpha only)."""
     if tuner in ("obgd", "adaptive_obgd"):
         return obgd_step(S, tuner == "adaptive_obgd", gU, gH, delta, gl, psi, kappa, beta2)
     z = gl * S["z"] + gU                                       # step 2
@@ -51,6 +52,8 @@ def ref_step(S, tuner, norm, gU, gH, d, delta, gV2, gl, psi, mu, nosid_bound=Tru
             S["v"] = max(abs(D), S["v"] + mu * (abs(D) - S["v"]))      # S3
             S["beta"] += mu * D / S["v"] if S["v"] > 0 else 0.0        # S4
             x = np.exp(S["beta"]) * (gU @ gU)                  # S5
+            if flat:
+                return _flat_step(S, "scalar", x, z, gH, d, delta, psi)   # §2.5
             S["u"] = max(x, S["u"] + (1 - gl) * (x - S["u"]))
             S["beta"] -= np.log(max(S["u"], 1.0))              # S6
         else:
@@ -83,6 +86,8 @@ def ref_step(S, tuner, norm, gU, gH, d, delta, gV2, gl, psi, mu, nosid_bound=Tru
                 S["beta"] += mu * D / S["v"] if S["v"] > 0 else 0.0
             shared = S["beta"] if tuner == "mixed" else 0.0
             x = np.exp(shared + S["bvec"]) @ (gU ** 2)         # V5 / M7
+            if flat:
+                return _flat_step(S, tuner, x, z, gH, d, delta, psi)      # §2.5
             S["u"] = max(x, S["u"] + (1 - gl) * (x - S["u"]))
             if tuner == "mixed":
                 S["beta"] -= np.log(max(S["u"], 1.0))          # M7: beta-hat only
@@ -93,6 +98,20 @@ def ref_step(S, tuner, norm, gU, gH, d, delta, gV2, gl, psi, mu, nosid_bound=Tru
             if tuner == "mixed":
                 S["beta"] += mu * D
         alpha = np.exp((S["beta"] if tuner == "mixed" else 0.0) + S["bvec"])   # V7 / M8
+    return _apply(S, tuner, alpha, z, gH, d, delta, psi)
+
+
+def _flat_step(S, tuner, x, z, gH, d, delta, psi):
+    """§2.5: a step whose layer norm is in its eps regime moves with alpha / max(x, 1), where x is
+    S5's effective step-size; u and beta keep their values after S4 / V4 / M6."""
+    shared = S["beta"] if tuner in ("scalar", "mixed") else 0.0
+    alpha = np.exp(shared + (S["bvec"] if S["vec"] else 0.0)) / max(x, 1.0)
+    return _apply(S, tuner, alpha, z, gH, d, delta, psi)
+
+
+def _apply(S, tuner, alpha, z, gH, d, delta, psi):
+    """S7-S9 / V7-V9 / M8-M11 with the step-size alpha: h and w."""
+    h, hv = S["h"], S["hv"]
     upd = delta * z + psi * gH
     if tuner in ("vector", "mixed"):
         S["hv"] = hv + alpha * (z * (delta + d * hv) + psi * gH)          # V8 / M9

@@ -617,9 +617,10 @@ def _sum(v):
 
 
 @nb.njit(cache=True)
-def _meta_scalars(s, hp, delta, gUh, gHh, gU2, xv, zh, zd, gV2):
+def _meta_scalars(s, hp, delta, gUh, gHh, gU2, xv, zh, zd, gV2, flat=False):
     """The scalar lines: S1-S6 / M2, M4-M7 / V5-V6, SID-R and NOSID-R (§4.2-4.3).
-    Sets s and returns the new beta (or beta-hat, or the vector tuner's shared offset)."""
+    Sets s and returns the new beta (or beta-hat, or the vector tuner's shared offset).  flat: a
+    layer norm of this step is in its eps regime, so S5-S6 bound this step's alpha only (§2.5)."""
     gl, psi, mu, norm = hp.gl, hp.psi, hp.mu, hp.norm
     beta = s[BETA]
     if hp.sh and not hp.zdots:                                # scalar, mixed
@@ -643,6 +644,9 @@ def _meta_scalars(s, hp, delta, gUh, gHh, gU2, xv, zh, zd, gV2):
                 beta = min(beta, -math.log(abs(zd)))          # N2
     if norm:
         x = math.exp(beta) * (xv if hp.vec else gU2)          # S5 / V5 / M7
+        if flat:                                              # §2.5: u and beta untouched
+            s[BETA] = beta
+            return beta - math.log(max(x, 1.0))
         s[U] = max(x, s[U] + (1.0 - gl) * (x - s[U]))
         beta -= math.log(max(s[U], 1.0))                      # S6 / V6 / M7
     s[BETA] = beta
@@ -710,9 +714,10 @@ def _rows(W, a, e):
 
 
 @nb.njit(cache=True)
-def dense_step(st, dn, delta, gV2, hp):
+def dense_step(st, dn, delta, gV2, hp, flat=False):
     """One step of §2.0 (steps 2-7) over every weight, in the dense blocks of dn; False if
-    anything went non-finite or a step-size vanished.  gV2 = ||g^V||^2 (NOSID-R only)."""
+    anything went non-finite or a step-size vanished.  gV2 = ||g^V||^2 (NOSID-R only); flat: a
+    layer norm at S_t is in its eps regime (§2.5)."""
     if hp.bound:
         return _obgd_dense(st, dn, delta, hp)
     W = st.W
@@ -739,7 +744,7 @@ def dense_step(st, dn, delta, gV2, hp):
             dn.acc[:C] = 0.0
             _vector_blk(_rows(W, a, e), b, dn.acc, delta, hp, small)
             xv += _sum(dn.acc[:C])
-    beta = _meta_scalars(st.s, hp, delta, gUh, gHh, gU2, xv, zh, zd, gV2)
+    beta = _meta_scalars(st.s, hp, delta, gUh, gHh, gU2, xv, zh, zd, gV2, flat)
     alpha = math.exp(beta)                                    # S7; V7 / M8: alpha * e_i
     bad = 0.0
     for k in range(3):
@@ -1320,7 +1325,8 @@ def net_learn(phases, nb_, st, hp, tr, obs1):
         gV2 = _sumsq(gV[:lo]) + _sumsq(gV[hi:]) + _sumsq(nb_.x0) * _sumsq(nb_.fV)
     dn = Dense(lo, hi, nb_.G[0], nb_.gH, nb_.gV, nb_.G1[0], nb_.x0, nb_.x1, nb_.fU, nb_.fH,
                nb_.fV, nb_.fV1, gamma1 if need_d else 0.0, -1.0, nb_.one, nb_.acc)
-    ok = dense_step(st, dn, delta, gV2, hp)
+    flat = hp.norm and nets.layer_norm_flat(table, wt0, buf0)
+    ok = dense_step(st, dn, delta, gV2, hp, flat)
     return ok and math.isfinite(delta), delta
 
 

@@ -646,6 +646,19 @@ def _layer_norm_t(g, yhat, r):
 
 
 @njit(cache=True)
+def layer_norm_flat(table, wtab, buf):
+    """True when a layer-normalized layer of buf's last forward pass had variance <= LN_EPS, so
+    that its 1 / std r >= 1 / sqrt(2 LN_EPS): layer norm in its eps regime (docs/algorithms.md
+    §2.5), where its gain r is set by eps rather than by the data."""
+    for l in range(table.shape[0]):
+        if table[l, 16]:
+            r = np.float64(buf[wtab[l, _R]])
+            if 2.0 * LN_EPS * r * r >= 1.0:
+                return True
+    return False
+
+
+@njit(cache=True)
 def _outer(x, g, out, n_in, n_out):
     """out[j, o] = x[j] g[o], row-major (n_in, n_out): a dense layer's weight gradient."""
     for j in range(n_in):
