@@ -1,12 +1,40 @@
 """Algorithms 1-3, SID-R, NOSID-R, untuned AC(lambda) and ObGD, as plain NumPy: the readable definition.
 
-A literal, dense transcription of docs/algorithms.md §2.0-2.3 and §4-5: every per-weight quantity
-is a full vector and every line of the algorithm boxes is one labelled line here (S1-S9, V1-V9,
-M1-M11, N1-N2, O1-O6), with no shared offsets, active lists or lazy decay.  It is slow and it is the
-reference: the Numba kernels of metatrace.py are tested against it (tests/test_sparse_vs_dense.py,
-tests/test_metatrace.py).  `linear_grads` gives the linear-softmax model's gradients (§1.4).
+A literal, dense transcription of docs/algorithms.md §2-5 and §9: one function per algorithm,
+every per-weight quantity a full vector, and every line of an algorithm box one line here with
+its label (S1-S9, V1-V9, M1-M11, N1-N2, O1-O6), with no shared offsets, active lists or lazy
+decay.  It is slow and it is the reference: the Numba kernels of metatrace.py are tested against
+it (tests/test_sparse_vs_dense.py, tests/test_flat_layer_norm.py, tests/test_obgd.py).
+`linear_grads` gives the linear-softmax model's gradients (§1.4).
+
+A step takes the state S (`new_state`), the step's facts `Grads` and the hyper-parameters
+`Params`; it updates S in place and returns the step-size it applied.
 """
+from typing import NamedTuple
+
 import numpy as np
+
+
+class Grads(NamedTuple):
+    """One step's facts at w_t (§1.5): g^U, g^H, d = grad delta, delta, ||g^V||^2 (NOSID-R), and
+    whether a layer norm at S_t is flat (§2.5)."""
+    gU: np.ndarray
+    gH: np.ndarray
+    d: np.ndarray
+    delta: float
+    gV2: float = 0.0
+    flat: bool = False
+
+
+class Params(NamedTuple):
+    """Hyper-parameters (§1.1, §2, §4, §9): gl = gamma lambda."""
+    gl: float
+    psi: float
+    mu: float = 0.0
+    norm: bool = True
+    nosid_bound: bool = True
+    kappa: float = 2.0
+    beta2: float = 0.999
 
 
 def new_state(n, tuner, alpha0):
@@ -17,109 +45,144 @@ def new_state(n, tuner, alpha0):
                 v=0.0, vvec=np.zeros(n), zb=0.0, zbvec=np.zeros(n), u=0.0, nmax=0.0, vec=vec, t=0)
 
 
-def obgd_step(S, adaptive, gU, gH, delta, gl, psi, kappa, beta2=0.999, eps=1e-8):
-    """ObGD and adaptive ObGD, docs/algorithms.md §9 O1-O6 -> the step-size of O4."""
+def trace(S, g, p):
+    """§2.0 step 2: z_t = gamma lambda z_{t-1} + g^U_t."""
+    return p.gl * S["z"] + g.gU
+
+
+def update(S, alpha, z, g, p, h=True, hv=False):
+    """S8-S9 / V8-V9 / M9-M11 with the step-size alpha (scalar or per weight) -> alpha."""
+    if hv:
+        S["hv"] = S["hv"] + alpha * (z * (g.delta + g.d * S["hv"]) + p.psi * g.gH)  # V8 / M9
+    if h:
+        S["h"] = S["h"] + alpha * (z * (g.delta + g.d @ S["h"]) + p.psi * g.gH)     # S8 / M10
+    S["w"] = S["w"] + alpha * (g.delta * z + p.psi * g.gH)                           # S9 / V9 / M11
+    S["z"] = z
+    return alpha
+
+
+def running_max(v, a, mu):
+    """S3 / V3 / M5: v <- max(|a|, v + mu (|a| - v)), element-wise."""
+    return np.maximum(np.abs(a), v + mu * (np.abs(a) - v))
+
+
+def bound(S, x, gl):
+    """S5-S6 / V5-V6 / M7: u <- max(x, u + (1 - gl)(x - u)) -> log M = log max(u, 1)."""
+    S["u"] = max(x, S["u"] + (1 - gl) * (x - S["u"]))
+    return np.log(max(S["u"], 1.0))
+
+
+def none_step(S, g, p):
+    """§5: AC(lambda) with the fixed alpha = e^beta."""
+    return update(S, np.exp(S["beta"]), trace(S, g, p), g, p, h=False)
+
+
+def scalar_step(S, g, p):
+    """Algorithm 1, Scalar Metatrace, S1-S9 (§2.1; §2.5 on a flat step)."""
+    z = trace(S, g, p)
+    S["zb"] = p.gl * S["zb"] + g.gU @ S["h"]                              # S1
+    D = g.delta * S["zb"] + p.psi * (g.gH @ S["h"])                       # S2
+    if not p.norm:
+        S["beta"] += p.mu * D                                            # S4, unnormalized
+        return update(S, np.exp(S["beta"]), z, g, p)                     # S7-S9
+    S["v"] = running_max(S["v"], D, p.mu)                                # S3
+    S["beta"] += p.mu * D / S["v"] if S["v"] > 0 else 0.0                # S4
+    x = np.exp(S["beta"]) * (g.gU @ g.gU)                                # S5
+    if g.flat:
+        return update(S, np.exp(S["beta"]) / max(x, 1.0), z, g, p)       # §2.5
+    S["beta"] -= bound(S, x, p.gl)                                       # S5-S6
+    return update(S, np.exp(S["beta"]), z, g, p)                         # S7-S9
+
+
+def vector_step(S, g, p):
+    """Algorithm 2, Vector Metatrace, V1-V9 (§2.2; §2.5 on a flat step)."""
+    z = trace(S, g, p)
+    S["zbvec"] = p.gl * S["zbvec"] + g.gU * S["hv"]                       # V1
+    Dv = g.delta * S["zbvec"] + p.psi * g.gH * S["hv"]                    # V2
+    if not p.norm:
+        S["bvec"] += p.mu * Dv                                           # V4, unnormalized
+        return update(S, np.exp(S["bvec"]), z, g, p, h=False, hv=True)   # V7-V9
+    S["vvec"] = running_max(S["vvec"], Dv, p.mu)                         # V3
+    pos = S["vvec"] > 0
+    S["bvec"][pos] += p.mu * Dv[pos] / S["vvec"][pos]                    # V4
+    x = np.exp(S["bvec"]) @ (g.gU ** 2)                                  # V5
+    if g.flat:
+        return update(S, np.exp(S["bvec"]) / max(x, 1.0), z, g, p, h=False, hv=True)  # §2.5
+    S["bvec"] -= bound(S, x, p.gl)                                       # V5-V6: every beta_i
+    return update(S, np.exp(S["bvec"]), z, g, p, h=False, hv=True)       # V7-V9
+
+
+def mixed_step(S, g, p):
+    """Algorithm 3, Mixed Metatrace, M1-M11 (§2.3; §2.5 on a flat step): alpha_i =
+    exp(beta-hat + beta_i), with S["beta"] = beta-hat and S["bvec"] = beta-vec."""
+    z = trace(S, g, p)
+    S["zbvec"] = p.gl * S["zbvec"] + g.gU * S["hv"]                       # M1
+    S["zb"] = p.gl * S["zb"] + g.gU @ S["h"]                              # M2
+    Dv = g.delta * S["zbvec"] + p.psi * g.gH * S["hv"]                    # M3
+    D = g.delta * S["zb"] + p.psi * (g.gH @ S["h"])                       # M4
+    if not p.norm:
+        S["bvec"] += p.mu * Dv                                           # M6, unnormalized
+        S["beta"] += p.mu * D
+        return update(S, np.exp(S["beta"] + S["bvec"]), z, g, p, hv=True)    # M8-M11
+    S["vvec"] = running_max(S["vvec"], Dv, p.mu)                         # M5: v-vec
+    S["v"] = running_max(S["v"], D, p.mu)                                # M5: v-hat
+    pos = S["vvec"] > 0
+    S["bvec"][pos] += p.mu * Dv[pos] / S["vvec"][pos]                    # M6: beta-vec
+    S["beta"] += p.mu * D / S["v"] if S["v"] > 0 else 0.0                # M6: beta-hat
+    x = np.exp(S["beta"] + S["bvec"]) @ (g.gU ** 2)                      # M7: x
+    if g.flat:
+        return update(S, np.exp(S["beta"] + S["bvec"]) / max(x, 1.0), z, g, p, hv=True)  # §2.5
+    S["beta"] -= bound(S, x, p.gl)                                       # M7: beta-hat only
+    return update(S, np.exp(S["beta"] + S["bvec"]), z, g, p, hv=True)    # M8-M11
+
+
+def sid_step(S, g, p):
+    """SID-R (§4.2): unnormalized scalar Metatrace without the meta trace."""
+    z = trace(S, g, p)
+    D = g.delta * (z @ S["h"]) + p.psi * (g.gH @ S["h"])
+    S["beta"] += p.mu * D
+    return update(S, np.exp(S["beta"]), z, g, p)
+
+
+def nosid_step(S, g, p):
+    """NOSID-R (§4.3): SID-R with N1, the hard maximum of ||g^V||^2, and N2, the alpha bound."""
+    z = trace(S, g, p)
+    D = g.delta * (z @ S["h"]) + p.psi * (g.gH @ S["h"])
+    S["nmax"] = max(S["nmax"], g.gV2)                                    # N1
+    if S["nmax"] > 0:
+        S["beta"] += p.mu * D / S["nmax"]
+    zd = z @ g.d
+    if p.nosid_bound and zd != 0:
+        S["beta"] = min(S["beta"], -np.log(abs(zd)))                     # N2
+    return update(S, np.exp(S["beta"]), z, g, p)
+
+
+def obgd_step(S, g, p, adaptive=False):
+    """ObGD and adaptive ObGD (§9, O1-O6) -> the step-size of O4."""
     S["t"] += 1
-    z = gl * S["z"] + gU                                       # O1
+    z = trace(S, g, p)                                                   # O1
     scale = np.ones_like(z)
     if adaptive:
-        S["vvec"] = beta2 * S["vvec"] + (1 - beta2) * (delta * z) ** 2     # O5
-        vhat = S["vvec"] / (1 - beta2 ** S["t"])               # O6
-        scale = 1 / np.sqrt(vhat + eps)
+        S["vvec"] = p.beta2 * S["vvec"] + (1 - p.beta2) * (g.delta * z) ** 2     # O5
+        vhat = S["vvec"] / (1 - p.beta2 ** S["t"])                       # O6
+        scale = 1 / np.sqrt(vhat + 1e-8)
     alpha = np.exp(S["beta"])
-    delta_bar = max(abs(delta), 1.0)                           # O2
-    M = alpha * kappa * delta_bar * np.abs(z * scale).sum()    # O3
+    delta_bar = max(abs(g.delta), 1.0)                                   # O2
+    M = alpha * p.kappa * delta_bar * np.abs(z * scale).sum()            # O3
     step = alpha / M if M > 1 else alpha
-    S["w"] = S["w"] + step * (delta * z + psi * gH) * scale    # O4
+    S["w"] = S["w"] + step * (g.delta * z + p.psi * g.gH) * scale        # O4
     S["z"] = z
     return step
 
 
-def ref_step(S, tuner, norm, gU, gH, d, delta, gV2, gl, psi, mu, nosid_bound=True, kappa=2.0,
-             beta2=0.999, flat=False):
-    """One step, docs/algorithms.md §2.0 steps 2-7 (Algorithms 1-3, SID-R, NOSID-R, untuned, ObGD);
-    flat: a layer norm of this step is in its eps regime (§2.5: S5-S6 bound this step's alpha only)."""
-    if tuner in ("obgd", "adaptive_obgd"):
-        return obgd_step(S, tuner == "adaptive_obgd", gU, gH, delta, gl, psi, kappa, beta2)
-    z = gl * S["z"] + gU                                       # step 2
-    h, hv = S["h"], S["hv"]
-    if tuner == "none":
-        alpha = np.exp(S["beta"])
-    elif tuner == "scalar":
-        S["zb"] = gl * S["zb"] + gU @ h                        # S1
-        D = delta * S["zb"] + psi * (gH @ h)                   # S2
-        if norm:
-            S["v"] = max(abs(D), S["v"] + mu * (abs(D) - S["v"]))      # S3
-            S["beta"] += mu * D / S["v"] if S["v"] > 0 else 0.0        # S4
-            x = np.exp(S["beta"]) * (gU @ gU)                  # S5
-            if flat:
-                return _flat_step(S, "scalar", x, z, gH, d, delta, psi)   # §2.5
-            S["u"] = max(x, S["u"] + (1 - gl) * (x - S["u"]))
-            S["beta"] -= np.log(max(S["u"], 1.0))              # S6
-        else:
-            S["beta"] += mu * D
-        alpha = np.exp(S["beta"])                              # S7
-    elif tuner in ("sid", "nosid"):
-        D = delta * (z @ h) + psi * (gH @ h)
-        if tuner == "sid":
-            S["beta"] += mu * D
-        else:
-            S["nmax"] = max(S["nmax"], gV2)
-            if S["nmax"] > 0:
-                S["beta"] += mu * D / S["nmax"]
-            zd = z @ d
-            if nosid_bound and zd != 0:
-                S["beta"] = min(S["beta"], -np.log(abs(zd)))
-        alpha = np.exp(S["beta"])
-    else:  # vector, mixed
-        S["zbvec"] = gl * S["zbvec"] + gU * hv                 # V1 / M1
-        Dv = delta * S["zbvec"] + psi * gH * hv                # V2 / M3
-        if tuner == "mixed":
-            S["zb"] = gl * S["zb"] + gU @ h                    # M2
-            D = delta * S["zb"] + psi * (gH @ h)               # M4
-        if norm:
-            S["vvec"] = np.maximum(np.abs(Dv), S["vvec"] + mu * (np.abs(Dv) - S["vvec"]))  # V3 / M5
-            pos = S["vvec"] > 0
-            S["bvec"][pos] += mu * Dv[pos] / S["vvec"][pos]    # V4 / M6
-            if tuner == "mixed":
-                S["v"] = max(abs(D), S["v"] + mu * (abs(D) - S["v"]))
-                S["beta"] += mu * D / S["v"] if S["v"] > 0 else 0.0
-            shared = S["beta"] if tuner == "mixed" else 0.0
-            x = np.exp(shared + S["bvec"]) @ (gU ** 2)         # V5 / M7
-            if flat:
-                return _flat_step(S, tuner, x, z, gH, d, delta, psi)      # §2.5
-            S["u"] = max(x, S["u"] + (1 - gl) * (x - S["u"]))
-            if tuner == "mixed":
-                S["beta"] -= np.log(max(S["u"], 1.0))          # M7: beta-hat only
-            else:
-                S["bvec"] -= np.log(max(S["u"], 1.0))          # V6: every component
-        else:
-            S["bvec"] += mu * Dv
-            if tuner == "mixed":
-                S["beta"] += mu * D
-        alpha = np.exp((S["beta"] if tuner == "mixed" else 0.0) + S["bvec"])   # V7 / M8
-    return _apply(S, tuner, alpha, z, gH, d, delta, psi)
+STEPS = {"none": none_step, "scalar": scalar_step, "vector": vector_step, "mixed": mixed_step,
+         "sid": sid_step, "nosid": nosid_step, "obgd": obgd_step,
+         "adaptive_obgd": lambda S, g, p: obgd_step(S, g, p, adaptive=True)}
 
 
-def _flat_step(S, tuner, x, z, gH, d, delta, psi):
-    """§2.5: a step whose layer norm is in its eps regime moves with alpha / max(x, 1), where x is
-    S5's effective step-size; u and beta keep their values after S4 / V4 / M6."""
-    shared = S["beta"] if tuner in ("scalar", "mixed") else 0.0
-    alpha = np.exp(shared + (S["bvec"] if S["vec"] else 0.0)) / max(x, 1.0)
-    return _apply(S, tuner, alpha, z, gH, d, delta, psi)
-
-
-def _apply(S, tuner, alpha, z, gH, d, delta, psi):
-    """S7-S9 / V7-V9 / M8-M11 with the step-size alpha: h and w."""
-    h, hv = S["h"], S["hv"]
-    upd = delta * z + psi * gH
-    if tuner in ("vector", "mixed"):
-        S["hv"] = hv + alpha * (z * (delta + d * hv) + psi * gH)          # V8 / M9
-    if tuner in ("scalar", "mixed", "sid", "nosid"):
-        S["h"] = h + alpha * (z * (delta + d @ h) + psi * gH)             # S8 / M10
-    S["w"] = S["w"] + alpha * upd                                          # S9 / V9 / M11
-    S["z"] = z
-    return alpha
+def ref_step(S, tuner, g, p):
+    """One step of `tuner` (§2.0 steps 2-7) -> the step-size it applied."""
+    return STEPS[tuner](S, g, p)
 
 
 def end_episode(S):

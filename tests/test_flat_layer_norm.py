@@ -174,7 +174,7 @@ def test_flat_step_equals_algorithms_py(seed, tuner):
         delta = rng.normal()
         u0 = L.s[mt.U]
         assert mt.dense_step(L.bundle, mt.materialized(gU, gH, d), delta, 0.0, L.hyper, flat)
-        ref.ref_step(S, tuner, True, gU, gH, d, delta, 0.0, gl, cfg.psi, cfg.mu, flat=flat)
+        ref.ref_step(S, tuner, ref.Grads(gU, gH, d, delta, 0.0, flat), ref.Params(gl, cfg.psi, cfg.mu))
         if flat:
             assert L.s[mt.U] == u0
         beta = (L.s[mt.BETA] + L.beta_vec() if tuner == "vector" else

@@ -93,7 +93,8 @@ def test_reference_transcription_agrees():
         gU, gH = rng.normal(0, 1, n), rng.normal(0, 1, n)
         want = numpy_obgd(S["w"], S["z"], S["vvec"], gU, gH, 1.7, 0.3, 2.0, 0.8, 0.05, 0.9, 5,
                           adaptive)
-        ref.obgd_step(S, adaptive, gU, gH, 1.7, 0.8, 0.05, 2.0, beta2=0.9)
+        ref.obgd_step(S, ref.Grads(gU, gH, np.zeros(n), 1.7),
+                      ref.Params(gl=0.8, psi=0.05, kappa=2.0, beta2=0.9), adaptive)
         np.testing.assert_allclose(S["w"], want[0], rtol=1e-15)
 
 

@@ -20,6 +20,7 @@ def reference_episodes(cfg, n_noise, drift, seed, episodes):
     idx, val = np.zeros(48, np.int64), np.zeros(48)
     gl = cfg.gamma * cfg.lam
     norm = cfg.normalized and cfg.tuner in ("scalar", "vector", "mixed")
+    P = ref.Params(gl, cfg.psi, cfg.mu, norm, cfg.nosid_alpha_bound, cfg.kappa, cfg.beta2)
 
     def features(p, v):
         k = envs.linear_features(p, v, signs, n_noise, rng_env, idx, val)
@@ -42,8 +43,7 @@ def reference_episodes(cfg, n_noise, drift, seed, episodes):
             g1 = cfg.gamma if (not term and (cfg.timeout_bootstrap or not trunc)) else 0.0
             _, _, _, gU, gH, d = ref.linear_grads(S["w"], nf, nA, phi, A, phi1, g1)
             delta = ref.delta_of(S["w"], nf, phi, -1.0, phi1, g1)
-            ref.ref_step(S, cfg.tuner, norm, gU, gH, d, delta, phi @ phi, gl, cfg.psi, cfg.mu,
-                         kappa=cfg.kappa, beta2=cfg.beta2)
+            ref.ref_step(S, cfg.tuner, ref.Grads(gU, gH, d, delta, phi @ phi), P)
             ret -= 1.0
             if term or trunc:
                 break
