@@ -16,6 +16,7 @@ import pytest
 
 import metatrace as mt
 import run
+import store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RNG = np.random.default_rng()      # fresh moments every time; printed on failure
@@ -236,7 +237,7 @@ def test_grids_over_lambda_psi_drift_give_distinct_runs_with_their_settings(tmp_
     for d, s in runs.items():
         cfg = json.loads((root / d / "config.json").read_text())
         assert cfg["settings"] == s and cfg["status"] == "finished"
-        assert d.endswith(run.settings_hash(s))
+        assert d.endswith(store.settings_hash(s))
     assert "sweep done: 8 finished" in r.stdout
 
 
@@ -280,7 +281,7 @@ def saved(runner, s, tmp_path, done=3):
     """A valid checkpoint of `runner` after `done` episodes, in tmp_path."""
     for _ in range(done):
         runner.next_row(10**9, lambda k: None)
-    run.save_checkpoint(str(tmp_path), runner, s, done)
+    store.save_checkpoint(str(tmp_path), runner, s, done)
     return tmp_path / "checkpoint.npz"
 
 
@@ -348,11 +349,11 @@ def test_corrupt_or_foreign_checkpoint_is_refused_and_agent_untouched(corruption
     target = run.LinearRunner(s)
     target.next_row(10**9, lambda k: None)           # some state of its own
     before = snapshot(target)
-    with pytest.raises(run.CheckpointError):
-        run.read_checkpoint(str(path), target, s)
+    with pytest.raises(store.CheckpointError):
+        store.read_checkpoint(str(path), target, s)
     assert same(snapshot(target), before)
-    with pytest.raises(run.CheckpointError, match="no usable checkpoint"):
-        run.load_checkpoint(str(tmp_path), target, s, 10)
+    with pytest.raises(store.CheckpointError, match="no usable checkpoint"):
+        store.load_checkpoint(str(tmp_path), target, s, 10)
     assert same(snapshot(target), before)
 
 
@@ -361,7 +362,7 @@ def test_valid_checkpoint_restores_exactly(tmp_path):
     src = run.LinearRunner(s)
     path = saved(src, s, tmp_path)
     target = run.LinearRunner(s)
-    done, apply = run.read_checkpoint(str(path), target, s)
+    done, apply = store.read_checkpoint(str(path), target, s)
     apply()
     assert done == 3 and same(snapshot(target), snapshot(src))
     assert target.next_row(10**9, lambda k: None) == src.next_row(10**9, lambda k: None)
@@ -389,8 +390,8 @@ def test_corrupt_game_state_is_refused_and_game_untouched(corruption, tmp_path):
     rewrite(path, MINATAR_CORRUPTIONS[corruption])
     target = run.NetRunner(s)
     before = snapshot(target)
-    with pytest.raises(run.CheckpointError):
-        run.read_checkpoint(str(path), target, s)
+    with pytest.raises(store.CheckpointError):
+        store.read_checkpoint(str(path), target, s)
     assert same(snapshot(target), before)
 
 
@@ -475,7 +476,7 @@ def test_non_finite_statistic_stops_the_run_with_finite_last_row(tmp_path, monke
 def test_row_writer_keeps_whole_rows_when_a_write_fails(tmp_path, monkeypatch):
     path = tmp_path / "e.csv"
     path.write_text("a,b\n")
-    w = run.RowWriter(str(path), ["a", "b"])
+    w = store.RowWriter(str(path), ["a", "b"])
     w.write({"a": 1, "b": 2})
     real = os.write
 

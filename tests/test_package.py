@@ -20,10 +20,10 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-import run
+import sweep
 
 REPO = Path(__file__).resolve().parents[1]
-MODULES = set(run.MODULES)
+MODULES = set(sweep.MODULES)
 TEST_ONLY = {"pytest", "hypothesis", "setuptools"}   # requirements.txt lines for the tests only
 
 

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 import run
+import sweep as sweep_mod
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID = ["--alpha", "2^-7..2^-8", "--seeds", "2", "--episodes", "15",
@@ -40,10 +41,10 @@ def results(root):
 
 
 def test_grid_parsing():
-    assert run.parse_grid("2^-5..2^-8", "alpha") == ["2^-5", "2^-6", "2^-7", "2^-8"]
-    assert run.parse_grid("2^-8..2^-6", "alpha") == ["2^-8", "2^-7", "2^-6"]
-    assert run.parse_grid("2^-5,0.001", "alpha") == ["2^-5", "0.001"]
-    assert run.parse_grid("0.9", "gamma") == ["0.9"]
+    assert sweep_mod.parse_grid("2^-5..2^-8", "alpha") == ["2^-5", "2^-6", "2^-7", "2^-8"]
+    assert sweep_mod.parse_grid("2^-8..2^-6", "alpha") == ["2^-8", "2^-7", "2^-6"]
+    assert sweep_mod.parse_grid("2^-5,0.001", "alpha") == ["2^-5", "0.001"]
+    assert sweep_mod.parse_grid("0.9", "gamma") == ["0.9"]
 
 
 def test_pool_sweep_equals_one_by_one_and_rerun_skips(tmp_path, one_by_one):
