@@ -157,8 +157,8 @@ def tuner_phase(n_actions=18, repeats=50, seed=0):
           f"tuner phase (dense_step) and of one read+write of its state rows")
     print(f"{'tuner':<8}{'rows':>5}{'hot':>8}{'floor':>8}{'cold':>8}{'floor':>8}")
     for tuner in NET_TUNERS:
-        rr = (mt.W_, mt.Z_) + tuple(mt.ROW[r] for r in mt.TUNER[tuner].rows)
         agent = mt.NetAgent(net, mt.Config(tuner=tuner, alpha=2.0 ** -8, mu=0.001, psi=0.01), seed)
+        rr = agent.learner.rows()
         for t in range(8):                      # real steps: traces, h and factors not zero
             agent.learn(agent.policy(obs[t % 2]), 1.0, obs[(t + 1) % 2], 0.99)
         args = agent.learn_args(agent.policy(obs[0]), 1.0, obs[1], 0.99)

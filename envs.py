@@ -253,7 +253,7 @@ def mc_episode(st, sc, hp, lm, f0, f1, rng_agent, rng_env, env, loop):
     ok = True
     nxt = np.int64(env_state[0])
     while True:
-        V0, H0 = mt._linear_policy(st.W[mt.W_], lm.nf, lm.n_actions, idx0, val0, k0, lm.pi, lm.logpi)
+        V0, H0 = mt.linear_policy_arrays(mt.weights(st), lm.nf, lm.n_actions, idx0, val0, k0, lm.pi, lm.logpi)
         A = mt.sample(lm.pi, rng_agent)
         p, v, term = mc_step(p, v, A)
         t += 1
@@ -289,7 +289,7 @@ def mc_eval_episode(w, lm, f0, rng_agent, rng_env, env, time_limit, greedy):
     ret, t = 0.0, 0
     while True:
         k = linear_features(p, v, signs, n_noise, rng_env, idx, val)
-        mt._linear_policy(w, lm.nf, lm.n_actions, idx, val, k, lm.pi, lm.logpi)
+        mt.linear_policy_arrays(w, lm.nf, lm.n_actions, idx, val, k, lm.pi, lm.logpi)
         A = np.argmax(lm.pi) if greedy else mt.sample(lm.pi, rng_agent)
         p, v, term = mc_step(p, v, A)
         nxt = drift_flip(signs, nxt, drift, rng_env)

@@ -818,11 +818,17 @@ class LinearModel(NamedTuple):
 @nb.njit(cache=True)
 def linear_policy(w, lm, f):
     """V(s) = theta.phi and pi = softmax(Theta phi) (§1.4); fills lm.pi, lm.logpi, -> (V, H)."""
-    return _linear_policy(w, lm.nf, lm.n_actions, f.idx, f.val, f.k, lm.pi, lm.logpi)
+    return linear_policy_arrays(w, lm.nf, lm.n_actions, f.idx, f.val, f.k, lm.pi, lm.logpi)
+
+
+@nb.njit(cache=True, inline="always")
+def weights(st):
+    """The weights w of a State bundle (row W_ of W)."""
+    return st.W[W_]
 
 
 @nb.njit(cache=True)
-def _linear_policy(w, nf, n_actions, idx, val, k, pi, logpi):
+def linear_policy_arrays(w, nf, n_actions, idx, val, k, pi, logpi):
     """linear_policy on its arrays (the hot path: flat is measurably faster here)."""
     V = 0.0
     for j in range(k):
@@ -1011,6 +1017,27 @@ class Learner:
     def state(self):
         """Every array of the learner's state, by name (for checkpoints and tests)."""
         return self.bundle._asdict()
+
+    def check(self, arrays, between_episodes=False):
+        """ValueError unless `arrays` (named as `state()`) is a complete, in-range state of this
+        learner (check_state); between_episodes: also with an empty active list."""
+        check_state(arrays, self)
+        if between_episodes and (arrays["ist"][N_ACT] != 0 or arrays["in_act"].any()):
+            raise ValueError("the learner's active list is not empty (not saved between episodes)")
+
+    def beta_quantiles(self, beta, lo, hi, qs):
+        """The lower order statistics at fractions qs of beta_i over the weights [lo, hi), exact;
+        beta: this learner's `beta()`, computed once by the caller."""
+        ks = np.floor(np.asarray(qs) * (hi - lo - 1)).astype(np.int64)
+        if self.tuner.vector:     # beta_i = beta + log eb_i rises with eb_i: select on eb
+            return self.s[BETA] + np.log(order_stats(self.W[EB_, lo:hi], ks))
+        if self.tuner.adaptive:
+            return order_stats(beta[lo:hi], ks)
+        return (beta[lo],) * len(ks)
+
+    def rows(self):
+        """The rows of W this learner's tuner reads and writes: w, z and its state rows."""
+        return (W_, Z_) + tuple(ROW[r] for r in self.tuner.rows)
 
     def end_episode(self):
         """§2.0 step 8."""

@@ -538,8 +538,7 @@ class NetRunner:
     def prepare_state(self, arrays, meta):
         """Validate a `get_state` result completely; returns a function that applies it."""
         learner = {k: v for k, v in arrays.items() if k.startswith("learner_")}
-        check_arrays({f"learner_{k}": v for k, v in self.learner.state().items()}, learner)
-        check_learner(learner)
+        check_learner(self.learner, learner)
         if not (isinstance(meta, dict) and set(meta) == {"rng_agent", "env"}):
             raise CheckpointError("the state's table is not that of a network run")
         rng = check_rng(meta["rng_agent"], self.agent.rng)
@@ -582,13 +581,7 @@ class NetRunner:
         beta, cols = L.beta(), {}
         for name, lo, hi in self.layers:
             cols[f"beta_{name}_mean"] = float(beta[lo:hi].mean())
-            ks = np.floor(np.array([0.1, 0.5, 0.9]) * (hi - lo - 1)).astype(np.int64)
-            if L.tuner.vector:     # beta_i = beta + log eb_i rises with eb_i: select on eb
-                qs = L.s[mt.BETA] + np.log(mt.order_stats(L.W[mt.EB_, lo:hi], ks))
-            elif L.tuner.adaptive:
-                qs = mt.order_stats(beta[lo:hi], ks)
-            else:
-                qs = (beta[lo],) * 3
+            qs = L.beta_quantiles(beta, lo, hi, (0.1, 0.5, 0.9))
             for q, v in zip((10, 50, 90), qs):
                 cols[f"beta_{name}_q{q}"] = float(v)
         return cols
@@ -652,7 +645,7 @@ class LinearRunner:
         """Validate a `get_state` result completely; returns a function that applies it."""
         live, _ = self.agent.get_state()
         check_arrays(live, arrays)
-        check_learner(arrays)
+        check_learner(self.learner, arrays)
         if not np.isin(arrays["signs"], (-1.0, 1.0)).all() or arrays["env_state"][0] < 0:
             raise CheckpointError("the drift state is out of range")
         if not (isinstance(meta, dict) and set(meta) == {"rngs"} and isinstance(meta["rngs"], dict)

@@ -46,21 +46,14 @@ def check_arrays(live, arrays):
         raise CheckpointError(str(e)) from None
 
 
-def check_learner(arrays):
-    """A learner's saved arrays (between episodes): finite weights and state, positive step-size
-    factors, and integer state that cannot index outside the arrays (the kernels do not check)."""
-    W, s, ist = arrays["learner_W"], arrays["learner_s"], arrays["learner_ist"]
-    if not (np.isfinite(W).all() and np.isfinite(s).all()):
-        raise CheckpointError("the learner state holds non-finite values")
-    if not (W[mt.EB_] > 0).all():
-        raise CheckpointError("a per-weight step-size factor is not positive")
-    if not (W[mt.VV_] >= 0).all():
-        raise CheckpointError("a per-weight normalizer (v) is negative")
-    if ist[mt.N_ACT] != 0 or arrays["learner_in_act"].any():
-        raise CheckpointError("the learner's active list is not empty (not saved between episodes)")
-    vt = arrays["learner_vt"]
-    if not (ist[mt.STEP] >= 0 and (vt >= 0).all() and (vt <= ist[mt.STEP]).all()):
-        raise CheckpointError("the learner's step counters are out of range")
+def check_learner(learner, arrays):
+    """A learner's saved arrays (named learner_<k>, between episodes): every array, finite,
+    in range (metatrace's Learner.check), as a CheckpointError."""
+    try:
+        learner.check({k[len("learner_"):]: v for k, v in arrays.items()
+                       if k.startswith("learner_")}, between_episodes=True)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def check_rng(state, like):
