@@ -391,6 +391,12 @@ def check_number(option, value, low, high=None, integer=False):
     return int(value) if integer else float(value)
 
 
+def seed32(seed):
+    """A seed for a generator that takes 32 bits: itself below 2^32, else SeedSequence's first
+    32-bit word of it (distinct large seeds may then share a stream)."""
+    return seed if 0 <= seed < 2**32 else int(np.random.SeedSequence(seed).generate_state(1)[0])
+
+
 class SeedAndScore(gym.Wrapper):
     """Seed the first `reset()` with the `make` seed; put the step's raw reward in info["score"].
 
@@ -575,10 +581,11 @@ class MinAtarEnv(gym.Env):
         return np.ascontiguousarray(np.moveaxis(self.game.state(), 2, 0), dtype=np.float32)
 
     def reset(self, *, seed=None, options=None):
-        """Start an episode; `seed` reseeds MinAtar's RandomState (game and sticky actions)."""
+        """Start an episode; `seed` reseeds MinAtar's RandomState (game and sticky actions), whose
+        seeds are 32-bit: a larger seed is first hashed to 32 bits (seed32)."""
         super().reset(seed=seed)
         if seed is not None:
-            self.game.seed(int(seed))
+            self.game.seed(seed32(int(seed)))
         self.game.reset()
         self.game.last_action = 0
         return self._obs(), {}

@@ -1136,6 +1136,8 @@ def main(argv=None, prog="figures.py"):
             number = int(args.fig)
         except ValueError:
             raise FigureError(f"--fig {args.fig!r} is not a figure number 1..9") from None
+        if not args.out.strip():
+            raise FigureError(f"--out {args.out!r} is empty; give a folder (default figures)")
         if args.suite is not None and number not in (8, 9):
             raise FigureError(f"--suite applies to Figs. 8-9 only, not to --fig {number}")
         fig, rows = make_figure(number, args.results, args.out, args.suite or "ale")

@@ -25,6 +25,7 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_v] = "1"
 
 import argparse  # noqa: E402
+import decimal
 import math
 import re
 import statistics
@@ -38,7 +39,8 @@ import envs
 import metatrace as mt
 from store import (AGENT_FILE, CKPT, CKPT_PREV, EVAL_FIELDS, TIMING_FIELDS, CheckpointError,
                    Interrupt, RunLock, UsageError, _remove, check_arrays, check_learner,
-                   check_out, check_rng, finite_stats, load_checkpoint, provenance, read_config,
+                   check_out, check_rng, finite_stats, load_checkpoint, out_flag, provenance,
+                   read_config,
                    read_rows, restart_csv, rows_until, save_agent,
                    save_checkpoint, settings_hash, write_json)
 
@@ -175,10 +177,32 @@ def parse_number(text, name):
     return x
 
 
+def exact_integer(text):
+    """The exact integer a decimal (12, 1e3) or power (2^40) literal denotes, without rounding
+    through a float; None if it is not one, or is beyond 2^64 in size (out of every range)."""
+    m = _NUMBER.match(text)
+    try:
+        if m:
+            if m.group(2) or m.group(4):
+                return None
+            b, e = int(m.group(1)), int(m.group(3))
+            return b ** e if 0 <= e <= 64 and abs(b) <= 2**64 else None
+        d = decimal.Decimal(text.strip())
+    except (ValueError, ArithmeticError):
+        return None
+    if not d.is_finite() or abs(d) > 2**64 or d != d.to_integral_value():
+        return None
+    return int(d)
+
+
 def checked(name, text):
-    """Parse and range-check one numeric flag (infinite values are outside every range)."""
+    """Parse and range-check one numeric flag (infinite values are outside every range);
+    integer settings are read exactly (exact_integer), not through a float."""
     x = parse_number(text, name)
     r = RANGES[name]
+    if r.integer:
+        exact = exact_integer(text)
+        x = x if exact is None else exact
     if not r.ok(x):
         raise UsageError(f"{flag(name)} {text} is outside the accepted range {r.words()}")
     return int(x) if r.integer else x
@@ -934,13 +958,13 @@ def main_run(argv):
     args = run_parser().parse_args(join_numbers(argv))
     s = settings(args)
     opts = run_options(args)
+    out = out_flag(args.out, os.path.join("runs", run_name(s) + time.strftime("-%Y%m%d-%H%M%S")))
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out, the directory of the run to continue")
     if args.resume and not os.path.isdir(args.out):
         raise UsageError(f"--resume: {args.out} is not a run directory (it does not exist)")
     if args.resume and not os.path.exists(os.path.join(args.out, "config.json")):
         raise UsageError(f"--resume: {args.out} holds no run (no config.json)")
-    out = args.out or os.path.join("runs", run_name(s) + time.strftime("-%Y%m%d-%H%M%S"))
     try:
         meta = run(s, out, quiet=args.quiet, resume=args.resume, harness=opts)
     except CheckpointError as e:

@@ -328,6 +328,17 @@ class RunLock:
         os.close(self.fd)
 
 
+def out_flag(text, default):
+    """The directory --out names: `default` when the flag is absent; UsageError when it is given
+    empty or blank (it would silently mean the current or the default directory)."""
+    if text is None:
+        return default
+    if not text.strip():
+        raise UsageError(f"--out {text!r} is empty; give a directory, or leave --out out for "
+                         f"the default ({default})")
+    return text
+
+
 def read_config(out):
     """OUT/config.json as a dict with its settings and status; UsageError if unreadable."""
     path = os.path.join(out, "config.json")
@@ -341,6 +352,19 @@ def read_config(out):
         raise UsageError(f"{path} is unreadable ({type(e).__name__}); it is not a run this "
                          "code can continue") from None
     return cfg
+
+
+def check_whole(out, cfg):
+    """A finished or diverged run's episodes.csv must hold every episode its config.json counts,
+    the last one at its agent steps; UsageError (naming the run) if it was cut short."""
+    done = cfg.get("episodes_done")
+    rows = read_rows(os.path.join(out, "episodes.csv"), 10**12)
+    steps = cfg.get("agent_steps")
+    if (type(done) is not int or len(rows) != done
+            or (done and str(rows[-1].get("steps")) != str(steps))):
+        raise UsageError(f"{out} is marked {cfg['status']} after {done!r} episodes, but its "
+                         f"episodes.csv holds {len(rows)}; it was cut short or altered: remove "
+                         "the run directory to run it again")
 
 
 def differing(old, new):
@@ -377,7 +401,10 @@ def check_out(out, s, resume):
     if k is not None:
         raise UsageError(f"--resume: {k} is {s.get(k, '(absent)')!r} but the run in {out} has "
                          f"{cfg['settings'].get(k, '(absent)')!r}")
-    return cfg if cfg["status"] in ("finished", "diverged") else None
+    if cfg["status"] not in ("finished", "diverged"):
+        return None
+    check_whole(out, cfg)
+    return cfg
 
 
 def finite_stats(stats, last):

@@ -24,8 +24,8 @@ import time
 
 import envs
 import metatrace as mt
-from store import (RunLock, UsageError, check_out, differing, read_config, settings_hash,
-                   write_json)
+from store import (RunLock, UsageError, check_out, check_whole, differing, out_flag,
+                   read_config, settings_hash, write_json)
 
 
 GRID_FLAGS = ("alpha", "mu", "gamma", "lam", "psi", "drift", "episodes", "steps", "frames",
@@ -463,6 +463,7 @@ def check_sweep_root(root, tasks):
             raise UsageError(f"{o} holds a run with {k} = {cfg['settings'].get(k, '(absent)')!r}, "
                              f"but the sweep asks for {s.get(k, '(absent)')!r}")
         if cfg["status"] in ("finished", "diverged"):
+            check_whole(o, cfg)
             done.add(o)
     return listed, done
 
@@ -523,7 +524,7 @@ def main_sweep(argv):
     if args.ray is not None and not args.ray.strip():
         raise UsageError("--ray: expected local, auto or HOST:PORT")
     runs = expand(args)
-    root = os.path.abspath(args.out or "runs/sweep")
+    root = os.path.abspath(out_flag(args.out, "runs/sweep"))
     tasks = [(s, os.path.join(root, run_name(s)), opts) for s in runs]
     listed, finished = check_sweep_root(root, [(s, o) for s, o, _ in tasks])
     ray = start_ray(args.ray, workers) if args.ray else None

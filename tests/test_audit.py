@@ -1,0 +1,87 @@
+"""Classes of bad input and crafted files from the audit of issue 21: each is refused with one
+line (exit status 2, no traceback, nothing written) or handled exactly."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def one_line_refusal(p, *words):
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    for w in words:
+        assert w in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("text,value", [("9007199254740993", 9007199254740993),
+                                        ("9223372036854775807", 2**63 - 1), ("1e3", 1000),
+                                        ("2^40", 2**40), ("12", 12)])
+def test_integer_settings_are_read_exactly(text, value):
+    """Seeds are not rounded through a float (2^53 + 1 stays itself), and the documented
+    maximum 2^63 - 1 is accepted."""
+    assert run.checked("seed", text) == value
+    assert type(run.checked("seed", text)) is int
+
+
+@pytest.mark.parametrize("text", ["9223372036854775808", "2^63", "1.5", "-1", "1e30"])
+def test_integer_settings_out_of_range_are_refused(text):
+    with pytest.raises(run.UsageError, match="outside the accepted range"):
+        run.checked("seed", text)
+
+
+@pytest.mark.parametrize("domain,budget", [("minatar-breakout", ["--steps", "50"]),
+                                           ("mountaincar", ["--episodes", "2"])])
+def test_the_largest_seed_runs_and_is_stored_exactly(domain, budget, tmp_path):
+    """2^63 - 1 runs (MinAtar's 32-bit generator gets a hash of it) and config.json keeps it."""
+    out = tmp_path / "r"
+    p = cli("--domain", domain, *budget, "--seed", "9223372036854775807", "--quiet",
+            "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    assert json.loads((out / "config.json").read_text())["settings"]["seed"] == 2**63 - 1
+
+
+@pytest.mark.parametrize("cmd", [["--domain", "mountaincar", "--episodes", "2"],
+                                 ["sweep", "--episodes", "2", "--seeds", "1"],
+                                 ["figures", "--fig", "2", "docs/figures/fig2_runs.csv"]])
+@pytest.mark.parametrize("out", ["", "  "])
+def test_empty_out_is_refused(cmd, out, tmp_path):
+    """--out '' (or blank) is refused with one line and writes nothing, for runs, sweeps and
+    figures (it used to mean the default directory, or the current one)."""
+    before = set(os.listdir(tmp_path))
+    p = cli(*cmd, "--out", out, cwd=str(tmp_path))
+    one_line_refusal(p, "--out", "empty")
+    assert set(os.listdir(tmp_path)) == before
+
+
+def test_a_finished_run_cut_short_is_not_done(tmp_path):
+    """A finished run whose episodes.csv lost rows is not counted as done: the sweep and
+    --resume refuse it with one line naming it, and change nothing."""
+    root = tmp_path / "sw"
+    p = cli("sweep", "--episodes", "3", "--seeds", "2", "--tuner", "scalar", "--quiet",
+            "--workers", "1", "--out", str(root))
+    assert p.returncode == 0, p.stderr
+    runs = sorted(d for d in os.listdir(root) if os.path.isdir(root / d))
+    csv_path = root / runs[0] / "episodes.csv"
+    lines = csv_path.read_text().splitlines(keepends=True)
+    csv_path.write_text("".join(lines[:-1]))
+    snapshot = {d: sorted(os.listdir(root / d)) for d in runs}
+    p = cli("sweep", "--episodes", "3", "--seeds", "2", "--tuner", "scalar", "--quiet",
+            "--workers", "1", "--out", str(root))
+    one_line_refusal(p, runs[0], "cut short")
+    cfg = json.loads((root / runs[0] / "config.json").read_text())["settings"]
+    p = cli("--domain", "mountaincar", "--episodes", "3", "--tuner", "scalar", "--seed",
+            str(cfg["seed"]), "--quiet", "--resume", "--out", str(root / runs[0]))
+    one_line_refusal(p, "cut short")
+    assert {d: sorted(os.listdir(root / d)) for d in runs} == snapshot
+    assert csv_path.read_text() == "".join(lines[:-1])
