@@ -1080,13 +1080,16 @@ def check_state(arrays, learner):
         raise ValueError("the state's counters or active list are out of range")
 
 
-def save_agent(path, kind, learner, rng, shape, extra):
+def save_agent(path, kind, learner, rng, shape, extra, run=None):
     """An agent file: the learner's arrays, `extra` numeric arrays of the caller's (named
     extra_<key>) and a JSON table (format, kind, Config, the model's shape, the action
-    generator's state) in one .npz; no pickle."""
+    generator's state, and `run`: the caller's JSON record of the run that made it) in one
+    .npz; no pickle."""
     meta = {"format": AGENT_FORMAT, "version": AGENT_VERSION, "kind": kind,
             "config": learner.config._asdict(), "shape": shape,
             "dtype": learner.W.dtype.str, "rng": rng.bit_generator.state}
+    if run is not None:
+        meta["run"] = run
     extra = {f"extra_{k}": np.asarray(v) for k, v in extra.items()}
     if any(v.dtype.kind not in "biuf" for v in extra.values()):
         raise ValueError("extra arrays must be numeric")
@@ -1208,23 +1211,28 @@ class LinearAgent:
         self.learner.end_episode()
         self.policy_calls = 0
 
-    def save(self, path, **extra):
+    def save(self, path, run=None, **extra):
         """Weights, every tuner state and the action generator to `path` (.npz, no pickle),
-        with `extra` numeric arrays (read back by read_agent); between `learn` and the next
-        `policy`."""
+        with `extra` numeric arrays (read back by read_agent) and the JSON record `run`;
+        between `learn` and the next `policy`."""
         if self.policy_calls:
             raise HandoffError("save between learn (or end_episode) and the next policy call")
         save_agent(path, "linear", self.learner, self.rng,
                    {"n_features": self.nf, "n_actions": self.n_actions,
-                    "max_active": self.max_active}, extra)
+                    "max_active": self.max_active}, extra, run)
 
     @classmethod
     def load(cls, path):
         """The LinearAgent saved at `path`; it continues exactly as the saved one would."""
         meta, arrays = read_agent(path, "linear")
         try:
-            agent = cls(meta["config"], **meta["shape"])
-        except (TypeError, ValueError) as e:
+            sh = meta["shape"]
+            n = (1 + int(sh["n_actions"])) * int(sh["n_features"])
+            if n != arrays["W"].shape[-1] or not 0 < int(sh["max_active"]) <= int(sh["n_features"]):
+                raise ValueError(f"it declares {n} weights and {sh['max_active']} active features; "
+                                 f"the file holds {arrays['W'].shape[-1]} weights")
+            agent = cls(meta["config"], **sh)
+        except (TypeError, ValueError, KeyError) as e:
             raise ValueError(f"{path}: its model shape is invalid ({e})") from None
         return restore(agent, meta, arrays)
 
@@ -1519,13 +1527,13 @@ class NetAgent:
         self.fresh1 = False
         self.policy_calls = 0
 
-    def save(self, path, **extra):
+    def save(self, path, run=None, **extra):
         """Parameters, every tuner state, the network's description and the action generator
-        to `path` (.npz, no pickle), with `extra` numeric arrays; between `learn` and the next
-        `policy`."""
+        to `path` (.npz, no pickle), with `extra` numeric arrays and the JSON record `run`;
+        between `learn` and the next `policy`."""
         if self.policy_calls:
             raise HandoffError("save between learn (or end_episode) and the next policy call")
-        save_agent(path, "net", self.learner, self.rng, nets.spec(self.net), extra)
+        save_agent(path, "net", self.learner, self.rng, nets.spec(self.net), extra, run)
 
     @classmethod
     def load(cls, path):
@@ -1534,6 +1542,9 @@ class NetAgent:
         net = nets.from_spec(meta["shape"]) if isinstance(meta["shape"], dict) else None
         if net is None:
             raise ValueError(f"{path}: no network description")
+        if "W" not in arrays or net.n_params != arrays["W"].shape[-1]:
+            raise ValueError(f"{path}: its network has {net.n_params} weights, the file holds "
+                             f"{arrays['W'].shape[-1]}")
         try:
             dtype = np.dtype(meta["dtype"])
         except TypeError:

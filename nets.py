@@ -225,15 +225,25 @@ def spec(net):
     return d
 
 
+MAX_SPEC_ENTRIES = 2**30    # a described net whose weights or activations need more is refused
+
+
 def from_spec(d):
-    """The Net that `spec` describes; ValueError if it is not one."""
+    """The Net that `spec` describes; ValueError if it is not one, or if its weights or one
+    layer's activations and patches would exceed MAX_SPEC_ENTRIES entries."""
     try:
-        return make_net(tuple(d["obs_shape"]), tuple((f, tuple(k), tuple(s))
-                                                     for f, k, s in d["convs"]),
-                        tuple(d["dense"]), d["n_actions"], dense_act=d["dense_act"],
-                        layer_norm=d.get("layer_norm", False) is True)
+        net = make_net(tuple(d["obs_shape"]), tuple((f, tuple(k), tuple(s))
+                                                    for f, k, s in d["convs"]),
+                       tuple(d["dense"]), d["n_actions"], dense_act=d["dense_act"],
+                       layer_norm=d.get("layer_norm", False) is True)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"not a network description ({e})") from None
+    sizes = [net.n_params, int(np.prod(net.obs_shape))]
+    sizes += [ly.shape_out[1] * ly.shape_out[2] * (ly.fan_in + ly.fan_out) for ly in net.layers]
+    if max(sizes) > MAX_SPEC_ENTRIES:
+        raise ValueError(f"the network it describes needs {max(sizes):,} entries in one array "
+                         f"(at most {MAX_SPEC_ENTRIES:,})")
+    return net
 
 
 def ATARI(n_actions, layer_norm=False):

@@ -536,10 +536,10 @@ class NetRunner:
         w = envs.normalizers(self.env).get("obs")
         return self.agent, None if w is None else w.moments
 
-    def save_agent(self, path):
+    def save_agent(self, path, run):
         """The trained NetAgent to `path`, with the running statistics of its normalization
-        wrappers (an evaluation standardizes observations with them)."""
-        self.agent.save(path, **envs.get_wrapper_state(self.env))
+        wrappers (an evaluation standardizes observations with them) and the record `run`."""
+        self.agent.save(path, run=run, **envs.get_wrapper_state(self.env))
 
     def warm_up(self):
         """Compile (or load) the step's kernels on a throwaway agent: no state of this run."""
@@ -701,9 +701,10 @@ class LinearRunner:
         """(agent, drift signs) for an evaluation: the LinearAgent and the signs it meets now."""
         return self.agent.agent, self.agent.signs
 
-    def save_agent(self, path):
-        """The trained LinearAgent to `path`, with the drift signs at the end of the run."""
-        self.agent.agent.save(path, drift_signs=self.agent.signs)
+    def save_agent(self, path, run):
+        """The trained LinearAgent to `path`, with the drift signs at the end of the run and the
+        record `run`."""
+        self.agent.agent.save(path, run=run, drift_signs=self.agent.signs)
 
     def warm_up(self):
         """Compile (or load) the episode loop on a throwaway task: no state of this run."""
@@ -925,7 +926,7 @@ def _run_locked(s, out, quiet, resume, hz):
         if blas is not None:
             blas.unregister()
     if status == "finished":
-        save_agent(runner, out)
+        save_agent(runner, out, {"settings_hash": settings_hash(s), "seed": s["seed"]})
     meta.update(status=status, episodes_done=ep, agent_steps=steps, wall_seconds=round(wall, 3),
                 steps_per_second=round((steps - steps0) / wall, 1) if wall > 0 else None,
                 mean_return_last100=float(np.mean(returns[-100:])) if returns else None)
@@ -1041,6 +1042,11 @@ def load_run_agent(out):
     s = cfg["settings"]
     try:
         meta, _ = mt.read_agent(path)
+        made_by = meta.get("run")
+        if not (isinstance(made_by, dict) and made_by.get("settings_hash") == settings_hash(s)
+                and made_by.get("seed") == s["seed"]):
+            raise ValueError("it was not saved by this run (its record of the run that made it "
+                             f"is {made_by!r}, this run's settings hash is {settings_hash(s)})")
         agent = mt.load(path)
         if agent.config != config_of(s):
             raise ValueError("its settings are not those of the run's config.json")

@@ -428,11 +428,12 @@ def restart_csv(path, fields, rows, buffered=False):
     return RowWriter(path, fields, buffered)
 
 
-def save_agent(runner, out):
-    """OUT/agent.npz: the trained agent (and OUT/agent_env.npz: the drift signs), atomically."""
+def save_agent(runner, out, run):
+    """OUT/agent.npz: the trained agent, with `run`, the record of the run that made it
+    (its settings hash and seed), atomically."""
     path, tmp = os.path.join(out, AGENT_FILE), os.path.join(out, "agent.tmp.npz")
     try:
-        runner.save_agent(tmp)
+        runner.save_agent(tmp, run)
         os.replace(tmp, path)
     except BaseException:
         _remove(tmp)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import run
@@ -85,3 +86,65 @@ def test_a_finished_run_cut_short_is_not_done(tmp_path):
     one_line_refusal(p, "cut short")
     assert {d: sorted(os.listdir(root / d)) for d in runs} == snapshot
     assert csv_path.read_text() == "".join(lines[:-1])
+
+
+def craft_agent(src, dst, edit):
+    """A copy of agent file src at dst with its JSON table changed by edit(meta)."""
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("meta")[()]))
+    edit(meta)
+    with open(dst, "wb") as f:
+        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two finished mountain-car runs (seeds 0 and 1) and one MinAtar run, with their agents."""
+    root = tmp_path_factory.mktemp("agents")
+    for name, args in (("s0", ["--seed", "0"]), ("s1", ["--seed", "1"])):
+        p = cli("--domain", "mountaincar", "--episodes", "2", *args, "--quiet",
+                "--out", str(root / name))
+        assert p.returncode == 0, p.stderr
+    p = cli("--domain", "minatar-breakout", "--steps", "100", "--quiet", "--out", str(root / "net"))
+    assert p.returncode == 0, p.stderr
+    return root
+
+
+def test_an_agent_from_another_run_is_refused(two_runs, tmp_path):
+    """agent.npz records the run that made it (settings hash and seed); `evaluate` refuses an
+    agent of another seed, and one that records no run."""
+    import shutil
+    d = tmp_path / "s0"
+    shutil.copytree(two_runs / "s0", d)
+    assert cli("evaluate", str(d), "--episodes", "1").returncode == 0
+    shutil.copy(two_runs / "s1" / "agent.npz", d / "agent.npz")
+    one_line_refusal(cli("evaluate", str(d), "--episodes", "1"), "not saved by this run")
+    craft_agent(two_runs / "s0" / "agent.npz", d / "agent.npz", lambda m: m.pop("run"))
+    one_line_refusal(cli("evaluate", str(d), "--episodes", "1"), "not saved by this run")
+
+
+@pytest.mark.parametrize("run_dir,edit", [
+    ("s0", lambda m: m["shape"].update(n_features=10**12)),
+    ("s0", lambda m: m["shape"].update(max_active=10**12)),
+    ("s0", lambda m: m.update(shape=[1, 2])),
+    ("net", lambda m: m["shape"].update(obs_shape=[4, 100000, 100000])),
+    ("net", lambda m: m["shape"].update(dense=[10**9])),
+])
+def test_an_agent_with_a_huge_or_wrong_shape_is_refused(two_runs, tmp_path, run_dir, edit):
+    """A crafted shape is checked against the arrays the file holds before anything is built:
+    one line, no MemoryError."""
+    import shutil
+    d = tmp_path / run_dir
+    shutil.copytree(two_runs / run_dir, d)
+    craft_agent(two_runs / run_dir / "agent.npz", d / "agent.npz", edit)
+    one_line_refusal(cli("evaluate", str(d), "--episodes", "1"), "agent.npz")
+
+
+def test_a_described_net_too_large_to_build_is_refused():
+    """nets.from_spec refuses a description whose activations would not fit, weights or not."""
+    import nets
+    d = nets.spec(nets.MINATAR(4, 3))
+    d["obs_shape"], d["convs"] = [1, 40000, 40000], [[1, [1, 1], [1, 1]]]
+    with pytest.raises(ValueError, match="entries in one array"):
+        nets.from_spec(d)
