@@ -270,19 +270,26 @@ def load_runs(results_dir):
     """
     if not os.path.isdir(results_dir):
         raise FigureError(f"results directory {results_dir} does not exist")
+    import run
     runs, bad = [], []
     for root, dirs, files in os.walk(results_dir):
         dirs.sort()
         if "config.json" in files and "episodes.csv" in files:
+            path = os.path.join(root, "config.json")
             try:
-                with open(os.path.join(root, "config.json")) as f:
+                with open(path) as f:
                     cfg = json.load(f)
-                runs.append(Run(root, dict(cfg["settings"]), str(cfg.get("status", "unknown"))))
-            except (OSError, ValueError, KeyError, TypeError):
-                bad.append(root)
+                if not isinstance(cfg, dict):
+                    raise ValueError("not a table")
+                s = run.stored_settings(cfg.get("settings"), path, complete=False)
+                runs.append(Run(root, dict(s), str(cfg.get("status", "unknown"))))
+            except (OSError, ValueError, RecursionError) as e:
+                bad.append(f"{path} ({type(e).__name__})")
+            except run.UsageError as e:
+                bad.append(str(e))
     if bad:
-        raise FigureError(f"{len(bad)} run directories have an unreadable config.json (first: "
-                          f"{bad[0]}); fix or move them")
+        raise FigureError(f"{len(bad)} run directories have an unreadable or invalid config.json "
+                          f"(first: {bad[0]}); fix or move them")
     return runs
 
 

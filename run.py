@@ -40,7 +40,7 @@ import metatrace as mt
 from store import (AGENT_FILE, CKPT, CKPT_PREV, EVAL_FIELDS, TIMING_FIELDS, CheckpointError,
                    Interrupt, RunLock, UsageError, _remove, check_arrays, check_learner,
                    check_out, check_rng, finite_stats, load_checkpoint, out_flag, provenance,
-                   read_config,
+                   differing, read_config,
                    read_rows, restart_csv, rows_until, save_agent,
                    save_checkpoint, settings_hash, write_json)
 
@@ -410,6 +410,60 @@ def settings(args, strict=True):
         mt.check_config(config_of(s))
     except ValueError as e:
         raise UsageError(str(e)) from None
+    return s
+
+
+SWITCHES = {"normalized": "unnormalized", "timeout_bootstrap": "timeout_bootstrap",
+            "nosid_alpha_bound": "no_alpha_bound", "clip_rewards": "no_clip_rewards",
+            **{k: k for k in STABILIZERS}}     # a stored switch -> its flag (on when they differ)
+
+
+def stored_settings(s, where, complete=True):
+    """A config.json's settings read back through the command line's rules: the same dict that
+    `settings` makes of the flags they stand for, or UsageError naming `where` and the first
+    setting that is mistyped, out of range, unknown, missing or not at its canonical value.
+    complete=False (figures of partial records): types and ranges of the settings present, and
+    domain, tuner and seed."""
+    def bad(why):
+        raise UsageError(f"{where}: {why}; it is not a run this code can read")
+    if not isinstance(s, dict):
+        bad("its settings are not a table")
+    for k in ("domain", "tuner"):
+        if not isinstance(s.get(k), str):
+            bad(f"setting {k} is {s.get(k, '(absent)')!r}, not a name")
+    if s["tuner"] not in mt.TUNERS:
+        bad(f"tuner {s['tuner']!r} is not one of {', '.join(mt.TUNERS)}")
+    argv = ["--domain", s["domain"], "--tuner", s["tuner"]]
+    for k, v in s.items():
+        if k in SWITCHES:
+            if type(v) is not bool:
+                bad(f"setting {k} is {v!r}, not true or false")
+            if v != (SWITCHES[k] != k):         # an inverted switch: its flag turns it off
+                argv.append(flag(SWITCHES[k]))
+        elif k == "hidden":
+            if not (isinstance(v, list) and all(type(x) is int for x in v)):
+                bad(f"setting hidden is {v!r}, not a list of widths")
+            argv += ["--hidden", ",".join(map(str, v))]
+        elif k in RANGES and v is not None:
+            if type(v) not in (int, float) or (RANGES[k].integer and type(v) is not int):
+                bad(f"setting {k} is {v!r}, not {'an integer' if RANGES[k].integer else 'a number'}")
+            if not complete and not RANGES[k].ok(v):
+                bad(f"setting {k} = {v!r} is outside the accepted range {RANGES[k].words()}")
+            if k == "mu" and not mt.TUNER[s["tuner"]].meta or k == "drift" and v == 0.0:
+                continue                   # canonical where they do not apply: compared below
+            argv += [flag(k), repr(v)]
+    if not complete:
+        if type(s.get("seed")) is not int:
+            bad(f"setting seed is {s.get('seed', '(absent)')!r}, not an integer")
+        return s
+    try:
+        again = settings(run_parser().parse_args(argv))
+    except (UsageError, SystemExit) as e:
+        bad(str(e) if isinstance(e, UsageError) else "its settings are not flags of a run")
+    k = differing(s, again)
+    if k is not None:
+        bad(f"setting {k} is {s.get(k, '(absent)')!r} where a run of these settings has "
+            f"{again.get(k, '(absent)')!r}")
     return s
 
 
@@ -966,6 +1020,8 @@ def main_run(argv):
         raise UsageError(f"--resume: {args.out} is not a run directory (it does not exist)")
     if args.resume and not os.path.exists(os.path.join(args.out, "config.json")):
         raise UsageError(f"--resume: {args.out} holds no run (no config.json)")
+    if args.resume:
+        stored_settings(read_config(out)["settings"], os.path.join(out, "config.json"))
     try:
         meta = run(s, out, quiet=args.quiet, resume=args.resume, harness=opts)
     except CheckpointError as e:
@@ -1035,11 +1091,11 @@ def load_run_agent(out):
     if not os.path.isdir(out):
         raise UsageError(f"{out} is not a run directory")
     cfg = read_config(out)
+    s = stored_settings(cfg["settings"], os.path.join(out, "config.json"))
     path = os.path.join(out, AGENT_FILE)
     if not os.path.exists(path):
         raise UsageError(f"{out} holds no {AGENT_FILE} (run status {cfg['status']}; only a "
                          "finished run keeps its agent)")
-    s = cfg["settings"]
     try:
         meta, _ = mt.read_agent(path)
         made_by = meta.get("run")

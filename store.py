@@ -348,7 +348,7 @@ def read_config(out):
         if not (isinstance(cfg, dict) and isinstance(cfg.get("settings"), dict)
                 and isinstance(cfg.get("status"), str)):
             raise ValueError("no settings or status")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise UsageError(f"{path} is unreadable ({type(e).__name__}); it is not a run this "
                          "code can continue") from None
     return cfg

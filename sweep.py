@@ -422,7 +422,7 @@ def read_manifest(root):
         runs = {r["dir"]: r["settings"] for r in m["runs"]}
         if not all(isinstance(v, dict) for v in runs.values()):
             raise ValueError
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         raise UsageError(f"{path} is unreadable; it is not a sweep this code can extend") from None
     return runs
 

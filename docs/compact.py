@@ -23,14 +23,23 @@ VALUES = ("return", "score", "beta_critic", "beta_actor", "beta_critic_noise", "
           "beta_mean")
 
 
+class CompactError(Exception):
+    """A run directory this script cannot read: one line, exit status 2."""
+
+
 def runs(root):
     """(settings, rows) of every finished or diverged run under root."""
     for d in sorted(os.listdir(root)):
         cfg_path, csv_path = os.path.join(root, d, "config.json"), os.path.join(root, d, "episodes.csv")
         if not (os.path.exists(cfg_path) and os.path.exists(csv_path)):
             continue
-        with open(cfg_path) as f:
-            cfg = json.load(f)
+        try:
+            with open(cfg_path) as f:
+                cfg = json.load(f)
+            if not (isinstance(cfg, dict) and isinstance(cfg.get("settings"), dict)):
+                raise ValueError("no settings")
+        except (OSError, ValueError, RecursionError) as e:
+            raise CompactError(f"{cfg_path} is unreadable ({type(e).__name__})") from None
         if cfg.get("status") not in ("finished", "diverged"):
             continue
         with open(csv_path, newline="") as f:
@@ -48,7 +57,11 @@ def main(argv=None):
         print("compact.py: error: --bin must be >= 1 and RESULTS_DIR a directory", file=sys.stderr)
         return 2
     n_runs = n_rows = 0
-    found = list(runs(a.results_dir))
+    try:
+        found = list(runs(a.results_dir))
+    except CompactError as e:
+        print(f"compact.py: error: {e}", file=sys.stderr)
+        return 2
     keys = KEYS + tuple(k for k in OPTIONAL if any(k in s for s, _ in found))
     with open(a.out, "w", newline="") as f:
         w = None

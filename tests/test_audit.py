@@ -148,3 +148,60 @@ def test_a_described_net_too_large_to_build_is_refused():
     d["obs_shape"], d["convs"] = [1, 40000, 40000], [[1, [1, 1], [1, 1]]]
     with pytest.raises(ValueError, match="entries in one array"):
         nets.from_spec(d)
+
+
+CRAFTED = {   # config.json settings edits, each one a class of the audit
+    "deep": None,
+    "list value": lambda s: s.update(alpha=[1]),
+    "no seed": lambda s: s.pop("seed"),
+    "alpha 0": lambda s: s.update(alpha=0),
+    "mu -1": lambda s: s.update(mu=-1),
+    "tuner a table": lambda s: s.update(tuner={"a": 1}),
+    "seed a string": lambda s: s.update(seed="0"),
+    "seed a float": lambda s: s.update(seed=0.0),
+    "switch a number": lambda s: s.update(normalized=1),
+    "nested": lambda s: (s.clear(), s.update(x={"y": [1, {"z": []}]})),
+}
+
+
+@pytest.fixture(scope="module")
+def crafted_runs(two_runs, tmp_path_factory):
+    """Copies of a finished run with a crafted config.json each."""
+    import shutil
+    root = tmp_path_factory.mktemp("crafted")
+    base = json.loads((two_runs / "s0" / "config.json").read_text())
+    for name, edit in CRAFTED.items():
+        d = root / name.replace(" ", "_")
+        shutil.copytree(two_runs / "s0", d)
+        if edit is None:
+            text = '{"settings": ' + "[" * 100000 + "]" * 100000 + ', "status": "finished"}'
+        else:
+            cfg = json.loads(json.dumps(base))
+            edit(cfg["settings"])
+            text = json.dumps(cfg)
+        (d / "config.json").write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("name", list(CRAFTED))
+@pytest.mark.parametrize("command", ["evaluate", "figures", "plot", "resume"])
+def test_a_crafted_config_json_gets_one_line(crafted_runs, tmp_path, name, command):
+    """A deeply nested or mistyped config.json, or one with values out of range, is refused
+    with one line by every command that reads it, and nothing is written."""
+    d = str(crafted_runs / name.replace(" ", "_"))
+    before = sorted(os.listdir(d))
+    args = {"evaluate": ["evaluate", d, "--episodes", "1"],
+            "figures": ["figures", "--fig", "2", d, "--out", str(tmp_path / "f")],
+            "plot": ["plot", d, "--by", "alpha", "--out", str(tmp_path / "p.png")],
+            "resume": ["--domain", "mountaincar", "--episodes", "2", "--resume", "--out", d]}
+    one_line_refusal(cli(*args[command]))
+    assert sorted(os.listdir(d)) == before
+    assert not os.listdir(tmp_path)
+
+
+def test_every_setting_of_real_runs_reads_back(two_runs):
+    """stored_settings returns a real run's settings unchanged (linear and network)."""
+    for d in ("s0", "net"):
+        s = json.loads((two_runs / d / "config.json").read_text())["settings"]
+        assert run.stored_settings(s, d) == s
+        assert run.stored_settings(s, d, complete=False) == s
