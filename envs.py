@@ -929,7 +929,10 @@ def _decode(j, arrays, rngs, used):
         dt = np.dtype(str(j["np"]))
         if dt.kind not in _STATE_DTYPES or type(j["v"]) not in (bool, int, float):
             raise ValueError(f"numpy scalar of dtype {j['np']!r}")
-        return dt.type(j["v"])
+        try:
+            return dt.type(j["v"])
+        except (OverflowError, ValueError):
+            raise ValueError(f"{j['v']!r} does not fit dtype {dt}") from None
     if tag == "array" and set(j) == {"array"}:
         a = arrays.get(j["array"])
         if a is None or a.dtype.kind not in _STATE_DTYPES:
@@ -968,6 +971,37 @@ def _same_kind(new, old):
     if isinstance(old, np.ndarray):
         return isinstance(new, np.ndarray) and new.shape == old.shape and new.dtype == old.dtype
     return type(new) is type(old)
+
+
+MINATAR_CONSTANTS = {"env_name", "n_channels", "sticky_action_prob", "visualized", "closed",
+                     "channels", "action_map", "ramping"}    # fixed for a game's life
+
+
+def _equal(a, b):
+    """Equal values, arrays compared element-wise."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    return type(a) is type(b) and a == b
+
+
+def _trial_minatar(game, new, steps=16):
+    """Play `steps` steps (every action in turn) on a copy of `game` holding the state `new`;
+    ValueError if the game fails on it (an index out of range, an overflow, ...)."""
+    import copy
+    probe = copy.deepcopy(game)
+    for k, v in copy.deepcopy(new["outer"]).items():
+        setattr(probe, k, v)
+    for k, v in copy.deepcopy(new["game"]).items():
+        setattr(probe.env, k, v)
+    try:
+        for t in range(steps):
+            probe.act(t % probe.num_actions())
+            s = probe.state()
+            if s.shape != tuple(game.state_shape()) or not np.isfinite(s).all():
+                raise ValueError("its frame is malformed")
+    except Exception as e:   # whatever the game's own code raises on a state it cannot play
+        raise ValueError(f"MinAtar state: the game fails when run from it "
+                         f"({type(e).__name__})") from None
 
 
 def get_env_state(env):
@@ -1013,6 +1047,12 @@ def prepare_env_state(env, arrays, meta):
         extra = sorted(set(arrays) - used)
         if extra:
             raise ValueError(f"MinAtar state: array {extra[0]} is not part of the game state")
+        for part, obj in (("outer", game), ("game", game.env)):
+            for k in MINATAR_CONSTANTS & set(new[part]):
+                if not _equal(new[part][k], getattr(obj, k)):
+                    raise ValueError(f"MinAtar state: {k} is {new[part][k]!r}, this game's is "
+                                     f"{getattr(obj, k)!r}")
+        _trial_minatar(game, new)
 
         def apply():
             for k, v in new["outer"].items():
@@ -1031,6 +1071,14 @@ def prepare_env_state(env, arrays, meta):
         state = ale_py.ALEState(blob.tobytes())
     except Exception as e:   # ALE's own parser refused it
         raise ValueError(f"ALE state: ALE cannot read it ({type(e).__name__})") from None
+    backup = inner.ale.cloneState(include_rng=True)   # a trial restore: ALE refuses another
+    try:                                              # game's state only when restoring it
+        inner.ale.restoreState(state)
+    except Exception:
+        raise ValueError("ALE state: it is not a state of this game (ALE refuses to restore "
+                         "it)") from None
+    finally:
+        inner.ale.restoreState(backup)
 
     def apply():
         inner.ale.restoreState(state)

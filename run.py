@@ -967,6 +967,14 @@ def _run_locked(s, out, quiet, resume, hz):
                     status = "interrupted"
                     break
         wall = time.perf_counter() - t0
+    except Exception as e:           # the run stops here: say so in config.json, keep the rows
+        meta.update(status="failed", error=f"{type(e).__name__}: {e}"[:300], episodes_done=ep,
+                    agent_steps=steps)
+        try:
+            write_json(path["config.json"], meta)
+        except OSError:
+            pass
+        raise
     finally:
         failed = sys.exc_info()[0] is not None
         for w in writers:

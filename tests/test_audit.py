@@ -205,3 +205,30 @@ def test_every_setting_of_real_runs_reads_back(two_runs):
         s = json.loads((two_runs / d / "config.json").read_text())["settings"]
         assert run.stored_settings(s, d) == s
         assert run.stored_settings(s, d, complete=False) == s
+
+
+def test_a_crash_mid_run_is_recorded_as_failed(tmp_path, monkeypatch):
+    """An exception in the middle of a run leaves config.json at status 'failed' with the
+    error, every whole episode before it in episodes.csv, and the run resumable."""
+    s = run.settings(run.run_parser().parse_args(["--domain", "mountaincar", "--episodes", "6"]))
+    real, calls = run.LinearRunner.next_row, []
+
+    def flaky(self, *a):
+        calls.append(1)
+        if len(calls) == 4:
+            raise IndexError("a game state it cannot play")
+        return real(self, *a)
+    monkeypatch.setattr(run.LinearRunner, "next_row", flaky)
+    out = str(tmp_path / "r")
+    with pytest.raises(IndexError):
+        run.run(s, out, quiet=True, harness=run.Harness(every=1))
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["status"] == "failed" and cfg["error"].startswith("IndexError")
+    assert cfg["episodes_done"] == 3
+    assert len((tmp_path / "r" / "episodes.csv").read_text().splitlines()) == 1 + 3
+    monkeypatch.setattr(run.LinearRunner, "next_row", real)
+    assert run.run(s, out, quiet=True, resume=True)["status"] == "finished"
+    fresh = run.run(s, str(tmp_path / "fresh"), quiet=True)
+    assert fresh["status"] == "finished"
+    assert ((tmp_path / "r" / "episodes.csv").read_text()
+            == (tmp_path / "fresh" / "episodes.csv").read_text())

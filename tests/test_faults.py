@@ -379,6 +379,10 @@ MINATAR_CORRUPTIONS = {
     "array_dtype": lambda a, m: [a.__setitem__(k, a[k].astype(np.complex64)) for k in list(a)
                                  if k.startswith("env_") and a[k].shape == (10, 10)],
     "stray_array": lambda a, m: a.update(env_99=np.zeros(2)),
+    "sticky_prob_7.5": lambda a, m: m["state"]["env"]["outer"].update(sticky_action_prob=7.5),
+    "int8_of_1000": lambda a, m: m["state"]["env"]["game"].update(ball_x={"np": "|i1", "v": 1000}),
+    "channel_index": lambda a, m: m["state"]["env"]["game"]["channels"]["dict"].update(ball=9),
+    "position_out_of_range": lambda a, m: m["state"]["env"]["game"].update(ball_y=1000),
 }
 
 
@@ -414,6 +418,43 @@ def test_ale_state_round_trips_and_garbage_is_refused(tmp_path):
                 arrays["env"][: len(arrays["env"]) // 3], arrays["env"].astype(np.int16)):
         with pytest.raises(ValueError):
             envs.prepare_env_state(env, {"env": bad}, None)
+
+
+def test_ale_state_of_another_game_is_refused_and_the_game_untouched():
+    """A Seaquest state offered to Space Invaders is refused by prepare_env_state (ALE only
+    refuses it when restoring), and the game goes on exactly as an untouched twin."""
+    import envs
+    src, env, twin = (envs.make(g, seed=3) for g in ("seaquest", "space_invaders",
+                                                      "space_invaders"))
+    for e in (src, env, twin):
+        e.reset()
+        for t in range(30):
+            e.step(t % 4)
+    arrays, meta = envs.get_env_state(src)
+    with pytest.raises(ValueError, match="not a state of this game"):
+        envs.prepare_env_state(env, arrays, meta)
+    assert all(np.array_equal(env.step(t % 4)[0], twin.step(t % 4)[0]) for t in range(40))
+
+
+def test_resume_falls_back_past_a_checkpoint_of_another_game(tmp_path, capsys):
+    """The newest checkpoint holds another game's ALE state: load_checkpoint reports it and
+    restores the valid one before it, which then continues exactly as the run it was saved
+    from."""
+    import envs
+    s = settings_of("--domain", "space_invaders", "--tuner", "none", "--steps", "400")
+    src = run.NetRunner(s)
+    saved(src, s, tmp_path, done=1)
+    after1 = snapshot(src)
+    src.next_row(10**9, lambda k: None)
+    store.save_checkpoint(str(tmp_path), src, s, 2)
+    other = envs.make("seaquest", seed=0)
+    other.reset()
+    blob = envs.get_env_state(other)[0]["env"]
+    rewrite(tmp_path / "checkpoint.npz", lambda a, m: a.update(env=blob))
+    target = run.NetRunner(s)
+    assert store.load_checkpoint(str(tmp_path), target, s, 2) == 1
+    assert "not a state of this game" in capsys.readouterr().err
+    assert same(snapshot(target), after1)
 
 
 # ---- divergence ---------------------------------------------------------------------------------
