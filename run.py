@@ -967,6 +967,8 @@ def _run_locked(s, out, quiet, resume, hz):
                     status = "interrupted"
                     break
         wall = time.perf_counter() - t0
+    except OSError:                  # a full or failing disk: main_run says how to resume
+        raise
     except Exception as e:           # the run stops here: say so in config.json, keep the rows
         meta.update(status="failed", error=f"{type(e).__name__}: {e}"[:300], episodes_done=ep,
                     agent_steps=steps)
