@@ -124,9 +124,11 @@ RUN_SETTINGS = {  # every setting that changes a result (docs/algorithms.md §6)
                             "return (docs/algorithms.md §9)", "network"),
 }
 OPTIONS = {  # settings of the harness, which change no result
-    "checkpoint_every": Setting(100, R(1, 10**9, integer=True), "checkpoint every N episodes"),
-    "checkpoint_minutes": Setting(5.0, R(0, 10**6, lo_open=True),
-                                  "... or every M minutes, whichever comes first"),
+    "checkpoint_every": Setting(None, R(1, 10**9, integer=True),
+                                "also checkpoint every N episodes (off by default)"),
+    "checkpoint_minutes": Setting(2.0, R(0, 10**6, lo_open=True),
+                                  "checkpoint every M minutes of wall time, and at every clean "
+                                  "stop"),
     "seeds": Setting(1, R(1, 10_000, integer=True), "runs per setting: seeds 0..N-1"),
     "workers": Setting(os.cpu_count() or 1, R(1, 1024, integer=True),
                        "parallel runs on this machine, all its cores by default"),
@@ -774,11 +776,12 @@ class LinearRunner:
 
 
 class Harness(NamedTuple):
-    """How a run is kept and watched (none of it changes a result): checkpoints every `every`
-    episodes or `minutes` minutes, kept at the end or not; an evaluation of `eval_episodes`
-    episodes every `eval_every` episodes (None: none), greedy or sampled; TensorBoard scalars."""
-    every: int = 100
-    minutes: float = 5.0
+    """How a run is kept and watched (none of it changes a result): checkpoints every `minutes`
+    minutes, at a clean stop and, unless `every` is None, every `every` episodes, kept at the
+    end or not; an evaluation of `eval_episodes` episodes every `eval_every` episodes (None:
+    none), greedy or sampled; TensorBoard scalars."""
+    every: object = None
+    minutes: float = 2.0
     keep: bool = False
     eval_every: object = None
     eval_episodes: int = 10
@@ -959,7 +962,8 @@ def _run_locked(s, out, quiet, resume, hz):
                     status = "diverged"
                     break
                 now = time.perf_counter()
-                if stop.signal is not None or ep % hz.every == 0 or now - last_ckpt > 60 * hz.minutes:
+                if (stop.signal is not None or now - last_ckpt > 60 * hz.minutes
+                        or hz.every is not None and ep % hz.every == 0):
                     twriter.flush()              # complete up to the checkpoint's episode
                     save_checkpoint(out, runner, s, ep)
                     last_ckpt = now

@@ -38,3 +38,19 @@ def test_every_readme_example_runs(tmp_path):
             assert (tmp_path / "cartpole_agent.npz").exists()
         else:          # tile-coded MountainCar-v0: reaches the goal well within 200 steps
             assert float(out[0]) > -180, r.stdout
+
+
+def test_readme_acrobot_command_learns(tmp_path):
+    """README's Acrobot command, as written (seed 0), learns: its last 50 complete episodes
+    average well above the -500 of an episode that never swings up."""
+    import csv
+    text = open(os.path.join(ROOT, "README.md")).read()
+    line = next(x for x in text.splitlines() if x.startswith("python run.py --domain Acrobot-v1"))
+    args = line.split()[2:]
+    out = tmp_path / "acrobot"
+    r = subprocess.run([sys.executable, "run.py", *args, "--quiet", "--out", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    with open(out / "episodes.csv", newline="") as f:
+        scores = [float(x["score"]) for x in csv.DictReader(f) if x["complete"] == "1"]
+    assert sum(scores[-50:]) / 50 > -300, scores[-50:]
