@@ -617,10 +617,11 @@ def _sum(v):
 
 
 @nb.njit(cache=True)
-def _meta_scalars(s, hp, delta, gUh, gHh, gU2, xv, zh, zd, gV2, flat=False):
-    """The scalar lines: S1-S6 / M2, M4-M7 / V5-V6, SID-R and NOSID-R (§4.2-4.3).
-    Sets s and returns the new beta (or beta-hat, or the vector tuner's shared offset).  flat: a
-    layer norm of this step is in its eps regime, so S5-S6 bound this step's alpha only (§2.5)."""
+def _meta_scalars(s, hp, delta, gUh, gHh, g2, zh, zd, gV2, flat=False):
+    """The scalar lines: S1-S6 / M2, M4-M7 / V5-V6, SID-R and NOSID-R (§4.2-4.3).  g2: S5's
+    ||g^U||^2, or V5 / M7's <e^{bv}, (g^U)^2> for the vector tuners.  Sets s and returns the new
+    beta (or beta-hat, or the vector tuner's shared offset).  flat: a layer norm of this step is
+    in its eps regime, so S5-S6 bound this step's alpha only (§2.5)."""
     gl, psi, mu, norm = hp.gl, hp.psi, hp.mu, hp.norm
     beta = s[BETA]
     if hp.sh and not hp.zdots:                                # scalar, mixed
@@ -643,7 +644,7 @@ def _meta_scalars(s, hp, delta, gUh, gHh, gU2, xv, zh, zd, gV2, flat=False):
             if hp.nosid_bound and zd != 0.0:
                 beta = min(beta, -math.log(abs(zd)))          # N2
     if norm:
-        x = math.exp(beta) * (xv if hp.vec else gU2)          # S5 / V5 / M7
+        x = math.exp(beta) * g2                               # S5 / V5 / M7
         if flat:                                              # §2.5: u and beta untouched
             s[BETA] = beta
             return beta - math.log(max(x, 1.0))
@@ -688,7 +689,7 @@ def tuner_step(st, sc, ns, delta, gV2, hp):
         xv = _x_vector(W[EB_], gU, sup, ns)              # g^U is zero off its support
     if hp.zdots:
         zh = _zh(W[Z_], gU, W[H_], hp.gl, act, m)
-    beta = _meta_scalars(s, hp, delta, gUh, gHh, gU2, xv, zh, zd, gV2)
+    beta = _meta_scalars(s, hp, delta, gUh, gHh, xv if hp.vec else gU2, zh, zd, gV2)
     alpha = math.exp(beta)                                    # S7; V7 / M8: alpha * e_i
     bad = _weight_pass(W, gU, gH, d, alpha, delta, dh, hp, act, m)
     ist[STEP] = step + 1
@@ -744,7 +745,7 @@ def dense_step(st, dn, delta, gV2, hp, flat=False):
             dn.acc[:C] = 0.0
             _vector_blk(_rows(W, a, e), b, dn.acc, delta, hp, small)
             xv += _sum(dn.acc[:C])
-    beta = _meta_scalars(st.s, hp, delta, gUh, gHh, gU2, xv, zh, zd, gV2, flat)
+    beta = _meta_scalars(st.s, hp, delta, gUh, gHh, xv if hp.vec else gU2, zh, zd, gV2, flat)
     alpha = math.exp(beta)                                    # S7; V7 / M8: alpha * e_i
     bad = 0.0
     for k in range(3):
