@@ -18,10 +18,7 @@ import numpy as np
 import metatrace as mt
 import nets
 
-# (alpha0, mu) per tuner for the mountain-car bench (stable settings); others get the default
-LINEAR_SETTINGS = {"none": ("2^-7", None), "sid": ("2^-9", "2^-16"), "nosid": ("2^-9", "2^-12"),
-                   "obgd": ("2^-5", None), "adaptive_obgd": ("2^-5", None)}
-LINEAR_TUNERS = [(t, *LINEAR_SETTINGS.get(t, ("2^-9", "2^-8"))) for t in mt.TUNERS]
+LINEAR_TUNERS = [(t.name, *t.bench) for t in mt.TUNER_TABLE]   # (alpha0, mu): each row's
 NET_TUNERS = tuple(t.name for t in mt.TUNER_TABLE if not t.needs_zh)   # SID-R, NOSID-R: linear only
 
 
@@ -56,7 +53,7 @@ def linear(domain, repeats, episodes, where, make_agent):
             times = timed(lambda: steps.append(sum(agent.episode()[1] for _ in range(episodes))),
                           repeats, warm=False)
             rates = [n / t for n, t in zip(steps, times)]
-            name = tuner + ("" if norm or tuner == "none" else " (unnorm.)")
+            name = tuner + ("" if norm else " (unnorm.)")
             print(f"{name:<18}{alpha:>8}{mu_used or '-':>8}{statistics.median(rates):>12,.0f}"
                   f"{min(rates):>12,.0f}{max(rates):>12,.0f}", flush=True)
     return 0

@@ -59,10 +59,9 @@ GRID_POINTS = 400       # common agent-step grid of Figs. 8-9
 METATRACE = tuple(t.name for t in mt.TUNER_TABLE if t.normalizable)       # scalar, vector, mixed
 ALE_GAMES = envs.ATARI_DOMAINS                                             # docs/algorithms.md §6.3
 DRIFT_ALPHA0, FIG7_DRIFT, FIG7_MU = 2.0 ** -10, 6e-6, 2.0 ** -10                # docs/algorithms.md §6.2
-TUNER_NAMES = {"none": "no tuning", "scalar": "scalar", "vector": "vector", "mixed": "mixed",
-               "sid": "SID", "nosid": "NOSID", "obgd": "ObGD", "adaptive_obgd": "adaptive ObGD"}
-TUNER_COLORS = {"none": "0.35", "scalar": "C0", "vector": "C1", "mixed": "C2", "obgd": "C3",
-                "adaptive_obgd": "C4"}
+TUNER_NAMES = {t.name: t.label for t in mt.TUNER_TABLE}
+TUNER_COLORS = {t.name: t.color for t in mt.TUNER_TABLE}
+BASELINE = tuple(t.name for t in mt.TUNER_TABLE if t.baseline)             # none
 BETA_COLUMNS = (("beta_critic", "critic, informative", "C0", "-"),
                 ("beta_critic_noise", "critic, noise", "C0", "--"),
                 ("beta_actor", "actor, informative", "C3", "-"),
@@ -566,7 +565,7 @@ def by_alpha(groups):
 
 def panels_untuned(groups, options):
     """Fig. 1: no tuning on mountain car, one curve per α (docs/algorithms.md §7 Fig. 1)."""
-    gs = by_alpha(pick(groups, "mountaincar", "none"))
+    gs = by_alpha(pick(groups, "mountaincar", BASELINE[0]))
     if not gs:
         return [], "domain mountaincar, tuner none"
     col = alpha_colors(gs)
@@ -603,13 +602,13 @@ def at_alpha0(gs, target, notes):
 def panels_drifting(groups, options):
     """Fig. 6: one panel per drift rate; none / scalar / vector / mixed, each at its best µ."""
     dom = pick(groups, "drifting_mountaincar", normalized=True)
-    dom = [g for g in dom if g.get("tuner") in ("none",) + METATRACE]
+    dom = [g for g in dom if g.get("tuner") in BASELINE + METATRACE]
     if not dom:
         return [], "domain drifting_mountaincar, tuner none/scalar/vector/mixed (normalized)"
     panels, notes = [], set()
     for drift in sorted({g.get("drift") for g in dom}):
         curves = []
-        for tuner in ("none",) + METATRACE:
+        for tuner in BASELINE + METATRACE:
             cands = at_alpha0([g for g in dom if g.get("drift") == drift and g.get("tuner") == tuner],
                               DRIFT_ALPHA0, notes)
             if not cands:
@@ -617,9 +616,9 @@ def panels_drifting(groups, options):
             mu = best_mu([(g.get("mu"), g.get("alpha"), g.final()[0]) for g in cands])
             chosen = [g for g in cands if g.get("mu") == mu] or cands[:1]
             for c in labelled(chosen, lambda g: TUNER_NAMES.get(tuner, tuner) + (
-                    "" if tuner == "none" else f" (best µ={pow2(g.get('mu'), True)})"),
+                    "" if tuner in BASELINE else f" (best µ={pow2(g.get('mu'), True)})"),
                     ("alpha", "mu", "tuner"), lambda g: TUNER_COLORS.get(tuner, 'C4')):
-                c.role = "best µ" if tuner != "none" else ""
+                c.role = "" if tuner in BASELINE else "best µ"
                 curves.append(c)
         panels.append(Panel(f"drift {drift:g}", curves))
     return panels, "; ".join(sorted(notes))
@@ -671,15 +670,15 @@ def panels_fig8(groups, options):
     present = [d for d in games(options).values() if pick(groups, d)]
     if game not in present and len(present) == 1:
         game = present[0]
-    gs = [g for g in pick(groups, game, normalized=True) if g.get("tuner") in ("none",) + METATRACE]
+    gs = [g for g in pick(groups, game, normalized=True) if g.get("tuner") in BASELINE + METATRACE]
     if not gs:
         return [], f"domain {game}, tuner none/scalar/vector/mixed"
     col = alpha_colors(gs)
     panels = []
-    for tuner in ("none",) + METATRACE:
+    for tuner in BASELINE + METATRACE:
         sub = by_alpha([g for g in gs if g.get("tuner") == tuner])
         if sub:
-            sym = "α" if tuner == "none" else "α0"
+            sym = "α" if tuner in BASELINE else "α0"
             panels.append(Panel(f"{game}: {TUNER_NAMES.get(tuner, tuner)}", labelled(
                 sub, lambda g: f"{sym}={pow2(g.get('alpha'), True)}", ("alpha",),
                 lambda g: col[g.get("alpha")])))
@@ -692,7 +691,7 @@ def panels_fig9(groups, options):
     panels, missing, notes = [], [], set()
     for game in games(options).values():
         mixed = pick(groups, game, "mixed", True)
-        none = pick(groups, game, "none")
+        none = pick(groups, game, BASELINE[0])
         if not mixed and not none:
             missing.append(game)
             continue
@@ -995,7 +994,7 @@ def summary(number, panels, last=LAST):
             spread_of.setdefault(curve_set(r), {})[r["alpha0"]] = r["final_return"]
     best = {}
     for r in rows:
-        if r["tuner"] != "none":
+        if r["tuner"] not in BASELINE:
             best.setdefault(method(r), {})[(r["mu"], r["alpha0"], r["panel"])] = r["final_return"]
     best = {m: best_mu([(mu, a, fr) for (mu, a, _), fr in v.items()]) for m, v in best.items()}
     for r in rows:

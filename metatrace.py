@@ -73,27 +73,41 @@ class Tuner(NamedTuple):
     meta: bool = True     # has a meta step-size mu (every tuner but none and ObGD)
     bound: bool = False   # ObGD's overshooting bound on the step (§9, O1-O4)
     adaptive: bool = False    # adaptive ObGD's per-weight RMS scaling (§9, O5-O6)
+    label: str = ""       # its name in figures
+    color: str = "C4"     # its colour in figures (matplotlib)
+    params: tuple = ()    # the run settings only it (and tuners like it) takes: flags of run.py
+    bench: tuple = ("2^-9", "2^-8")   # (alpha0, mu) of the mountain-car benchmark (stable there)
+    section: str = ""     # its section of docs/algorithms.md
+    baseline: bool = False    # the untuned baseline the paper's figures compare against
 
 
 TUNER_TABLE = (
     Tuner("none", (), False, False, False, False, False, False, "§1.3",
-          "AC(lambda) with a fixed alpha = exp(log alpha0)", meta=False),
+          "AC(lambda) with a fixed alpha = exp(log alpha0)", meta=False, label="no tuning",
+          color="0.35", bench=("2^-7", None), section="§5", baseline=True),
     Tuner("scalar", ("h",), True, False, True, True, False, False, "Alg. 1, S1-S9",
-          "Scalar Metatrace"),
+          "Scalar Metatrace", label="scalar", color="C0", params=("mu", "unnormalized"),
+          section="§2.1"),
     Tuner("vector", ("hv", "eb", "vv", "zbv"), True, True, False, True, False, False,
-          "Alg. 2, V1-V9", "Vector Metatrace, one step-size per weight"),
+          "Alg. 2, V1-V9", "Vector Metatrace, one step-size per weight", label="vector",
+          color="C1", params=("mu", "unnormalized"), section="§2.2"),
     Tuner("mixed", ("h", "hv", "eb", "vv", "zbv"), True, True, True, True, False, False,
-          "Alg. 3, M1-M11", "Mixed Metatrace, a shared step-size times a per-weight factor"),
+          "Alg. 3, M1-M11", "Mixed Metatrace, a shared step-size times a per-weight factor",
+          label="mixed", color="C2", params=("mu", "unnormalized"), section="§2.3"),
     Tuner("sid", ("h",), False, False, True, True, True, False, "§4.2",
-          "SID-R, a reconstruction of Dabney's SID for AC(lambda)"),
+          "SID-R, a reconstruction of Dabney's SID for AC(lambda)", label="SID", params=("mu",),
+          bench=("2^-9", "2^-16"), section="§4.2"),
     Tuner("nosid", ("h",), False, False, True, True, True, True, "§4.3, N1-N2",
-          "NOSID-R, SID-R with a hard-maximum normalizer and an alpha bound"),
+          "NOSID-R, SID-R with a hard-maximum normalizer and an alpha bound", label="NOSID",
+          params=("mu", "no_alpha_bound"), bench=("2^-9", "2^-12"), section="§4.3"),
     Tuner("obgd", (), False, False, False, False, False, False, "§9, O1-O4",
           "ObGD (Elsayed, Vasan & Mahmood 2024): AC(lambda) with its step bounded against "
-          "overshooting", meta=False, bound=True),
+          "overshooting", meta=False, bound=True, label="ObGD", color="C3", params=("kappa",),
+          bench=("2^-5", None), section="§9"),
     Tuner("adaptive_obgd", ("vv",), False, False, False, False, False, False, "§9, O1-O6",
           "adaptive ObGD: ObGD on delta z scaled per weight by its bias-corrected RMS",
-          meta=False, bound=True, adaptive=True),
+          meta=False, bound=True, adaptive=True, label="adaptive ObGD", color="C4",
+          params=("kappa", "beta2"), bench=("2^-5", None), section="§9"),
 )
 TUNERS = tuple(t.name for t in TUNER_TABLE)
 TUNER = {t.name: t for t in TUNER_TABLE}

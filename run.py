@@ -84,10 +84,10 @@ RUN_SETTINGS = {  # every setting that changes a result (docs/algorithms.md §6)
                      "step-size tuner (" + "; ".join(f"{t.name}: {t.summary}"
                                                      for t in mt.TUNER_TABLE) + ")"),
     "unnormalized": Setting(False, None, "Metatrace without its normalizations (v, u/M)",
-                            "normalizable"),
+                            "tuner"),
     "alpha": Setting(_families(_P.alpha, _N.alpha), mt.CONFIG_RANGES["alpha"],
                      "initial (or fixed) step-size alpha_0"),
-    "mu": Setting(_families(_P.mu, _N.mu), mt.CONFIG_RANGES["mu"], "meta step-size", "tuned"),
+    "mu": Setting(_families(_P.mu, _N.mu), mt.CONFIG_RANGES["mu"], "meta step-size", "tuner"),
     "gamma": Setting(_P.gamma, mt.CONFIG_RANGES["gamma"], "discount"),
     "lam": Setting(_P.lam, mt.CONFIG_RANGES["lam"], "trace decay lambda"),
     "psi": Setting(_families(_P.psi, _N.psi), mt.CONFIG_RANGES["psi"], "entropy weight"),
@@ -106,11 +106,11 @@ RUN_SETTINGS = {  # every setting that changes a result (docs/algorithms.md §6)
                                  "(docs/algorithms.md §1.6); off: terminal, as the paper did",
                                  "time_limited"),
     "no_alpha_bound": Setting(False, None, "NOSID without its overshoot guard "
-                              "(docs/algorithms.md §4.3 N2)", "nosid"),
+                              "(docs/algorithms.md §4.3 N2)", "tuner"),
     "kappa": Setting(mt.Config().kappa, mt.CONFIG_RANGES["kappa"], "the bound factor kappa of "
-                     "the step (docs/algorithms.md §9 O3; 0: never bounded)", "obgd"),
+                     "the step (docs/algorithms.md §9 O3; 0: never bounded)", "tuner"),
     "beta2": Setting(mt.Config().beta2, mt.CONFIG_RANGES["beta2"], "decay of the RMS of "
-                     "delta z (docs/algorithms.md §9 O5)", "adaptive_obgd"),
+                     "delta z (docs/algorithms.md §9 O5)", "tuner"),
     "blas_threads": Setting(1, R(1, 1024, integer=True), "BLAS threads (more changes the last "
                             "digits of a network run)", "network"),
     "sparse_init": Setting(False, None, "sparse initialization: 90%% of each unit's input "
@@ -146,16 +146,15 @@ WHERE = {  # which runs a setting applies to
     "ale": lambda domain, tuner: domain in envs.ATARI_DOMAINS,
     "gym": lambda domain, tuner: envs.is_gym_id(domain),
     "time_limited": lambda domain, tuner: not domain.startswith(envs.MINATAR_PREFIX),
-    "tuned": lambda domain, tuner: mt.TUNER[tuner].meta,
-    "normalizable": lambda domain, tuner: mt.TUNER[tuner].normalizable,
-    "nosid": lambda domain, tuner: tuner == "nosid",
-    "obgd": lambda domain, tuner: mt.TUNER[tuner].bound,
-    "adaptive_obgd": lambda domain, tuner: mt.TUNER[tuner].adaptive,
-}
+}   # and "tuner": the settings a tuner's row lists as its own (applies())
 RANGES = {k: v.accepted for k, v in {**RUN_SETTINGS, **OPTIONS}.items()
           if isinstance(v.accepted, mt.Range)}
 NUMBERS = ("alpha", "mu", "gamma", "lam", "psi", "seed")     # of every run
 STABILIZERS = ("sparse_init", "layer_norm", "normalize_obs", "scale_reward")   # Stream AC's
+# a tuner's own numbers (kappa, beta2, ...) enter a run's settings only where they apply; mu,
+# older than that rule, is in every run at its canonical value where it does not
+TUNER_NUMBERS = tuple(k for k, v in RUN_SETTINGS.items()
+                      if v.where == "tuner" and isinstance(v.accepted, mt.Range) and k != "mu")
 DOMAIN_FLAGS = tuple(k for k, v in RUN_SETTINGS.items() if v.where != "all")
 MAX_RUNS = 100_000        # a sweep larger than this is a typo, not a plan
 _NUMBER = re.compile(r"^\s*([-+]?\d+(\.\d*)?)\s*\^\s*([-+]?\d+(\.\d*)?)\s*$")
@@ -260,10 +259,9 @@ def add_setting(p, name, s):
     """One argparse flag from a Setting (None = not given: the default depends on the run)."""
     where = {"all": "", "linear": "mountain car: ", "drifting": "drifting_mountaincar: ",
              "network": "network domains: ", "ale": "ALE: ", "time_limited": "mountain car, "
-             "ALE and gymnasium ids: ", "tuned": "", "normalizable": "scalar/vector/mixed: ",
-             "nosid": "nosid: ", "gym": "gymnasium ids: ", "obgd": "obgd, adaptive_obgd: ",
-             "adaptive_obgd": "adaptive_obgd: "}
-    text = where[s.where] + s.help
+             "ALE and gymnasium ids: ", "gym": "gymnasium ids: "}
+    owners = ", ".join(t.name for t in mt.TUNER_TABLE if name in t.params)
+    text = (f"{owners}: " if s.where == "tuner" else where[s.where]) + s.help
     if name == "domain":
         p.add_argument(flag(name), default=None, metavar="DOMAIN",
                        help=f"{text} (default {s.default}; built in: {', '.join(s.accepted)})")
@@ -334,8 +332,12 @@ def is_net(domain):
 
 
 def applies(name, domain, tuner):
-    """Whether a setting means anything for a run on `domain` with `tuner` (RUN_SETTINGS)."""
-    return WHERE[RUN_SETTINGS[name].where](domain, tuner) if name in RUN_SETTINGS else True
+    """Whether a setting means anything for a run on `domain` with `tuner` (RUN_SETTINGS; a
+    tuner's own settings are those its row of metatrace.TUNER_TABLE lists)."""
+    if name not in RUN_SETTINGS:
+        return True
+    where = RUN_SETTINGS[name].where
+    return name in mt.TUNER[tuner].params if where == "tuner" else WHERE[where](domain, tuner)
 
 
 def tuner_of(args):
@@ -353,8 +355,7 @@ def inapplicable(args):
 
 def refuse(name, args):
     """UsageError for a flag that does not apply to the run's domain or tuner."""
-    on_tuner = RUN_SETTINGS[name].where in ("tuned", "normalizable", "nosid", "obgd",
-                                            "adaptive_obgd")
+    on_tuner = RUN_SETTINGS[name].where == "tuner"
     why = f"tuner {tuner_of(args)}" if on_tuner else f"domain {args.domain}"
     hint = {"episodes": "; the network domains take --steps",
             "steps": "; mountain car takes --episodes",
@@ -385,7 +386,7 @@ def settings(args, strict=True):
     s = {k: value(k) for k in NUMBERS}
     if not mt.TUNER[tuner].meta:           # mu changes nothing there: one canonical value
         s["mu"] = default("mu", domain)
-    for k in ("kappa", "beta2"):           # only where they apply, so other runs keep their identity
+    for k in TUNER_NUMBERS:                # only where they apply, so other runs keep their identity
         if applies(k, domain, tuner):
             s[k] = value(k)
     s.update(domain=domain, tuner=tuner, normalized=not on("unnormalized"),
@@ -489,17 +490,14 @@ def parse_widths(text):
 
 
 def config_of(s):
-    """metatrace.Config from run settings."""
-    return mt.Config(tuner=s["tuner"], normalized=s["normalized"], alpha=s["alpha"], mu=s["mu"],
-                     gamma=s["gamma"], lam=s["lam"], psi=s["psi"],
-                     timeout_bootstrap=s["timeout_bootstrap"],
-                     nosid_alpha_bound=s["nosid_alpha_bound"],
-                     kappa=s.get("kappa", mt.Config().kappa), beta2=s.get("beta2", mt.Config().beta2))
+    """metatrace.Config from run settings: every field the settings hold (same names), the
+    Config default for a tuner's own setting that the run does not take."""
+    return mt.Config(**{k: s[k] for k in mt.Config._fields if k in s})
 
 
 def run_name(s):
     """A run directory's name: a readable prefix plus the hash of all its settings."""
-    norm = "" if s["normalized"] or s["tuner"] in ("none", "sid", "nosid") else "-unnorm"
+    norm = "" if s["normalized"] or not mt.TUNER[s["tuner"]].normalizable else "-unnorm"
 
     def p2(x):
         if x <= 0:

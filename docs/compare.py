@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import figures  # noqa: E402
 
 STABILIZERS = ("sparse_init", "layer_norm", "normalize_obs", "scale_reward")
-ORDER = ("none", "scalar", "vector", "mixed", "obgd", "adaptive_obgd")
+ORDER = figures.mt.TUNERS
 COLUMNS = ("domain", "method", "best_alpha0", "best_mu", "best_kappa", "n_runs", "n_diverged",
            "final_return", "final_return_se", "mean_return", "settings_tried", "alpha0_tried",
            "spread_alpha0", "spread_settings")

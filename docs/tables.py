@@ -6,7 +6,11 @@ mean return over all episodes (how fast it learned); the last column is the spre
 """
 import csv
 import math
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import metatrace as mt  # noqa: E402
 
 
 def p2(x):
@@ -27,7 +31,7 @@ def table(path):
     rows = list(csv.DictReader(open(path)))
     mus = sorted({r["mu"] for r in rows}, key=lambda x: -float(x))
     alphas = sorted({r["alpha0"] for r in rows}, key=lambda x: -float(x))
-    untuned = rows[0]["tuner"] == "none"
+    untuned = mt.TUNER[rows[0]["tuner"]].baseline
     out = ["| µ \\ α0 | " + " | ".join(p2(a) for a in alphas) + " | spread |",
            "|---" * (len(alphas) + 2) + "|"]
     for mu in mus:
