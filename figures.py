@@ -269,7 +269,7 @@ def load_runs(results_dir):
     """
     if not os.path.isdir(results_dir):
         raise FigureError(f"results directory {results_dir} does not exist")
-    import run
+    import schema
     runs, bad = [], []
     for root, dirs, files in os.walk(results_dir):
         dirs.sort()
@@ -280,11 +280,11 @@ def load_runs(results_dir):
                     cfg = json.load(f)
                 if not isinstance(cfg, dict):
                     raise ValueError("not a table")
-                s = run.stored_settings(cfg.get("settings"), path, complete=False)
+                s = schema.stored_settings(cfg.get("settings"), path, complete=False)
                 runs.append(Run(root, dict(s), str(cfg.get("status", "unknown"))))
             except (OSError, ValueError, RecursionError) as e:
                 bad.append(f"{path} ({type(e).__name__})")
-            except run.UsageError as e:
+            except schema.UsageError as e:
                 bad.append(str(e))
     if bad:
         raise FigureError(f"{len(bad)} run directories have an unreadable or invalid config.json "

@@ -8,9 +8,7 @@ run is never run twice.
 """
 # run first: it sets the BLAS thread variables before numpy is imported (a Ray worker imports
 # this module on its own)
-from run import (DOMAIN_FLAGS, MAX_RUNS, OPTIONS, _NUMBER, add_setting, applies,  # noqa: I001
-                 check_domain, checked, flag, is_net, join_numbers, option, run, run_name,
-                 run_options, run_parser, settings, tuner_of)
+from run import run, run_options, run_parser  # noqa: I001
 
 import argparse
 import itertools
@@ -24,6 +22,8 @@ import time
 
 import envs
 import metatrace as mt
+from schema import (DOMAIN_FLAGS, MAX_RUNS, OPTIONS, _NUMBER, add_setting, applies, check_domain,
+                    checked, flag, is_net, join_numbers, option, run_name, settings, tuner_of)
 from store import (RunLock, UsageError, check_out, check_whole, differing, out_flag,
                    read_config, settings_hash, write_json)
 
@@ -309,7 +309,8 @@ def private_ray_process():
              else 128 + os.WTERMSIG(status))
 
 
-MODULES = ("metatrace", "nets", "envs", "run", "store", "sweep", "figures", "bench", "algorithms")
+MODULES = ("metatrace", "nets", "envs", "schema", "store", "runners", "run", "sweep", "figures",
+           "bench", "algorithms")
 
 
 def code_dir(here):

@@ -240,9 +240,10 @@ def test_frozen_statistics_are_used_and_not_updated():
 
 def test_stabilizer_and_obgd_flags_are_refused_where_they_do_not_apply_and_stored_only_when_on():
     import run
+    import schema
     p = run.run_parser()
     s = run.settings(p.parse_args(["--domain", "minatar-breakout"]))
-    assert not set(s) & {"kappa", "beta2", *run.STABILIZERS}       # old runs keep their hash
+    assert not set(s) & {"kappa", "beta2", *schema.STABILIZERS}       # old runs keep their hash
     s = run.settings(p.parse_args(["--domain", "minatar-breakout", "--tuner", "adaptive_obgd",
                                    "--kappa", "3", "--beta2", "0.99", "--layer-norm"]))
     assert (s["kappa"], s["beta2"], s["layer_norm"]) == (3.0, 0.99, True)

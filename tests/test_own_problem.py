@@ -16,6 +16,7 @@ import envs
 import metatrace as mt
 import nets
 import run
+import runners
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RANDOM_CARTPOLE = 22.4     # mean return of the uniform random policy on CartPole-v1 (measured below)
@@ -103,18 +104,18 @@ def test_network_runs_log_delta_entropy_and_beta_per_layer(cartpole):
     (at the end of the run) holds NumPy's per-layer mean and quantiles of the saved agent's beta.
     The entropy of a 2-action policy lies in [0, log 2]."""
     layer_rows = rows(cartpole / "layers.csv")
-    assert [int(r["steps"]) // run.LAYER_EVERY for r in layer_rows] == [0, 1, 2]
+    assert [int(r["steps"]) // runners.LAYER_EVERY for r in layer_rows] == [0, 1, 2]
     assert layer_rows[0]["episode"] == "1" and layer_rows[-1]["steps"] == "20000"
     last = layer_rows[-1]
     agent = mt.load(str(cartpole / "agent.npz"))
     beta = agent.learner.beta()
-    for name, lo, hi in run.layer_slices(agent.net):
+    for name, lo, hi in runners.layer_slices(agent.net):
         b = beta[lo:hi]
         assert float(last[f"beta_{name}_mean"]) == pytest.approx(b.mean(), abs=1e-12)
         for q in (10, 50, 90):
             assert float(last[f"beta_{name}_q{q}"]) == pytest.approx(
                 np.quantile(b, q / 100, method="lower"), abs=1e-12)
-    assert [n for n, _, _ in run.layer_slices(agent.net)] == ["dense1", "dense2", "head"]
+    assert [n for n, _, _ in runners.layer_slices(agent.net)] == ["dense1", "dense2", "head"]
     for r in rows(cartpole / "episodes.csv"):
         assert 0 <= float(r["entropy"]) <= math.log(2) + 1e-12 and float(r["abs_delta"]) >= 0
 
