@@ -1243,9 +1243,10 @@ class LinearAgent:
         try:
             sh = meta["shape"]
             n = (1 + int(sh["n_actions"])) * int(sh["n_features"])
-            if n != arrays["W"].shape[-1] or not 0 < int(sh["max_active"]) <= int(sh["n_features"]):
+            held = arrays["W"].shape[-1] if "W" in arrays else 0
+            if n != held or not 0 < int(sh["max_active"]) <= int(sh["n_features"]):
                 raise ValueError(f"it declares {n} weights and {sh['max_active']} active features; "
-                                 f"the file holds {arrays['W'].shape[-1]} weights")
+                                 f"the file holds {held} weights")
             agent = cls(meta["config"], **sh)
         except (TypeError, ValueError, KeyError) as e:
             raise ValueError(f"{path}: its model shape is invalid ({e})") from None
@@ -1557,9 +1558,10 @@ class NetAgent:
         net = nets.from_spec(meta["shape"]) if isinstance(meta["shape"], dict) else None
         if net is None:
             raise ValueError(f"{path}: no network description")
-        if "W" not in arrays or net.n_params != arrays["W"].shape[-1]:
+        held = arrays["W"].shape[-1] if "W" in arrays else 0
+        if net.n_params != held:
             raise ValueError(f"{path}: its network has {net.n_params} weights, the file holds "
-                             f"{arrays['W'].shape[-1]}")
+                             f"{held}")
         try:
             dtype = np.dtype(meta["dtype"])
         except TypeError:

@@ -430,7 +430,7 @@ def stored_settings(s, where, complete=True):
                 bad(f"setting {k} is {v!r}, not {'an integer' if RANGES[k].integer else 'a number'}")
             if not complete and not RANGES[k].ok(v):
                 bad(f"setting {k} = {v!r} is outside the accepted range {RANGES[k].words()}")
-            if k == "mu" and not mt.TUNER[s["tuner"]].meta or k == "drift" and v == 0.0:
+            if (k == "mu" and not mt.TUNER[s["tuner"]].meta) or (k == "drift" and v == 0.0):
                 continue                   # canonical where they do not apply: compared below
             argv += [flag(k), repr(v)]
     if not complete:

@@ -199,12 +199,18 @@ def test_a_crafted_config_json_gets_one_line(crafted_runs, tmp_path, name, comma
     assert not os.listdir(tmp_path)
 
 
-def test_every_setting_of_real_runs_reads_back(two_runs):
-    """stored_settings returns a real run's settings unchanged (linear and network)."""
+def test_real_runs_read_back_and_a_non_canonical_value_does_not(two_runs):
+    """stored_settings accepts a real run's settings (linear and network), and refuses the same
+    settings with one value off its canonical one (drift on plain mountain car, mu for ObGD)."""
     for d in ("s0", "net"):
         s = json.loads((two_runs / d / "config.json").read_text())["settings"]
-        assert run.stored_settings(s, d) == s
-        assert run.stored_settings(s, d, complete=False) == s
+        run.stored_settings(s, d)
+        run.stored_settings(s, d, complete=False)
+    s = json.loads((two_runs / "s0" / "config.json").read_text())["settings"]
+    with pytest.raises(run.UsageError, match="drift"):
+        run.stored_settings(dict(s, drift=1e-3), "s0")
+    with pytest.raises(run.UsageError, match="mu"):
+        run.stored_settings(dict(s, tuner="obgd", kappa=2.0, mu=0.5), "s0")
 
 
 def test_a_crash_mid_run_is_recorded_as_failed(tmp_path, monkeypatch):
