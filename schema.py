@@ -105,7 +105,10 @@ OPTIONS = {  # settings of the harness, which change no result
     "checkpoint_minutes": Setting(2.0, R(0, 10**6, lo_open=True),
                                   "checkpoint every M minutes of wall time, and at every clean "
                                   "stop"),
-    "seeds": Setting(1, R(1, 10_000, integer=True), "runs per setting: seeds 0..N-1"),
+    "seeds": Setting(1, R(1, 10_000, integer=True), "runs per setting: seeds S..S+N-1, S the "
+                     "--first-seed"),
+    "first_seed": Setting(0, R(0, 2**63 - 10_000, integer=True), "the first seed of a sweep "
+                          "(fresh seeds for a rerun of chosen settings)"),
     "workers": Setting(os.cpu_count() or 1, R(1, 1024, integer=True),
                        "parallel runs on this machine, all its cores by default"),
     "repeats": Setting(7, R(1, 10_000, integer=True), "repeats of the benchmark"),

@@ -80,7 +80,7 @@ def sweep_parser():
                     g._group_actions.remove(a)
         if a.dest == "out":
             a.help = "sweep directory: one run directory per setting, and sweep.json"
-    for name in ("seeds", "workers"):
+    for name in ("seeds", "first_seed", "workers"):
         add_setting(p, name, OPTIONS[name])
     p.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run on Ray: 'local' starts a private local instance, 'auto' or HOST:PORT "
@@ -112,7 +112,7 @@ def expand(args):
             elif v not in choices:
                 raise UsageError(f"--{name}: unknown value {v!r}; accepted: {', '.join(choices)}")
         grids[name] = vals
-    seeds = option(args, "seeds")
+    seeds, first = option(args, "seeds"), option(args, "first_seed")
     n = grid_size(grids, seeds)
     if n > MAX_RUNS:
         raise UsageError(f"the grid has {n:,} runs; a sweep takes at most {MAX_RUNS:,}")
@@ -129,7 +129,7 @@ def expand(args):
                 setattr(ns, k, None)
         if ns.steps is not None and ns.frames is not None and ns.domain in envs.ATARI_DOMAINS:
             raise UsageError("give --steps or --frames, not both")
-        for seed in range(seeds):
+        for seed in range(first, first + seeds):
             ns.seed = str(seed)
             s = settings(ns, strict=False)
             h = settings_hash(s)

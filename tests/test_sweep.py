@@ -113,7 +113,7 @@ def test_ray_sweep_equals_one_by_one(tmp_path, one_by_one):
     (["--alpha", "2^-5,2^x"], "2^x"), (["--alpha", "2^-5,"], "empty"), (["--alpha", ""], "empty"),
     (["--workers", "0"], "--workers 0"), (["--alpha", "2^-5..3^-7"], "range"),
     (["--mu", "2^-3,-1"], "[0, inf)"), (["--tuner", "scalar,adam"], "adam"),
-    (["--seeds", "0"], ">= 1")])
+    (["--seeds", "0"], ">= 1"), (["--first-seed", "-3"], "--first-seed -3")])
 def test_bad_sweep_input_is_one_line_error(args, words, tmp_path):
     r = sweep(*args, "--episodes", "2", "--out", str(tmp_path / "s"), "--quiet")
     assert r.returncode == 2, r.stderr
@@ -132,6 +132,24 @@ def test_network_domain_sweep_equals_one_by_one(tmp_path):
     for tuner in ("none", "mixed"):
         s = run.settings(run.run_parser().parse_args(
             ["--domain", "minatar-breakout", "--tuner", tuner, "--steps", "300"]))
+        d = tmp_path / "single" / run.run_name(s)
+        run.run(s, str(d), quiet=True)
+        assert swept[d.name] == (d / "episodes.csv").read_bytes()
+
+
+def test_first_seed_runs_fresh_seeds_equal_to_single_runs(tmp_path):
+    """--first-seed 20 --seeds 2 makes seeds 20 and 21, each equal to `run.py --seed N`."""
+    grid = ["--alpha", "2^-7", "--mu", "2^-8", "--episodes", "5", "--tuner", "scalar", "--quiet"]
+    r = sweep(*grid, "--seeds", "2", "--first-seed", "20", "--workers", "1",
+              "--out", str(tmp_path / "sweep"))
+    assert r.returncode == 0, r.stderr
+    swept = results(tmp_path / "sweep")
+    seeds = sorted(json.loads((tmp_path / "sweep" / d / "config.json").read_text())["settings"]["seed"]
+                   for d in swept)
+    assert seeds == [20, 21]
+    for seed in ("20", "21"):
+        s = run.settings(run.run_parser().parse_args(
+            ["--alpha", "2^-7", "--mu", "2^-8", "--episodes", "5", "--seed", seed]))
         d = tmp_path / "single" / run.run_name(s)
         run.run(s, str(d), quiet=True)
         assert swept[d.name] == (d / "episodes.csv").read_bytes()
