@@ -62,6 +62,7 @@ DRIFT_ALPHA0, FIG7_DRIFT, FIG7_MU = 2.0 ** -10, 6e-6, 2.0 ** -10                
 TUNER_NAMES = {t.name: t.label for t in mt.TUNER_TABLE}
 TUNER_COLORS = {t.name: t.color for t in mt.TUNER_TABLE}
 BASELINE = tuple(t.name for t in mt.TUNER_TABLE if t.baseline)             # none
+ONE_BETA = tuple(t.name for t in mt.TUNER_TABLE if t.meta and not t.vector)   # one β: Fig. 7 (b)
 BETA_COLUMNS = (("beta_critic", "critic, informative", "C0", "-"),
                 ("beta_critic_noise", "critic, noise", "C0", "--"),
                 ("beta_actor", "actor, informative", "C3", "-"),
@@ -478,6 +479,7 @@ class Curve:
     color: object
     linestyle: str = "-"
     role: str = ""          # e.g. "best constant α" (Fig. 9); rows with a role stay out of spreads
+    under: bool = False     # drawn wide and pale beneath the others, no band: it repeats a curve
 
 
 @dataclass
@@ -714,8 +716,9 @@ def panels_fig9(groups, options):
         finals = [(g, g.final()[0]) for g in none if math.isfinite(g.final()[0])]
         if finals:
             best = max(finals, key=lambda t: t[1])[0]
-            curves.append(Curve(best, f"best constant α={pow2(best.get('alpha'), True)}", "k", ":",
-                                role="best constant α"))
+            shown = any(c.group is best for c in curves)    # then a wide grey band beneath it
+            curves.append(Curve(best, f"best constant α={pow2(best.get('alpha'), True)}", "k",
+                                "-" if shown else ":", role="best constant α", under=shown))
         panels.append(Panel(game, curves))
     if not panels:
         return [], f"domains {', '.join(games(options).values())}, tuner mixed or none"
@@ -732,6 +735,8 @@ class FigSpec:
     by_steps: bool = False
     ncols: int = 3
     share: bool = True      # panels on common axes (one domain per figure)
+    same_y: bool = False    # without shared axes, the return panels on one y-range still
+    suite_title: bool = False   # the title names the suite: ALE, or MinAtar (an analogue)
 
 
 FIGURES = {
@@ -747,11 +752,11 @@ FIGURES = {
     6: FigSpec("Fig. 6: drifting mountain car, α0 = $2^{-10}$, each method at its best µ",
                panels_drifting, K_DRIFT_ALE, ncols=2),
     7: FigSpec("Fig. 7: drifting mountain car, drift 6e-06, α0 = $2^{-10}$", panels_fig7, K_DRIFT_ALE,
-               ncols=2, share=False),
+               ncols=2, share=False, same_y=True),
     8: FigSpec("Fig. 8: α sweep per tuner", panels_fig8, K_DRIFT_ALE, by_steps=True,
-               ncols=2),
+               ncols=2, suite_title=True),
     9: FigSpec("Fig. 9: mixed Metatrace (solid) vs no tuning (dashed)", panels_fig9, K_DRIFT_ALE,
-               by_steps=True, share=False),
+               by_steps=True, share=False, suite_title=True),
 }
 
 
@@ -839,6 +844,10 @@ def draw_return_panel(ax, panel, k, by_steps):
         g = c.group
         label = f"{c.label} ({run_count(g)})"
         curve = group_curve(g, k, by_steps)
+        if curve is not None and c.under:
+            ax.plot(curve[0], curve[1], color=c.color, linestyle="-", lw=5, alpha=0.25, zorder=1,
+                    label=label)
+            continue
         if curve is not None:
             x, m, se, _ = curve
             ax.plot(x, m, color=c.color, linestyle=c.linestyle, lw=1.4, label=label)
@@ -870,7 +879,10 @@ def draw_beta_panel(ax, panel):
     for c in panel.curves:
         g = c.group
         ok = g.ok_runs
-        for col, name, color, ls in BETA_COLUMNS:
+        columns = BETA_COLUMNS
+        if g.get("tuner") in ONE_BETA:      # one β for every weight: one line, named so
+            columns = ((BETA_COLUMNS[0][0], "β (one for every weight)", "C3", "-"),)
+        for col, name, color, ls in columns:
             have = [r for r in ok if col in r.data and len(r.data[col])]
             if not have:
                 continue
@@ -952,6 +964,11 @@ def draw(spec, panels, note, n_runs):
         ax.grid(alpha=0.3)
     for ax in axes[len(panels):]:
         ax.remove()
+    if spec.same_y:         # the return panels on one y-range (Fig. 7 a, c, e)
+        ret = [ax for ax, p in zip(axes, panels) if p.kind == "return"]
+        lo, hi = min(ax.get_ylim()[0] for ax in ret), max(ax.get_ylim()[1] for ax in ret)
+        for ax in ret:
+            ax.set_ylim(lo, hi)
     legends = place_legends(fig, axes[:len(panels)])
     shared = bool(fig.legends)
     width = 4.6 * ncols + (legends[0] if shared else
@@ -1060,12 +1077,24 @@ def lacking_steps(panels):
     return [r for r in runs.values() if len(r.returns) and "steps" not in r.data]
 
 
+def figure_spec(spec, panels, suite):
+    """The spec as drawn: the suite in the title of Figs. 8-9, and one smoothing window for the
+    whole figure, the widest any of its runs needs (compact runs of different bins)."""
+    runs = [r for p in panels for c in p.curves for r in c.group.runs]
+    k = max([window(r, spec.k) * r.bin for r in runs] or [spec.k])
+    title = spec.title
+    if spec.suite_title:
+        head, _, rest = title.partition(":")
+        title = f"{head} ({'MinAtar, an analogue of the ALE figure' if suite == 'minatar' else 'ALE'}):{rest}"
+    return replace(spec, k=k, title=title)
+
+
 def figure_base(out, number, suite="ale"):
     """out/figN, or out/figN_minatar for MinAtar's Figs. 8-9 (so they never overwrite ALE's)."""
     return os.path.join(out, f"fig{number}" + ("_minatar" if suite == "minatar" else ""))
 
 
-def make_figure(number, results, out, suite="ale"):
+def make_figure(number, results, out, suite="ale", name=None):
     """Draw figure `number` from results (a path or a list: folders of run directories or compact
     *_runs.csv files) into out/figN.{png,pdf,_summary.csv} (figN_minatar.* with suite "minatar").
 
@@ -1098,12 +1127,12 @@ def make_figure(number, results, out, suite="ale"):
                           f"have no steps column (first: {lacking[0].path})")
     note = "; ".join(([note] if note else []) + compact_notes(panels, paths))
     n_runs = len({id(r) for p in panels for c in p.curves for r in c.group.runs})
-    fig = draw(spec, panels, note, n_runs)
+    fig = draw(figure_spec(spec, panels, suite), panels, note, n_runs)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise FigureError(f"--out {out} cannot be created ({e.strerror})") from None
-    base = figure_base(out, number, suite)
+    base = os.path.join(out, name) if name else figure_base(out, number, suite)
     fig.savefig(base + ".png", dpi=120)
     fig.savefig(base + ".pdf")
     rows = summary(number, panels)
@@ -1128,6 +1157,9 @@ def parser(prog="figures.py"):
                    help="folders holding run directories, or compact *_runs.csv files "
                         "(docs/compact.py); several may be combined")
     p.add_argument("--out", default="figures", help="output folder (default %(default)s)")
+    p.add_argument("--name", default=None, metavar="BASE",
+                   help="file name of the outputs, without extension (default figN, or "
+                        "figN_minatar with --suite minatar)")
     p.add_argument("--suite", choices=("ale", "minatar"), default=None,
                    help="Figs. 8-9 only: the ALE games (default) or their MinAtar versions")
     return p
@@ -1146,12 +1178,16 @@ def main(argv=None, prog="figures.py"):
             raise FigureError(f"--out {args.out!r} is empty; give a folder (default figures)")
         if args.suite is not None and number not in (8, 9):
             raise FigureError(f"--suite applies to Figs. 8-9 only, not to --fig {number}")
-        fig, rows = make_figure(number, args.results, args.out, args.suite or "ale")
+        if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_.+-]+", args.name):
+            raise FigureError(f"--name {args.name!r} must be a file name of letters, digits and "
+                              "_ . + -, without a folder")
+        fig, rows = make_figure(number, args.results, args.out, args.suite or "ale", args.name)
     except FigureError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     print(format_summary(rows))
-    base = figure_base(args.out, number, args.suite or "ale")
+    base = (os.path.join(args.out, args.name) if args.name
+            else figure_base(args.out, number, args.suite or "ale"))
     print(f"wrote {base}.png, {base}.pdf, {base}_summary.csv")
     return 0
 

@@ -94,8 +94,11 @@ def test_committed_files_redraw_fig6_with_three_panels_and_fig7(tmp_path, capsys
     assert [r["final_return"] for r in rows] == pytest.approx(
         [float(c["final_return"]) for c in committed], rel=ROUNDING)
     beta = [ax for ax in fig.axes if "mean β" in ax.get_title()]
-    assert len(beta) == 3 and len(beta[0].get_lines()) == 4
+    assert len(beta) == 3 and "scalar" in beta[0].get_title() and len(beta[1].get_lines()) == 4
+    assert [ln.get_label() for ln in beta[0].get_lines()] == ["β (one for every weight)"]
     assert beta[0].get_lines()[0].get_xdata()[-1] == 5000
+    returns = [ax for ax in fig.axes if "every µ" in ax.get_title()]
+    assert len(returns) == 3 and len({ax.get_ylim() for ax in returns}) == 1   # one y-range
 
 
 # -------------------------------------------------------------------------- round trip
@@ -273,3 +276,49 @@ def test_obgd_settings_are_compact_keys_only_where_runs_have_them(tmp_path):
     random_runs(tmp_path / "n", n_runs=1)
     plain = compact(tmp_path / "n" / "mountaincar", tmp_path / "n_runs.csv")
     assert not set(open(plain).readline().strip().split(",")) & set(figures.COMPACT_OPTIONAL)
+
+
+# -------------------------------------------------------------------------- issue 22: consistency
+
+def test_fig9_one_window_suite_in_title_and_untuned_curve_visible_under_best(tmp_path):
+    """Fig. 9 from compact files of 10- and 100-episode bins: every panel smoothed over 100
+    episodes; the title names MinAtar; the untuned curve that is also the best constant α stays a
+    dashed curve, with the best-α line a pale band beneath it (not a line drawn over it)."""
+    for game, b in (("minatar-freeway", 10), ("minatar-breakout", 100)):
+        root = tmp_path / game
+        for tuner, alpha, level in (("none", 2.0 ** -6, 5.0), ("none", 2.0 ** -7, 3.0),
+                                    ("mixed", 2.0 ** -6, 6.0), ("mixed", 2.0 ** -7, 6.0)):
+            for seed in (0, 1):
+                write_run(str(root), dict(domain=game, tuner=tuner, alpha=alpha, mu=0.001,
+                                          seed=seed), plateau(level + seed, n=400, ramp=50))
+        compact(root / game, tmp_path / f"{game}_runs.csv", b)
+    files = [str(tmp_path / f"{g}_runs.csv") for g in ("minatar-freeway", "minatar-breakout")]
+    fig, rows = figures.make_figure(9, files, str(tmp_path / "out"), suite="minatar")
+    assert "(MinAtar, an analogue of the ALE figure)" in title(fig)
+    assert {ax.get_ylabel() for ax in fig.axes} == {"return (trailing mean of 100 episodes)"}
+    for ax in fig.axes:
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        dashed = lines["no tuning α=$2^{-6}$ (n=2)"]
+        band = lines["best constant α=$2^{-6}$ (n=2)"]
+        assert dashed.get_linestyle() == "--" and dashed.get_zorder() > band.get_zorder()
+        assert band.get_linewidth() > dashed.get_linewidth() and band.get_alpha() < 0.5
+        np.testing.assert_allclose(band.get_ydata(), dashed.get_ydata())
+    best = [r for r in rows if r["note"] == "best constant α"]
+    assert len(best) == 2 and all(r["alpha0"] == 2.0 ** -6 for r in best)
+
+
+def test_fig8_ale_title_and_name_flag(tmp_path, capsys):
+    for tuner in ("none", "mixed"):
+        write_run(str(tmp_path / "runs"), dict(domain="seaquest", tuner=tuner, alpha=2.0 ** -8,
+                                               mu=0.001, seed=0), plateau(10.0, n=60, ramp=20))
+    out = tmp_path / "out"
+    assert figures.main(["--fig", "8", str(tmp_path / "runs"), "--out", str(out),
+                         "--name", "fig8_seaquest"]) == 0
+    assert sorted(os.listdir(out)) == ["fig8_seaquest.pdf", "fig8_seaquest.png",
+                                       "fig8_seaquest_summary.csv"]
+    assert "wrote " + str(out / "fig8_seaquest") + ".png" in capsys.readouterr().out
+    assert figures.main(["--fig", "8", str(tmp_path / "runs"), "--out", str(out),
+                         "--name", "../x"]) == 2
+    assert "--name '../x'" in capsys.readouterr().err
+    fig, _ = figures.make_figure(8, str(tmp_path / "runs"), str(tmp_path / "o2"))
+    assert title(fig).startswith("Fig. 8 (ALE): α sweep per tuner")
