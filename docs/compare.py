@@ -107,7 +107,10 @@ def main(argv=None):
         if not groups:
             raise figures.FigureError("no runs")
         rows, panels = compare(groups)
-        spec = figures.FigSpec("Each method at its best setting (mean ± s.e. over seeds)", None,
+        domains = {g.get("domain") for g in groups}
+        suite = ("MinAtar: " if all(d.startswith(figures.envs.MINATAR_PREFIX) for d in domains)
+                 else "ALE: " if domains <= set(figures.ALE_GAMES) else "")
+        spec = figures.FigSpec(f"{suite}each method at its best setting (mean ± s.e. over seeds)", None,
                                figures.K_DRIFT_ALE, by_steps=a.steps, share=False)
         n_runs = len({id(r) for pn in panels for c in pn.curves for r in c.group.runs})
         fig = figures.draw(spec, panels, "", n_runs)

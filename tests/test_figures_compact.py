@@ -87,7 +87,10 @@ def test_committed_files_redraw_fig6_with_three_panels_and_fig7(tmp_path, capsys
         assert [float(r["final_return"]) for r in mine] == pytest.approx(
             [float(c["final_return"]) for c in committed], rel=ROUNDING)
     capsys.readouterr()
-    fig, rows = figures.make_figure(7, files[1:2], str(tmp_path / "f7"))
+    six = sorted(os.path.join(COMMITTED, f) for f in os.listdir(COMMITTED)
+                 if f.startswith("fig6_drift6e-6_") and f.endswith("runs.csv"))
+    assert len(six) == 3                    # the grid, and its extensions past the edges
+    fig, rows = figures.make_figure(7, six, str(tmp_path / "f7"))
     committed = read_csv(os.path.join(COMMITTED, "fig7_summary.csv"))
     assert [(r["tuner"], r["mu"], r["best_mu"]) for r in rows] == [
         (c["tuner"], float(c["mu"]), float(c["best_mu"])) for c in committed]
