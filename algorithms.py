@@ -213,3 +213,36 @@ def linear_grads(w, nf, nA, phi, A, phi1, gamma1):
 def delta_of(w, nf, phi, R, phi1, gamma1):
     """delta_t(w) = R + gamma1 V_w(S_{t+1}) - V_w(S_t) (docs/algorithms.md §1.1)."""
     return R + gamma1 * (w[:nf] @ phi1) - w[:nf] @ phi
+
+
+SIGMA_MIN = 1e-3        # §10 G1
+
+
+def gaussian_head(out):
+    """§10 G1-G2: mean mu, std sigma = SIGMA_MIN + softplus(rho) and dsigma/drho of the outputs
+    (mu, rho) of a Gaussian policy's head."""
+    d = len(out) // 2
+    mu, rho = np.asarray(out[:d], float), np.asarray(out[d:2 * d], float)
+    return mu, SIGMA_MIN + np.logaddexp(0.0, rho), 1.0 / (1.0 + np.exp(-rho))
+
+
+def gaussian_entropy(out):
+    """§10 G2: H = sum_i log sigma_i + ½ log(2 pi e)."""
+    _, sigma, _ = gaussian_head(out)
+    return float(np.sum(np.log(sigma) + 0.5 * np.log(2 * np.pi * np.e)))
+
+
+def gaussian_log_prob(out, a):
+    """§10 G3: log pi(a|s) = sum_i -½ ((a_i - mu_i) / sigma_i)^2 - log sigma_i - ½ log 2 pi."""
+    mu, sigma, _ = gaussian_head(out)
+    x = (np.asarray(a, float) - mu) / sigma
+    return float(np.sum(-0.5 * x ** 2 - np.log(sigma) - 0.5 * np.log(2 * np.pi)))
+
+
+def gaussian_cotangents(out, a):
+    """§10 G4-G5: d(½ log pi(a))/d(mu, rho) and dH/d(mu, rho)."""
+    mu, sigma, dsigma = gaussian_head(out)
+    x = (np.asarray(a, float) - mu) / sigma
+    G4 = np.concatenate([0.5 * x / sigma, 0.5 * (x ** 2 - 1.0) / sigma * dsigma])
+    G5 = np.concatenate([np.zeros_like(mu), dsigma / sigma])
+    return G4, G5

@@ -91,11 +91,25 @@ def network(net_name="atari", n_actions=18, repeats=200, dtype=np.float32, seed=
     return median
 
 
+def env_alone(env, steps, seed=0):
+    """Seconds of `steps` environment steps with uniformly random actions (resets included)."""
+    env.action_space.seed(seed)
+    env.reset(seed=seed)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _, _, term, trunc, _ = env.step(env.action_space.sample())
+        if term or trunc:
+            env.reset()
+    return time.perf_counter() - t0
+
+
 def agent_steps(domain, repeats, steps, where, make_runner):
     """Per tuner: median learner time per step split into forward / backward / tuner update, and
-    agent steps/s of the whole loop (emulator included).  The repeats go round the tuners in
-    turn; each repeat starts with 50 unmeasured steps, which bring the caches back from the
-    previous tuner.  make_runner(tuner) -> an object with .agent and .episode(max_steps)."""
+    agent steps/s of the whole loop (emulator included); and the environment's own step, alone
+    with random actions, measured in the same turns (`sim` column: learner / environment).  The
+    repeats go round the tuners in turn; each repeat starts with 50 unmeasured steps, which bring
+    the caches back from the previous tuner.  make_runner(tuner) -> an object with .agent, .env
+    and .episode(max_steps)."""
     print(f"{domain}: median over {repeats} repeats of {steps} agent steps after a warm-up, the "
           f"tuners taking turns; {where}; float32; times in ms per agent step")
     runners = {}
@@ -103,7 +117,11 @@ def agent_steps(domain, repeats, steps, where, make_runner):
         runners[tuner] = make_runner(tuner)
         runners[tuner].episode(64)                           # compile and warm up
     rows = {tuner: [] for tuner in NET_TUNERS}
+    alone = []
+    sim = make_runner(NET_TUNERS[0]).env
+    env_alone(sim, 50)
     for _ in range(repeats):
+        alone.append(env_alone(sim, steps) * 1e3 / steps)
         for tuner in NET_TUNERS:
             runner, done = runners[tuner], [0]
             agent = runner.agent
@@ -119,12 +137,15 @@ def agent_steps(domain, repeats, steps, where, make_runner):
             wall = timed(go, 1, warm, warm=False)[0]
             n = done[0]
             rows[tuner].append([*(agent.clock * 1e3 / n), wall * 1e3 / n, n / wall])
-    print(f"{'tuner':<8}{'forward':>9}{'backward':>10}{'tuner':>8}{'learner':>9}{'env+rest':>10}"
-          f"{'steps/s':>9}")
+    env_ms = float(np.median(alone))
+    print(f"environment alone (random actions): {env_ms:.3f} ms per step")
+    print(f"{'tuner':<14}{'forward':>9}{'backward':>10}{'tuner':>8}{'learner':>9}{'env+rest':>10}"
+          f"{'steps/s':>9}{'learner/env':>13}")
     for tuner in NET_TUNERS:
         med = np.median(np.array(rows[tuner]), axis=0)
-        print(f"{tuner:<8}{med[0]:>9.3f}{med[1]:>10.3f}{med[2]:>8.3f}{med[:3].sum():>9.3f}"
-              f"{med[3] - med[:3].sum():>10.3f}{med[4]:>9.0f}", flush=True)
+        print(f"{tuner:<14}{med[0]:>9.3f}{med[1]:>10.3f}{med[2]:>8.3f}{med[:3].sum():>9.3f}"
+              f"{med[3] - med[:3].sum():>10.3f}{med[4]:>9.0f}{med[:3].sum() / env_ms:>13.2f}",
+              flush=True)
     return 0
 
 

@@ -46,7 +46,9 @@ MinAtar (needs `minatar`, imported on first use):
     (Young & Tian 2019, README: "results ... use the full action set of 6 actions").
     MinAtar has no frame cap; its Freeway ends (terminated) after 2500 frames by its own rule.
 
-Any other registered gymnasium id with a Discrete action space (`make_gym`): a Box vector
+Any other registered gymnasium id with a Discrete action space (a softmax policy) or a 1-D Box
+one with finite bounds (a diagonal Gaussian policy, its actions clipped to the bounds by
+`ClipToBounds`, as gymnasium's ClipAction does; MuJoCo's HalfCheetah-v5, Hopper-v5, ...) (`make_gym`): a Box vector
 observation as float32 (`VectorObs`, for an MLP) or an H x W x C image as float32 C x H x W
 (`ImageObs`, integer pixels scaled to [0, 1]); `gym_net` gives its network and `agent_for(env,
 config)` a NetAgent. Its checkpoints keep the env's np_random between episodes. `TileCoder(low,
@@ -56,7 +58,11 @@ high, tilings, tiles)` turns a bounded Box observation into LinearAgent features
 sizes. Seeding: `make(name, seed=s)` seeds the first `reset()`; `reset(seed=s)` reseeds; either
 way the same seed and the same actions give the same observations and rewards.
 """
+import importlib
+import json
 import math
+import re
+import sys
 from typing import NamedTuple
 
 import gymnasium as gym
@@ -599,6 +605,15 @@ class MinAtarEnv(gym.Env):
         return self._obs(), float(reward), bool(terminal), False, {"score": float(reward)}
 
 
+class ClipToBounds(gym.ActionWrapper):
+    """Continuous actions clipped to the action space's bounds before the env sees them, as
+    gymnasium's ClipAction does, with the bounded space kept (ClipAction widens it to
+    (-inf, inf)), so that the policy head and a saved agent see the real bounds (§10)."""
+
+    def action(self, action):
+        return np.clip(action, self.action_space.low, self.action_space.high)
+
+
 class VectorObs(gym.ObservationWrapper):
     """A Box vector observation as a contiguous float32 array (the MLP's input)."""
 
@@ -802,48 +817,137 @@ class TileCoder:
         return self.base + cells @ self.strides
 
 
+MODULE_ID = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(\S+)")   # gymnasium's "module:id"
+ALLOWED_MODULES = set()    # modules a domain may import: named by the user in this process
+
+
+def split_domain(name):
+    """'pkg.module:EnvId-v0' -> ('pkg.module', 'EnvId-v0'); a plain id -> (None, id)."""
+    m = MODULE_ID.fullmatch(name)
+    return (m.group(1), m.group(2)) if m else (None, name)
+
+
+def allow_module(name):
+    """Let domain `name` import its module: for a name the user gave (the command line, a sweep's
+    grid, the Python API), never for one read from a file (nothing read from disk runs code)."""
+    module, _ = split_domain(name)
+    if module is not None:
+        ALLOWED_MODULES.add(module)
+
+
+def _gym_registered(name):
+    """The gymnasium id of `name` if it is registered, importing its module (module:id, an
+    allowed one) or ale_py (ALE/...) first; None if it is not; ValueError for a module this
+    process may not import or cannot."""
+    module, env_id = split_domain(name)
+    if module is None and env_id.startswith("ALE/") and env_id not in gym.registry:
+        module = "ale_py"                         # registers every ALE id on import
+    if module is not None and module not in sys.modules:
+        if module != "ale_py" and module not in ALLOWED_MODULES:
+            raise ValueError(f"domain {name!r} imports module {module!r}, which was not named "
+                             "on this command line (a stored setting never imports code; give "
+                             "the domain with --domain)")
+        try:
+            importlib.import_module(module)
+        except Exception as e:      # anything its import raises
+            why = str(e).splitlines()[0][:100] if str(e) else ""
+            raise ValueError(f"domain {name!r}: importing module {module!r} failed "
+                             f"({type(e).__name__}: {why})") from None
+    return env_id if env_id in gym.registry else None
+
+
 def is_gym_id(name):
-    """Whether `name` is a registered gymnasium id (and not one of the built-in domains)."""
-    return name not in DOMAINS and name in gym.registry
+    """Whether `name` is a registered gymnasium id (and not one of the built-in domains): an id,
+    a gymnasium 'module:id' whose module registers it, or any ALE id (ALE/Pong-v5, ...)."""
+    if name in DOMAINS:
+        return False
+    try:
+        return _gym_registered(name) is not None
+    except ValueError:
+        return False
 
 
-def check_gym_id(name):
-    """ValueError unless `name` is a registered gymnasium id with a discrete action space and a
-    Box observation of 1 (vector) or 3 (H x W x C image) dimensions -> (obs_shape, n_actions) of
-    the wrapped env."""
-    if not is_gym_id(name):
-        raise ValueError(f"unknown domain {name!r}; accepted: {', '.join(DOMAINS)}, or a "
-                         "registered gymnasium id such as CartPole-v1")
-    return _gym_sizes(name)
+def check_env_kwargs(text):
+    """--env-kwargs: a JSON object of keyword arguments for gymnasium.make -> dict; ValueError
+    naming the value and the accepted form."""
+    try:
+        kw = json.loads(text)
+    except (ValueError, RecursionError):
+        kw = None
+    if not isinstance(kw, dict) or not kw:
+        raise ValueError(f"--env-kwargs {text!r} is not a JSON object of keyword arguments, "
+                         "e.g. '{\"sutton_barto_reward\": true}'")
+    for k in kw:
+        if not k.isidentifier():
+            raise ValueError(f"--env-kwargs: key {k!r} is not a keyword argument name")
+    return kw
+
+
+def policy_of(space):
+    """(policy, size) for an action space: ("softmax", number of actions) for Discrete,
+    ("gaussian", dimensions) for a 1-D Box with finite bounds (docs/algorithms.md §10)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return "softmax", int(space.n)
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1 and space.shape[0] > 0 \
+            and np.isfinite(space.low).all() and np.isfinite(space.high).all():
+        return "gaussian", int(space.shape[0])
+    raise ValueError(f"a {space} action space; metatrace's policies are a softmax over a Discrete "
+                     "space or a diagonal Gaussian over a 1-D Box with finite bounds")
+
+
+def head_size(space):
+    """The policy head's outputs for an action space: logits, or a mean and a std per dimension."""
+    policy, n = policy_of(space)
+    return 2 * n if policy == "gaussian" else n
+
+
+def check_gym_id(name, **kwargs):
+    """ValueError unless `name` is a registered gymnasium id with a Discrete or 1-D Box action
+    space and a Box observation of 1 (vector) or 3 (H x W x C image) dimensions ->
+    (obs_shape, policy head outputs) of the wrapped env."""
+    if name in DOMAINS or _gym_registered(name) is None:
+        raise ValueError(f"unknown domain {name!r}; accepted: {', '.join(DOMAINS)}, a "
+                         "registered gymnasium id such as CartPole-v1 or ALE/Pong-v5, or "
+                         "gymnasium's module:id form (pkg.module:EnvId-v0)")
+    return _gym_sizes(name, **kwargs)
 
 
 _SIZES = {}
 
 
-def _gym_sizes(name):
-    """(obs_shape, n_actions) of a gymnasium id as make_gym wraps it (one env built per id)."""
-    if name not in _SIZES:
-        env = make_gym(name)
-        _SIZES[name] = (env.observation_space.shape, int(env.action_space.n))
+def _gym_sizes(name, **kwargs):
+    """(obs_shape, policy head outputs) of a gymnasium id as make_gym wraps it (one env built per
+    id and keyword arguments)."""
+    key = (name, json.dumps(kwargs, sort_keys=True))
+    if key not in _SIZES:
+        env = make_gym(name, **kwargs)
+        _SIZES[key] = (env.observation_space.shape, head_size(env.action_space))
         env.close()
-    return _SIZES[name]
+    return _SIZES[key]
 
 
-def make_gym(name, seed=None):
-    """A registered gymnasium env with discrete actions, wrapped for the network learner: a
-    float32 vector (VectorObs) or channels-first image (ImageObs) observation, the first reset
-    seeded with `seed`, and info["score"] = reward (SeedAndScore)."""
+def make_gym(name, seed=None, **kwargs):
+    """A registered gymnasium env, wrapped for the network learner: a float32 vector (VectorObs)
+    or channels-first image (ImageObs) observation, continuous actions clipped to their bounds
+    (ClipToBounds; the learner's log pi is of the unclipped action, §10), the first
+    reset seeded with `seed`, and info["score"] = reward (SeedAndScore)."""
+    env_id = _gym_registered(name)
+    if env_id is None:
+        raise ValueError(f"{name!r} is not a registered gymnasium id")
     try:
-        env = gym.make(name)
+        env = gym.make(env_id, **kwargs)
     except Exception as e:   # gymnasium raises many kinds (missing dependency, bad kwargs)
         raise ValueError(f"gymnasium cannot make {name!r} ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:100] if str(e) else ''})") from None
     a, o = env.action_space, env.observation_space
-    if not isinstance(a, gym.spaces.Discrete):
+    try:
+        policy, _ = policy_of(a)
+    except ValueError as e:
         env.close()
-        raise ValueError(f"{name} has a {type(a).__name__} action space; metatrace's policies "
-                         "are softmax over a Discrete action space")
-    if int(a.start) != 0:
+        raise ValueError(f"{name} has {e}") from None
+    if policy == "gaussian":
+        env = ClipToBounds(env)
+    elif int(a.start) != 0:
         env.close()
         raise ValueError(f"{name}'s actions start at {int(a.start)}; expected 0")
     if not (isinstance(o, gym.spaces.Box) and len(o.shape) in (1, 3)):
@@ -865,9 +969,10 @@ def gym_net(obs_shape, n_actions, hidden, layer_norm=False):
 
 
 def agent_for(env, config, hidden=(64, 64), seed=0):
-    """A metatrace.NetAgent for a `make_gym` (or built-in network) environment."""
-    return mt.NetAgent(gym_net(env.observation_space.shape, int(env.action_space.n), hidden),
-                       config, seed=seed)
+    """A metatrace.NetAgent for a `make_gym` (or built-in network) environment: a softmax policy
+    for discrete actions, a diagonal Gaussian for continuous ones (§10)."""
+    return mt.NetAgent(gym_net(env.observation_space.shape, head_size(env.action_space), hidden),
+                       config, seed=seed, policy=policy_of(env.action_space)[0])
 
 
 def make(name, seed=None, **options):
@@ -882,10 +987,9 @@ def make(name, seed=None, **options):
         return make_atari(name, seed=seed, **options)
     if name in MINATAR_DOMAINS:
         return SeedAndScore(MinAtarEnv(name[len(MINATAR_PREFIX):], **options), seed)
-    if is_gym_id(name) and not options:
-        return make_gym(name, seed)
-    raise ValueError(f"unknown domain {name!r}; accepted: {', '.join(DOMAINS)}, or a "
-                     "registered gymnasium id such as CartPole-v1")
+    allow_module(name)             # a name given in Python is the user's own
+    check_gym_id(name, **options)
+    return make_gym(name, seed, **options)
 
 
 _STATE_DTYPES = "biuf"          # array and scalar kinds a saved game state may hold (no objects)
@@ -1131,9 +1235,9 @@ def obs_shape(name, **options):
 
 
 def n_actions(name, **options):
-    """Number of actions of domain `name` (builds and closes one env)."""
+    """Number of actions (or action dimensions) of domain `name` (builds and closes one env)."""
     env = make(name, **options)
-    n = int(env.action_space.n)
+    n = policy_of(env.action_space)[1]
     env.close()
     return n
 

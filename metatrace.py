@@ -47,6 +47,8 @@ model's gradients in blocks), `Transition` (one step's scalars).
 """
 import json
 import math
+import os
+import sys
 import time
 from typing import NamedTuple
 
@@ -1156,6 +1158,26 @@ def load(path):
     return (LinearAgent if meta["kind"] == "linear" else NetAgent).load(path)
 
 
+_ANNOUNCED = set()
+
+
+def compile_note(kernel, prog="metatrace", quiet=False):
+    """One line on stderr when `kernel`'s Numba code is not in the on-disk cache yet (its first
+    call compiles it: tens of seconds, first use on this machine only). Only the first call in a
+    process looks: the command line's own note, quiet or not, silences the agents' after it."""
+    if _ANNOUNCED:
+        return False
+    _ANNOUNCED.add(id(kernel))
+    try:
+        cold = not os.path.exists(kernel._cache._cache_file._index_path)
+    except AttributeError:          # another Numba: say nothing rather than guess
+        cold = False
+    if cold and not quiet:
+        print(f"{prog}: compiling the Numba kernels (first use on this machine only, tens of "
+              "seconds)", file=sys.stderr, flush=True)
+    return cold
+
+
 class LinearAgent:
     """Linear AC(lambda) + tuner on sparse features you supply, one step at a time:
     A = agent.policy(idx, val) at S_t, then agent.learn(R, idx1, val1, gamma1) for S_{t+1}
@@ -1166,6 +1188,7 @@ class LinearAgent:
     uses it), the second draws the agent's actions."""
 
     def __init__(self, config, n_features, n_actions, max_active=64, seed=0):
+        compile_note(linear_step)
         self.config = config
         self.nf, self.n_actions, self.max_active = int(n_features), int(n_actions), int(max_active)
         self.learner = Learner(self.nf * (1 + self.n_actions), config)
@@ -1285,6 +1308,52 @@ def policy_cotangents(pi, logpi, H, A, cot, rH):
             cot[rH, 1 + a] = -pi[a] * (logpi[a] + H)
 
 
+POLICIES = ("softmax", "gaussian")   # §1.1 softmax over discrete actions, §10 diagonal Gaussian
+SIGMA_MIN = 1e-3                       # §10 G1: the floor of the Gaussian's standard deviation
+MEAN, STD, DSTD, ACTION = range(4)     # rows of a Gaussian head's buffer
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+@nb.njit(cache=True)
+def gaussian_policy(out, g):
+    """§10 G1-G2: mean mu = out[:d], std sigma = SIGMA_MIN + softplus(rho), rho = out[d:2d], into
+    g's rows MEAN, STD and DSTD = dsigma/drho; returns the entropy H (float64)."""
+    d = g.shape[1]
+    H = 0.0
+    for i in range(d):
+        rho = np.float64(out[d + i])
+        sp = rho + math.log1p(math.exp(-rho)) if rho > 0.0 else math.log1p(math.exp(rho))
+        g[MEAN, i] = np.float64(out[i])
+        g[STD, i] = SIGMA_MIN + sp
+        g[DSTD, i] = 1.0 / (1.0 + math.exp(-rho))
+        H += math.log(g[STD, i]) + 0.5 * (LOG_2PI + 1.0)
+    return H
+
+
+@nb.njit(cache=True)
+def gaussian_log_prob(g):
+    """§10 G3: log pi(A|S) of the action in g's row ACTION (float64)."""
+    lp = 0.0
+    for i in range(g.shape[1]):
+        x = (g[ACTION, i] - g[MEAN, i]) / g[STD, i]
+        lp -= 0.5 * x * x + math.log(g[STD, i]) + 0.5 * LOG_2PI
+    return lp
+
+
+@nb.njit(cache=True)
+def gaussian_cotangents(g, cot, rH):
+    """§10 G4-G5, in place: row 0 d(log pi(A)/2)/d(mu, rho) (column 0 holds dV = 1, so row 0 yields
+    g^U) and, if rH > 0, row rH dH/d(mu, rho) = (0, dsigma/drho / sigma)."""
+    d = g.shape[1]
+    for i in range(d):
+        x = (g[ACTION, i] - g[MEAN, i]) / g[STD, i]
+        cot[0, 1 + i] = 0.5 * x / g[STD, i]
+        cot[0, 1 + d + i] = 0.5 * (x * x - 1.0) / g[STD, i] * g[DSTD, i]
+        if rH > 0:
+            cot[rH, 1 + i] = 0.0
+            cot[rH, 1 + d + i] = g[DSTD, i] / g[STD, i]
+
+
 @nb.njit(cache=True)
 def _same(a, b):
     """a == b element for element (a any shape, b flat)."""
@@ -1310,6 +1379,18 @@ def _net_policy(table, wt, buf, w, obs, same_obs, pi, logpi, rng):
 
 
 @nb.njit(cache=True)
+def _net_gaussian(table, wt, buf, w, obs, same_obs, g, rng, greedy):
+    """Forward pass at S_t (§1.5), the Gaussian's rows in g and A = mu + sigma eps (eps ~ N(0, 1)
+    per dimension; A = mu if greedy) in g's row ACTION -> (V(S_t), H(S_t))."""
+    nets.forward_kernel(table, wt, w, obs, buf, same_obs)
+    V, out = nets.head(wt, buf, 2 * g.shape[1])
+    H = gaussian_policy(out, g)
+    for i in range(g.shape[1]):
+        g[ACTION, i] = g[MEAN, i] if greedy else g[MEAN, i] + g[STD, i] * rng.standard_normal()
+    return np.float64(V), H
+
+
+@nb.njit(cache=True)
 def _net_greedy(table, wt, buf, w, obs, pi, logpi):
     """The most probable action at obs (forward pass in (wt, buf); no learning state touched)."""
     nets.forward_kernel(table, wt, w, obs, buf, False)
@@ -1320,8 +1401,9 @@ def _net_greedy(table, wt, buf, w, obs, pi, logpi):
 
 class NetBufs(NamedTuple):
     """What one network step reads and writes besides the learner state: the net's layer table,
-    the workspaces at S_t (ws0) and S_{t+1} (ws1), the cotangents and gradients, and the dense
-    layer's factors (x0, f0 at S_t; x1, f1 at S_{t+1})."""
+    the workspaces at S_t (ws0) and S_{t+1} (ws1), the cotangents and gradients, the policy's
+    buffers at S_t (pi, log pi of a softmax; a Gaussian's rows MEAN, STD, DSTD, ACTION in gauss,
+    0 columns for a softmax) and the dense layer's factors (x0, f0 at S_t; x1, f1 at S_{t+1})."""
     table: np.ndarray
     ws0: tuple
     ws1: tuple
@@ -1333,6 +1415,7 @@ class NetBufs(NamedTuple):
     rH: int
     pi: np.ndarray
     logpi: np.ndarray
+    gauss: np.ndarray
     last1: np.ndarray
     gH: np.ndarray
     gV: np.ndarray
@@ -1358,7 +1441,10 @@ def net_learn(phases, nb_, st, hp, tr, obs1):
     table, gamma1, need_d = nb_.table, tr.gamma1, hp.dots
     (wt0, buf0), (wt1, buf1) = nb_.ws0, nb_.ws1
     if phases & 1:
-        policy_cotangents(nb_.pi, nb_.logpi, tr.H0, tr.A, nb_.cot, nb_.rH)
+        if nb_.gauss.shape[1]:
+            gaussian_cotangents(nb_.gauss, nb_.cot, nb_.rH)
+        else:
+            policy_cotangents(nb_.pi, nb_.logpi, tr.H0, tr.A, nb_.cot, nb_.rH)
         nets.vjp_kernel(table, wt0, w, buf0, nb_.cot, nb_.G, nb_.lazy)
     if phases & 2 and gamma1 != 0.0:
         nets.forward_kernel(table, wt1, w, obs1, buf1, False)
@@ -1382,14 +1468,14 @@ def net_learn(phases, nb_, st, hp, tr, obs1):
 
 
 @nb.njit(cache=True)
-def net_step(phases, table, wt0, buf0, wt1, buf1, cot, cot1, G, G1, lazy, rH, pi, logpi, last1,
-             gH, gV, x0, x1, fU, fH, fV, fV1, one, acc, lo, hi, W, s, ist, vt, act, in_act, hp,
-             A, R, gamma1, V0, H0, obs1):
+def net_step(phases, table, wt0, buf0, wt1, buf1, cot, cot1, G, G1, lazy, rH, pi, logpi, gauss,
+             last1, gH, gV, x0, x1, fU, fH, fV, fV1, one, acc, lo, hi, W, s, ist, vt, act, in_act,
+             hp, A, R, gamma1, V0, H0, obs1):
     """`net_learn` with flat arguments: the network model's one Python -> Numba call per step.
     Flat, because Numba's dispatcher types a tuple argument member by member in Python: the
     bundles cost about 30 us a step here (a MinAtar step is 100-250 us; docs/performance.md)."""
-    nb_ = NetBufs(table, (wt0, buf0), (wt1, buf1), cot, cot1, G, G1, lazy, rH, pi, logpi, last1,
-                  gH, gV, x0, x1, fU, fH, fV, fV1, one, acc, lo, hi)
+    nb_ = NetBufs(table, (wt0, buf0), (wt1, buf1), cot, cot1, G, G1, lazy, rH, pi, logpi, gauss,
+                  last1, gH, gV, x0, x1, fU, fH, fV, fV1, one, acc, lo, hi)
     return net_learn(phases, nb_, State(W, s, ist, vt, act, in_act), hp,
                      Transition(A, R, gamma1, V0, H0), obs1)
 
@@ -1408,7 +1494,13 @@ class NetAgent:
     learning (its own workspace and generator).
     """
 
-    def __init__(self, net, config, seed=0, dtype=np.float32, sparsity=0.0):
+    def __init__(self, net, config, seed=0, dtype=np.float32, sparsity=0.0, policy="softmax"):
+        compile_note(net_step)
+        if policy not in POLICIES:
+            raise ValueError(f"policy {policy!r}; accepted: {', '.join(POLICIES)}")
+        if policy == "gaussian" and net.n_actions % 2:
+            raise ValueError(f"a Gaussian policy needs a mean and a std output per action "
+                             f"dimension; the net has {net.n_actions} outputs besides V")
         self.net, self.config, self.dtype = net, config, np.dtype(dtype)
         init_ss, agent_ss = np.random.SeedSequence(seed).spawn(2)
         self.rng = np.random.default_rng(agent_ss)
@@ -1441,7 +1533,9 @@ class NetAgent:
         self.acc = np.zeros(max(self.lo, n - self.hi, ly.fan_out), dtype)
         self.last1 = np.zeros(int(np.prod(net.obs_shape)), dtype)    # S_{t+1} of the last learn
         self.fresh1 = False                       # ws[1 - cur] holds forward(last1)
-        self.pi, self.logpi = np.zeros(A), np.zeros(A)
+        gaussian = policy == "gaussian"
+        self.pi, self.logpi = np.zeros(0 if gaussian else A), np.zeros(0 if gaussian else A)
+        self.gauss = np.zeros((4, A // 2 if gaussian else 0))    # rows MEAN, STD, DSTD, ACTION
         self.V0 = self.H0 = self.delta = 0.0          # self.delta: the last learn's TD error
         self.A, self.policy_calls = -1, 0
         L = self.learner
@@ -1457,7 +1551,7 @@ class NetAgent:
         ws0, ws1 = self.ws[cur], self.ws[1 - cur]
         return NetBufs(self.net.table, (ws0.table, ws0.buf), (ws1.table, ws1.buf), self.cot,
                        self.cot1, self.G, self.G1, self.lazy, self.rH, self.pi, self.logpi,
-                       self.last1, self.gH, self.gV, x0, x1, f0[0],
+                       self.gauss, self.last1, self.gH, self.gV, x0, x1, f0[0],
                        f0[self.rH] if self.rH else self.zc, f0[self.rV] if self.need_d else self.zc,
                        f1[0], self.one, self.acc, self.lo, self.hi)
 
@@ -1472,16 +1566,27 @@ class NetAgent:
                              f"shape {self.net.obs_shape} and dtype {self.dtype}")
         return np.ascontiguousarray(obs)
 
+    @property
+    def gaussian(self):
+        """Whether the policy is a diagonal Gaussian (§10) rather than a softmax."""
+        return self.gauss.shape[1] > 0
+
     def policy(self, obs):
-        """Forward pass at S_t with w_t; returns A ~ pi(.|S_t), remembered for the next `learn`."""
+        """Forward pass at S_t with w_t; returns A ~ pi(.|S_t), remembered for the next `learn`:
+        an int (softmax) or a float64 vector (Gaussian, unclipped: §10)."""
         obs = self._check(obs)
         t0 = time.perf_counter() if self.clock is not None else 0.0
         same = self.fresh1 and _same(obs, self.last1)
         if same:
             self.cur = 1 - self.cur
         ws = self.ws[self.cur]
-        A, self.V0, self.H0 = _net_policy(self.net.table, ws.table, ws.buf, self.w, obs, same,
-                                          self.pi, self.logpi, self.rng)
+        if self.gaussian:
+            self.V0, self.H0 = _net_gaussian(self.net.table, ws.table, ws.buf, self.w, obs, same,
+                                             self.gauss, self.rng, False)
+            A = self.gauss[ACTION].copy()
+        else:
+            A, self.V0, self.H0 = _net_policy(self.net.table, ws.table, ws.buf, self.w, obs, same,
+                                              self.pi, self.logpi, self.rng)
         self.fresh1 = False
         self.A = A
         self.policy_calls += 1
@@ -1493,6 +1598,12 @@ class NetAgent:
         """An action at obs with no effect on learning: a sample of pi (from `rng`, default a
         fresh generator) or, greedy, its most probable action."""
         obs = self._check(obs)
+        if self.gaussian:
+            g = np.zeros_like(self.gauss)
+            rng = rng if rng is not None else np.random.default_rng()
+            _net_gaussian(self.net.table, self.ws_act.table, self.ws_act.buf, self.w, obs, False,
+                          g, rng, greedy)
+            return g[ACTION].copy()
         ws, pi, logpi = self.ws_act, np.zeros(self.net.n_actions), np.zeros(self.net.n_actions)
         if greedy:
             return int(_net_greedy(self.net.table, ws.table, ws.buf, self.w, obs, pi, logpi))
@@ -1510,6 +1621,9 @@ class NetAgent:
         obs1 = self._check(obs1)
         clock = self.clock
         args = self.learn_args(A, R, obs1, gamma1)
+        if self.gaussian and not np.isfinite(self.gauss[ACTION]).all():
+            self.delta, self.fresh1 = math.nan, False      # the policy itself has diverged
+            return False
         if clock is None:
             ok, self.delta = net_step(15, *args)
         else:
@@ -1521,7 +1635,14 @@ class NetAgent:
         return ok
 
     def learn_args(self, A, R, obs1, gamma1):
-        """The arguments of net_step after the phase mask."""
+        """The arguments of net_step after the phase mask (a Gaussian's action goes into its row
+        ACTION, log pi is of that unclipped action: §10)."""
+        if self.gaussian:
+            a = np.asarray(A, dtype=np.float64)
+            if a.shape != self.gauss[ACTION].shape:
+                raise ValueError(f"action {A!r}: expected {self.gauss.shape[1]} numbers")
+            self.gauss[ACTION] = a
+            A = 0
         return (*self.flat[self.cur], int(A), float(R), float(gamma1), self.V0, self.H0, obs1)
 
     def gradients(self):
@@ -1549,7 +1670,10 @@ class NetAgent:
         between `learn` and the next `policy`."""
         if self.policy_calls:
             raise HandoffError("save between learn (or end_episode) and the next policy call")
-        save_agent(path, "net", self.learner, self.rng, nets.spec(self.net), extra, run)
+        shape = nets.spec(self.net)
+        if self.gaussian:
+            shape["policy"] = "gaussian"
+        save_agent(path, "net", self.learner, self.rng, shape, extra, run)
 
     @classmethod
     def load(cls, path):
@@ -1568,7 +1692,10 @@ class NetAgent:
             raise ValueError(f"{path}: dtype {meta['dtype']!r} is not a dtype") from None
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"{path}: dtype {dtype} is not float32 or float64")
-        agent = cls(net, meta["config"], dtype=dtype)
+        policy = meta["shape"].get("policy", "softmax")
+        if policy not in POLICIES:
+            raise ValueError(f"{path}: policy {policy!r} is not one of {', '.join(POLICIES)}")
+        agent = cls(net, meta["config"], dtype=dtype, policy=policy)
         restore(agent, meta, arrays)
         agent.fresh1 = False
         return agent

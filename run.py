@@ -88,14 +88,7 @@ def run(s, out, quiet=False, resume=False, harness=Harness()):
 
 def compile_note(net, quiet):
     """One line on stderr when the run's Numba kernels are not in the on-disk cache yet."""
-    fn = mt.net_step if net else envs.mc_episode
-    try:
-        cold = not os.path.exists(fn._cache._cache_file._index_path)
-    except AttributeError:          # another Numba: say nothing rather than guess
-        cold = False
-    if cold and not quiet:
-        print("run.py: compiling the Numba kernels (first run on this machine only, tens of "
-              "seconds)", file=sys.stderr, flush=True)
+    mt.compile_note(mt.net_step if net else envs.mc_episode, schema.prog(), quiet)
 
 
 def tensorboard_writer():
@@ -336,15 +329,26 @@ def main_run(argv):
     return 130
 
 
+STABILIZER_FLAGS = ("--sparse-init", "--layer-norm", "--normalize-obs", "--scale-reward")
+BENCH_CONTINUOUS = {"none": "2^-10", "obgd": "1", "adaptive_obgd": "1"}   # else alpha0 2^-8
+
+
 def main_bench(argv):
     """`python run.py bench`: median agent steps/s (environment included) per tuner, one core."""
-    p = Parser(prog="run.py bench", description=main_bench.__doc__)
-    p.add_argument("--domain", default="mountaincar", choices=envs.DOMAINS)
+    p = Parser(prog=f"{schema.prog()} bench", description=main_bench.__doc__)
+    p.add_argument("--domain", default="mountaincar", metavar="DOMAIN",
+                   help="a built-in domain or a gymnasium id (default mountaincar)")
+    p.add_argument("--hidden", default=None, metavar="W1,W2",
+                   help="gymnasium ids: the MLP's hidden widths (default that of a run)")
     add_setting(p, "repeats", OPTIONS["repeats"])
     p.add_argument("--episodes", default=None, help="mountain car: episodes per repeat (200)")
     p.add_argument("--steps", default=None, help="network domains: agent steps per repeat (300)")
     add_setting(p, "threads", OPTIONS["threads"])
     args = p.parse_args(join_numbers(argv))
+    envs.allow_module(args.domain)
+    schema.check_domain(args.domain)
+    if args.hidden is not None and not envs.is_gym_id(args.domain):
+        raise UsageError(f"--hidden does not apply to domain {args.domain}")
     if args.episodes is not None and is_net(args.domain):
         raise UsageError(f"--episodes does not apply to domain {args.domain}; it takes --steps")
     if args.steps is not None and not is_net(args.domain):
@@ -362,9 +366,18 @@ def main_bench(argv):
     import bench
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     if is_net(args.domain):
+        continuous = envs.is_gym_id(args.domain) and \
+            envs.policy_of(envs.make(args.domain).action_space)[0] == "gaussian"
+        if continuous:
+            print(f"{args.domain}: with the four stabilizers and alpha {BENCH_CONTINUOUS}, the "
+                  "other settings at their defaults (at the defaults alone it diverges at once)")
+
         def make_runner(tuner):
-            return NetRunner(settings(run_parser().parse_args(["--domain", args.domain,
-                                                               "--tuner", tuner])))
+            flags = ["--domain", args.domain, "--tuner", tuner]
+            flags += [] if args.hidden is None else ["--hidden", args.hidden]
+            if continuous:
+                flags += [*STABILIZER_FLAGS, "--alpha", BENCH_CONTINUOUS.get(tuner, "2^-8")]
+            return NetRunner(settings(run_parser().parse_args(flags)))
         return bench.agent_steps(args.domain, repeats, checked("steps", args.steps), where,
                                  make_runner)
 
@@ -410,18 +423,25 @@ def load_run_agent(out):
 def main_evaluate(argv):
     """`run.py evaluate OUT --episodes N [--greedy]`: the trained agent of run OUT on fresh
     environment seeds, without learning; prints the mean return (game score) and its s.e."""
-    p = Parser(prog="run.py evaluate", description=main_evaluate.__doc__)
+    p = Parser(prog=f"{schema.prog()} evaluate", description=main_evaluate.__doc__)
     p.add_argument("out", metavar="OUT", help="a finished run's directory (holds agent.npz)")
     p.add_argument("--episodes", default="10", metavar="N",
                    help="evaluation episodes (default 10); integers >= 1 and <= 1,000,000")
     p.add_argument("--greedy", action="store_true",
                    help="the most probable action (default: actions sampled from pi)")
+    p.add_argument("--domain", default=None, metavar="MODULE:ID",
+                   help="the run's domain, needed for a gymnasium module:id domain: its module is "
+                        "imported only when named here (a stored setting never imports code)")
     args = p.parse_args(argv)
+    if args.domain is not None:
+        envs.allow_module(args.domain)
     n = parse_number(args.episodes, "episodes")
     if not mt.Range(1, 10**6, integer=True).ok(n):
         raise UsageError(f"--episodes {args.episodes} is outside the accepted range integers "
                          ">= 1 and <= 1,000,000")
     s, agent, signs = load_run_agent(args.out)
+    if args.domain is not None and args.domain != s["domain"]:
+        raise UsageError(f"--domain {args.domain} is not the run's domain {s['domain']}")
     returns = evaluate_returns(agent, signs, s, int(n), args.greedy, (2,))
     m, se = mean_se(returns)
     game = s["domain"] in envs.ATARI_DOMAINS + envs.MINATAR_DOMAINS
@@ -435,12 +455,15 @@ def main(argv=None):
     """Dispatch `run.py [bench|sweep|figures|plot|evaluate] ...`; bad input -> one line on
     stderr, exit 2."""
     argv = sys.argv[1:] if argv is None else argv
+    if list(argv) == ["--version"]:
+        print(f"{schema.prog()} {mt.__version__}")
+        return 0
     try:
         if argv and argv[0] == "evaluate":
             return main_evaluate(argv[1:])
         if argv and argv[0] == "plot":
             import figures
-            return figures.plot_main(argv[1:], prog="run.py plot")
+            return figures.plot_main(argv[1:], prog=f"{schema.prog()} plot")
         if argv and argv[0] == "bench":
             return main_bench(argv[1:])
         if argv and argv[0] == "sweep":
@@ -448,11 +471,10 @@ def main(argv=None):
             return sweep.main_sweep(argv[1:])
         if argv and argv[0] == "figures":
             import figures
-            return figures.main(argv[1:], prog="run.py figures")
+            return figures.main(argv[1:], prog=f"{schema.prog()} figures")
         return main_run(argv)
     except UsageError as e:
-        prog = "metatrace" if os.path.basename(sys.argv[0]) == "metatrace" else "run.py"
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{schema.prog()}: error: {e}", file=sys.stderr)
         return 2
 
 

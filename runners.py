@@ -20,7 +20,8 @@ def make_env(s, seed=None, moments=None):
     the normalization wrappers the run asks for.  moments: an evaluation's environment, whose
     observations are standardized by these frozen statistics (envs.RunningMoments) and whose
     rewards are not scaled."""
-    opts = {"clip_rewards": s["clip_rewards"]} if s["domain"] in envs.ATARI_DOMAINS else {}
+    opts = ({"clip_rewards": s["clip_rewards"]} if s["domain"] in envs.ATARI_DOMAINS
+            else dict(s.get("env_kwargs") or {}))
     env = envs.make(s["domain"], seed=s["seed"] if seed is None else seed, **opts)
     if s.get("normalize_obs"):
         env = envs.NormalizeObservation(env, frozen=moments)
@@ -32,7 +33,7 @@ def make_env(s, seed=None, moments=None):
 def make_net(s, env):
     """The network of a run: the paper's Atari net, MinAtar's, or envs.gym_net for a gymnasium id."""
     import nets
-    shape, A, ln = env.observation_space.shape, int(env.action_space.n), bool(s.get("layer_norm"))
+    shape, A, ln = env.observation_space.shape, envs.head_size(env.action_space), bool(s.get("layer_norm"))
     if envs.is_gym_id(s["domain"]):
         return envs.gym_net(shape, A, s["hidden"], layer_norm=ln)
     if s["domain"] in envs.MINATAR_DOMAINS:
@@ -84,7 +85,8 @@ class NetRunner:
         self.env = make_env(s)
         self.obs, _ = self.env.reset(seed=s["seed"])
         self.agent = mt.NetAgent(make_net(s, self.env), config_of(s), seed=s["seed"],
-                                 sparsity=SPARSITY if s.get("sparse_init") else 0.0)
+                                 sparsity=SPARSITY if s.get("sparse_init") else 0.0,
+                                 policy=envs.policy_of(self.env.action_space)[0])
         self.learner = self.agent.learner
         self.gamma, self.boot_at_limit = s["gamma"], s["timeout_bootstrap"]
         self.last = envs.EpisodeStats()
@@ -103,7 +105,8 @@ class NetRunner:
 
     def warm_up(self):
         """Compile (or load) the step's kernels on a throwaway agent: no state of this run."""
-        agent = mt.NetAgent(self.agent.net, self.agent.config, seed=0)
+        agent = mt.NetAgent(self.agent.net, self.agent.config, seed=0,
+                            policy="gaussian" if self.agent.gaussian else "softmax")
         obs = np.zeros(agent.net.obs_shape, agent.dtype)
         for gamma1 in (self.gamma, 0.0):
             agent.learn(agent.policy(obs), 0.0, obs, gamma1)

@@ -10,9 +10,11 @@ same rules), metatrace's Config (`config_of`) and a run's directory name (`run_n
 """
 import argparse
 import decimal
+import json
 import math
 import os
 import re
+import sys
 from typing import NamedTuple
 
 import envs
@@ -50,12 +52,21 @@ class Widths(NamedTuple):
         return f"a comma list of 1 to {self.most} integers in [{self.lo}, {self.hi}]"
 
 
+class Kwargs(NamedTuple):
+    """Accepted values of --env-kwargs: a JSON object of gymnasium.make keyword arguments."""
+
+    def words(self):
+        return "a JSON object of keyword arguments for gymnasium.make"
+
+
 GYM_HIDDEN = (64, 64)       # README "Any gymnasium environment": chosen from a CartPole pilot
 
 
 RUN_SETTINGS = {  # every setting that changes a result (docs/algorithms.md §6)
-    "domain": Setting("mountaincar", envs.DOMAINS, "the problem: a built-in domain or any "
-                      "registered gymnasium id with discrete actions (CartPole-v1, ...)"),
+    "domain": Setting("mountaincar", envs.DOMAINS, "the problem: a built-in domain, any "
+                      "registered gymnasium id with discrete or continuous actions (CartPole-v1, "
+                      "HalfCheetah-v5, ALE/Pong-v5, ...), or gymnasium's module:id form "
+                      "(pkg.module:EnvId-v0 imports pkg.module first)"),
     "tuner": Setting(_families(_P.tuner, _N.tuner), mt.TUNERS,
                      "step-size tuner (" + "; ".join(f"{t.name}: {t.summary}"
                                                      for t in mt.TUNER_TABLE) + ")"),
@@ -71,6 +82,8 @@ RUN_SETTINGS = {  # every setting that changes a result (docs/algorithms.md §6)
     "episodes": Setting(1000, R(1, 10**9, integer=True), "episodes", "linear"),
     "steps": Setting({"ale": 12_500_000, "minatar": 5_000_000, "gym": 100_000},
                      R(1, 10**12, integer=True), "agent steps", "network"),
+    "env_kwargs": Setting(None, Kwargs(), "keyword arguments for gymnasium.make, as JSON "
+                          "('{\"sutton_barto_reward\": true}'); part of the run's settings", "gym"),
     "hidden": Setting({"gym": GYM_HIDDEN}, Widths(), "hidden dense layers' widths (SiLU; "
                       "after the conv layers on an image)", "gym"),
     "frames": Setting(None, R(1, 4 * 10**12, integer=True),
@@ -244,6 +257,8 @@ def add_setting(p, name, s):
     if name == "domain":
         p.add_argument(flag(name), default=None, metavar="DOMAIN",
                        help=f"{text} (default {s.default}; built in: {', '.join(s.accepted)})")
+    elif isinstance(s.accepted, Kwargs):
+        p.add_argument(flag(name), default=None, metavar="JSON", help=f"{text}; {s.accepted.words()}")
     elif isinstance(s.accepted, Widths):
         p.add_argument(flag(name), default=None, metavar="W1,W2",
                        help=f"{text} (default {default_words(name)}); {s.accepted.words()}")
@@ -281,10 +296,16 @@ def join_numbers(argv):
     return out
 
 
+def prog():
+    """The command's name in usage lines and errors: metatrace when run as the installed
+    command, run.py otherwise."""
+    return "metatrace" if os.path.basename(sys.argv[0]) == "metatrace" else "run.py"
+
+
 def run_parser(description=None):
     """Flags of a single run, generated from RUN_SETTINGS and OPTIONS; None = not given.
     description: the usage text of --help (run.py's docstring)."""
-    p = Parser(prog="run.py", description=description,
+    p = Parser(prog=prog(), description=description,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, s in RUN_SETTINGS.items():
         add_setting(p, name, s)
@@ -346,12 +367,17 @@ def refuse(name, args):
     raise UsageError(f"{flag(name)} does not apply to {why}{hint}")
 
 
-def settings(args, strict=True):
+def settings(args, strict=True, user=True):
     """The validated settings of a run as a plain dict: every setting that changes a result,
     with the ones that do not apply to the domain and tuner at one canonical value.
-    strict: a flag given that does not apply is an error (a single run; a sweep checks itself)."""
+    strict: a flag given that does not apply is an error (a single run; a sweep checks itself).
+    user: the flags are the user's own (a command line), so a module:id domain may import its
+    module; False for settings read from a file (stored_settings), which never import code."""
     domain, tuner = args.domain, tuner_of(args)
-    check_domain(domain)
+    if user:
+        envs.allow_module(domain)
+    kwargs = parse_env_kwargs(args.env_kwargs) if args.env_kwargs is not None else None
+    check_domain(domain, kwargs)
     for k in NUMBERS + DOMAIN_FLAGS:       # a malformed value is reported before anything else
         if k in RANGES and isinstance(getattr(args, k, None), str):
             checked(k, getattr(args, k))
@@ -388,6 +414,8 @@ def settings(args, strict=True):
         if envs.is_gym_id(domain):          # only here, so built-in runs keep their identity
             s["hidden"] = list(parse_widths(args.hidden) if args.hidden is not None
                                else default("hidden", domain))
+            if kwargs is not None:          # only when given, so other runs keep their identity
+                s["env_kwargs"] = kwargs
     else:
         s.update(episodes=value("episodes"))
     try:
@@ -428,6 +456,10 @@ def stored_settings(s, where, complete=True):
             if not (isinstance(v, list) and all(type(x) is int for x in v)):
                 bad(f"setting hidden is {v!r}, not a list of widths")
             argv += ["--hidden", ",".join(map(str, v))]
+        elif k == "env_kwargs":
+            if not isinstance(v, dict):
+                bad(f"setting env_kwargs is {v!r}, not a table")
+            argv += ["--env-kwargs", json.dumps(v)]
         elif k in RANGES and v is not None:
             if type(v) not in (int, float) or (RANGES[k].integer and type(v) is not int):
                 bad(f"setting {k} is {v!r}, not {'an integer' if RANGES[k].integer else 'a number'}")
@@ -441,7 +473,7 @@ def stored_settings(s, where, complete=True):
             bad(f"setting seed is {s.get('seed', '(absent)')!r}, not an integer")
         return s
     try:
-        again = settings(run_parser().parse_args(argv))
+        again = settings(run_parser().parse_args(argv), user=False)
     except (UsageError, SystemExit) as e:
         bad(str(e) if isinstance(e, UsageError) else "its settings are not flags of a run")
     k = differing(s, again)
@@ -451,13 +483,22 @@ def stored_settings(s, where, complete=True):
     return s
 
 
-def check_domain(domain):
-    """UsageError unless `domain` is built in or a usable gymnasium id (envs.check_gym_id)."""
+def check_domain(domain, kwargs=None):
+    """UsageError unless `domain` is built in or a usable gymnasium id (envs.check_gym_id), made
+    with `kwargs` (--env-kwargs) where given."""
     if domain not in envs.DOMAINS:
         try:
-            envs.check_gym_id(domain)
+            envs.check_gym_id(domain, **(kwargs or {}))
         except ValueError as e:
             raise UsageError(f"--domain: {e}") from None
+
+
+def parse_env_kwargs(text):
+    """--env-kwargs JSON -> dict; UsageError naming the value and the accepted form."""
+    try:
+        return envs.check_env_kwargs(text)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def parse_widths(text):

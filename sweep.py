@@ -22,7 +22,7 @@ import time
 
 import envs
 import metatrace as mt
-from schema import (DOMAIN_FLAGS, MAX_RUNS, OPTIONS, _NUMBER, add_setting, applies, check_domain,
+from schema import (prog, DOMAIN_FLAGS, MAX_RUNS, OPTIONS, _NUMBER, add_setting, applies, check_domain,
                     checked, flag, is_net, join_numbers, option, run_name, settings, tuner_of)
 from store import (RunLock, UsageError, check_out, check_whole, differing, out_flag,
                    read_config, settings_hash, write_json)
@@ -64,7 +64,7 @@ def parse_grid(text, name):
 def sweep_parser():
     """Flags of `run.py sweep`: the run flags, each numeric one taking a grid."""
     p = run_parser()
-    p.prog = "run.py sweep"
+    p.prog = f"{prog()} sweep"
     p.description = main_sweep.__doc__
     p.formatter_class = argparse.HelpFormatter
     for a in list(p._actions):
@@ -108,6 +108,7 @@ def expand(args):
         vals = [v.strip() for v in getattr(args, name).split(",")]
         for v in vals:
             if name == "domain":
+                envs.allow_module(v)          # the user's own grid
                 check_domain(v)
             elif v not in choices:
                 raise UsageError(f"--{name}: unknown value {v!r}; accepted: {', '.join(choices)}")
@@ -169,6 +170,7 @@ def _worker_init(parent):
 
 def sweep_task(s, out, opts):
     """One run of a sweep (resumes an unfinished one) -> (status, mean return of last 100)."""
+    envs.allow_module(s["domain"])    # s is the sweep's own grid, not read from a file
     meta = run(s, out, quiet=True, resume=True, harness=opts)
     return meta["status"], meta.get("mean_return_last100")
 

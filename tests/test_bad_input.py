@@ -78,7 +78,7 @@ E = ["--episodes", "2", "--quiet"]
 MB = ["--domain", "minatar-breakout", "--steps", "10", "--quiet"]
 CP = ["--domain", "CartPole-v1", "--steps", "10", "--quiet"]
 CASES = [  # (argv, words the line must hold, set-up)
-    (["--domain", "Pendulum-v1", "--steps", "10", "--quiet"], "Box action space", None),
+    (["--domain", "Blackjack-v1", "--steps", "10", "--quiet"], "observation space", None),
     (["--domain", "NoSuchEnv-v9", "--steps", "10", "--quiet"], "NoSuchEnv-v9", None),
     ([*CP, "--hidden", "0"], "--hidden 0 is not", None),
     ([*CP, "--hidden", "64,x"], "--hidden 64,x is not", None),

@@ -69,9 +69,14 @@ STREAM = ["--domain", "minatar-breakout", "--tuner", "adaptive_obgd", "--alpha",
           "--eval-episodes", "2"]
 
 
+MUJOCO = ["--domain", "Hopper-v5", "--tuner", "mixed", "--alpha", "2^-10", "--steps", "4000",
+          "--seed", "3", "--quiet", "--checkpoint-every", "5", "--normalize-obs", "--scale-reward",
+          "--eval-every", "40", "--eval-episodes", "2"]
+
+
 @pytest.mark.parametrize("args,kills,span", [(MC, 4, 60), (MINATAR, 3, 8), (ALE, 1, 1),
-                                             (CARTPOLE, 3, 60), (STREAM, 3, 8)],
-                         ids=["mountaincar", "minatar", "ale", "gymnasium", "stream-ac"])
+                                             (CARTPOLE, 3, 60), (STREAM, 3, 8), (MUJOCO, 3, 20)],
+                         ids=["mountaincar", "minatar", "ale", "gymnasium", "stream-ac", "mujoco"])
 def test_kill_9_at_random_moments_then_resume_is_identical(args, kills, span, tmp_path):
     """Each kill comes a random number of episodes (1..span) plus a random fraction of a second
     after the run (or its resumption) has written its rows so far."""

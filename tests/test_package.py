@@ -177,6 +177,18 @@ def test_installed_command_runs_outside_the_checkout(installed):
                           "0", "--out", str(tmp / "bad")], cwd=work, env=environ(),
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "error" in bad.stderr, (bad.returncode, bad.stderr)
+    assert bad.stderr.startswith("metatrace: error:"), bad.stderr
+    usage = sh([bin_(venv, "metatrace"), "--help"], cwd=work, timeout=120).stdout
+    assert usage.startswith("usage: metatrace ") and "run.py" not in usage.splitlines()[0]
+    sweep_usage = sh([bin_(venv, "metatrace"), "sweep", "--help"], cwd=work, timeout=120).stdout
+    assert sweep_usage.startswith("usage: metatrace sweep ")
+
+
+def test_installed_command_says_its_version(installed):
+    venv, _, tmp = installed
+    r = sh([bin_(venv, "metatrace"), "--version"], cwd=tmp, timeout=120)
+    source = re.search(r'^__version__ = "([^"]+)"$', (REPO / "metatrace.py").read_text(), re.M)
+    assert r.stdout == f"metatrace {source.group(1)}\n"
 
 
 def test_installed_version_is_the_metadata_version(installed):
