@@ -103,13 +103,15 @@ def env_alone(env, steps, seed=0):
     return time.perf_counter() - t0
 
 
-def agent_steps(domain, repeats, steps, where, make_runner):
-    """Per tuner: median learner time per step split into forward / backward / tuner update, and
-    agent steps/s of the whole loop (emulator included); and the environment's own step, alone
-    with random actions, measured in the same turns (`sim` column: learner / environment).  The
-    repeats go round the tuners in turn; each repeat starts with 50 unmeasured steps, which bring
-    the caches back from the previous tuner.  make_runner(tuner) -> an object with .agent, .env
-    and .episode(max_steps)."""
+def agent_steps(domain, repeats, steps, where, make_runner, make_env):
+    """Per tuner: median learner time per agent step (policy + learn, one Numba call each, as in
+    a run), its split into forward / backward / tuner update (from a second pass with learn split
+    into its phases, which adds their calls' overhead), the rest of the loop (environment,
+    wrappers, Python) and agent steps/s; and the environment's own step (make_env(domain), random
+    actions) measured in the same turns, with the learner / environment ratio.  The repeats go
+    round the tuners in turn; each pass starts with 50 unmeasured steps, which bring the caches
+    back from the previous tuner.  make_runner(tuner) -> an object with .agent and
+    .episode(max_steps)."""
     print(f"{domain}: median over {repeats} repeats of {steps} agent steps after a warm-up, the "
           f"tuners taking turns; {where}; float32; times in ms per agent step")
     runners = {}
@@ -118,34 +120,38 @@ def agent_steps(domain, repeats, steps, where, make_runner):
         runners[tuner].episode(64)                           # compile and warm up
     rows = {tuner: [] for tuner in NET_TUNERS}
     alone = []
-    sim = make_runner(NET_TUNERS[0]).env
+    sim = make_env(domain)
     env_alone(sim, 50)
+
+    def measure(runner, clock):
+        """(agent.clock in ms per step, wall ms per step, steps/s) of one pass of `steps`."""
+        done = [0]
+
+        def warm():
+            runner.episode(50)
+            runner.agent.clock = np.zeros(clock)
+            done[0] = 0
+
+        def go():
+            while done[0] < steps:
+                done[0] += runner.episode(steps - done[0])[2]
+        wall = timed(go, 1, warm, warm=False)[0]
+        n = done[0]
+        return runner.agent.clock * 1e3 / n, wall * 1e3 / n, n / wall
     for _ in range(repeats):
         alone.append(env_alone(sim, steps) * 1e3 / steps)
         for tuner in NET_TUNERS:
-            runner, done = runners[tuner], [0]
-            agent = runner.agent
-
-            def warm():
-                runner.episode(50)                           # caches back from the last tuner
-                agent.clock = np.zeros(3)
-                done[0] = 0
-
-            def go():
-                while done[0] < steps:
-                    done[0] += runner.episode(steps - done[0])[2]
-            wall = timed(go, 1, warm, warm=False)[0]
-            n = done[0]
-            rows[tuner].append([*(agent.clock * 1e3 / n), wall * 1e3 / n, n / wall])
+            light, wall, rate = measure(runners[tuner], 2)
+            split, _, _ = measure(runners[tuner], 3)
+            rows[tuner].append([*split, light.sum(), wall - light.sum(), rate])
     env_ms = float(np.median(alone))
     print(f"environment alone (random actions): {env_ms:.3f} ms per step")
-    print(f"{'tuner':<14}{'forward':>9}{'backward':>10}{'tuner':>8}{'learner':>9}{'env+rest':>10}"
+    print(f"{'tuner':<14}{'forward':>9}{'backward':>10}{'tuner':>8}{'learner':>9}{'rest':>8}"
           f"{'steps/s':>9}{'learner/env':>13}")
     for tuner in NET_TUNERS:
         med = np.median(np.array(rows[tuner]), axis=0)
-        print(f"{tuner:<14}{med[0]:>9.3f}{med[1]:>10.3f}{med[2]:>8.3f}{med[:3].sum():>9.3f}"
-              f"{med[3] - med[:3].sum():>10.3f}{med[4]:>9.0f}{med[:3].sum() / env_ms:>13.2f}",
-              flush=True)
+        print(f"{tuner:<14}{med[0]:>9.3f}{med[1]:>10.3f}{med[2]:>8.3f}{med[3]:>9.3f}"
+              f"{med[4]:>8.3f}{med[5]:>9.0f}{med[3] / env_ms:>13.2f}", flush=True)
     return 0
 
 

@@ -1379,14 +1379,14 @@ def _net_policy(table, wt, buf, w, obs, same_obs, pi, logpi, rng):
 
 
 @nb.njit(cache=True)
-def _net_gaussian(table, wt, buf, w, obs, same_obs, g, rng, greedy):
-    """Forward pass at S_t (§1.5), the Gaussian's rows in g and A = mu + sigma eps (eps ~ N(0, 1)
-    per dimension; A = mu if greedy) in g's row ACTION -> (V(S_t), H(S_t))."""
+def _net_gaussian(table, wt, buf, w, obs, same_obs, g, eps, greedy):
+    """Forward pass at S_t (§1.5), the Gaussian's rows in g and A = mu + sigma eps (eps: N(0, 1)
+    draws, one per dimension; A = mu if greedy) in g's row ACTION -> (V(S_t), H(S_t))."""
     nets.forward_kernel(table, wt, w, obs, buf, same_obs)
     V, out = nets.head(wt, buf, 2 * g.shape[1])
     H = gaussian_policy(out, g)
     for i in range(g.shape[1]):
-        g[ACTION, i] = g[MEAN, i] if greedy else g[MEAN, i] + g[STD, i] * rng.standard_normal()
+        g[ACTION, i] = g[MEAN, i] if greedy else g[MEAN, i] + g[STD, i] * eps[i]
     return np.float64(V), H
 
 
@@ -1536,6 +1536,8 @@ class NetAgent:
         gaussian = policy == "gaussian"
         self.pi, self.logpi = np.zeros(0 if gaussian else A), np.zeros(0 if gaussian else A)
         self.gauss = np.zeros((4, A // 2 if gaussian else 0))    # rows MEAN, STD, DSTD, ACTION
+        self.eps = np.zeros(self.gauss.shape[1])     # G3's N(0, 1) draws (a Generator argument
+        # costs Numba ~7 us a call to unbox; numpy's draws are the same numbers as Numba's)
         self.V0 = self.H0 = self.delta = 0.0          # self.delta: the last learn's TD error
         self.A, self.policy_calls = -1, 0
         L = self.learner
@@ -1543,7 +1545,8 @@ class NetAgent:
         for cur in (0, 1):
             b = self._bufs(cur)
             self.flat.append((b.table, *b.ws0, *b.ws1, *b[3:], *L.bundle, L.hyper))
-        self.clock = None     # set to np.zeros(3) to accumulate seconds in forward, backward, tuner
+        self.clock = None     # np.zeros(3): seconds in forward, backward, tuner (learn split in
+        # four calls); np.zeros(2): seconds in policy and in learn (one call each, as unclocked)
 
     def _bufs(self, cur):
         """The NetBufs of one step with ws[cur] at S_t."""
@@ -1581,8 +1584,9 @@ class NetAgent:
             self.cur = 1 - self.cur
         ws = self.ws[self.cur]
         if self.gaussian:
+            self.rng.standard_normal(out=self.eps)
             self.V0, self.H0 = _net_gaussian(self.net.table, ws.table, ws.buf, self.w, obs, same,
-                                             self.gauss, self.rng, False)
+                                             self.gauss, self.eps, False)
             A = self.gauss[ACTION].copy()
         else:
             A, self.V0, self.H0 = _net_policy(self.net.table, ws.table, ws.buf, self.w, obs, same,
@@ -1601,8 +1605,9 @@ class NetAgent:
         if self.gaussian:
             g = np.zeros_like(self.gauss)
             rng = rng if rng is not None else np.random.default_rng()
+            eps = np.zeros(g.shape[1]) if greedy else rng.standard_normal(g.shape[1])
             _net_gaussian(self.net.table, self.ws_act.table, self.ws_act.buf, self.w, obs, False,
-                          g, rng, greedy)
+                          g, eps, greedy)
             return g[ACTION].copy()
         ws, pi, logpi = self.ws_act, np.zeros(self.net.n_actions), np.zeros(self.net.n_actions)
         if greedy:
@@ -1626,6 +1631,10 @@ class NetAgent:
             return False
         if clock is None:
             ok, self.delta = net_step(15, *args)
+        elif len(clock) == 2:
+            t0 = time.perf_counter()
+            ok, self.delta = net_step(15, *args)
+            clock[1] += time.perf_counter() - t0
         else:
             for phase, slot in ((1, 1), (2, 0), (4, 1), (8, 2)):
                 t0 = time.perf_counter()

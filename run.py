@@ -378,8 +378,11 @@ def main_bench(argv):
             if continuous:
                 flags += [*STABILIZER_FLAGS, "--alpha", BENCH_CONTINUOUS.get(tuner, "2^-8")]
             return NetRunner(settings(run_parser().parse_args(flags)))
+        def make_env(domain):
+            return envs.make(domain, **({"clip_rewards": True}
+                                        if domain in envs.ATARI_DOMAINS else {}))
         return bench.agent_steps(args.domain, repeats, checked("steps", args.steps), where,
-                                 make_runner)
+                                 make_runner, make_env)
 
     def make(tuner, alpha, mu, norm):
         flags = ["--domain", args.domain, "--tuner", tuner, "--alpha", alpha]

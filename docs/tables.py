@@ -498,6 +498,41 @@ def cmp_minatar_kappa(fig_dir=FIGS):
     return table_md(["game", "κ = 2", "κ = 0.5", "κ = 0.125"], out)
 
 
+CONTINUOUS = ("HalfCheetah-v5", "Hopper-v5")
+STABILIZERS = ("sparse_init", "layer_norm", "normalize_obs", "scale_reward")
+
+
+def method_of(settings):
+    """A run's method: its tuner and its stabilizers ('all four', or the ones on)."""
+    on = [k for k in STABILIZERS if settings.get(k)]
+    return settings["tuner"], ("all four" if len(on) == 4 else " + ".join(on) or "none")
+
+
+def cont_evidence(fig_dir=FIGS):
+    """docs/continuous.md: per MuJoCo body and method, the final score (mean of the whole bins
+    covering the last 100 episodes) ± s.e. over seeds, the mean over the run, the runs and the
+    diverged ones."""
+    out = []
+    for env in CONTINUOUS:
+        path = os.path.join(fig_dir, f"cont_{env}_runs.csv")
+        if not os.path.exists(path):
+            continue
+        runs = figures.load_results([path])
+        by = {}
+        for r in runs:
+            by.setdefault(method_of(r.settings) + (r.settings["alpha"], r.settings.get("kappa")),
+                          []).append(r)
+        for (tuner, stab, alpha, kappa), rs in sorted(by.items()):
+            ok = [r for r in rs if not r.diverged]
+            m, se, _ = mean_se(r.final() for r in ok) if len(ok) > 1 else (math.nan,) * 3
+            setting = f"α = {alpha:g}, κ = {kappa:g}" if kappa is not None else f"α₀ = {sup(alpha)}"
+            out.append([env, tuner, stab, setting, f"{pm(m, se, 0)}",
+                        num(np.mean([r.mean() for r in ok]), 0) if ok else "–",
+                        f"{len(rs)} ({len(rs) - len(ok)} diverged)"])
+    return table_md(["body", "tuner", "stabilizers", "setting", "final score", "mean over the run",
+                     "runs"], out)
+
+
 TABLES = {
     **{f"fig{n}": (lambda n: lambda fig_dir=FIGS: table(os.path.join(fig_dir, f"fig{n}_summary.csv")))(n)
        for n in range(1, 6)},
@@ -506,6 +541,7 @@ TABLES = {
     "dmc_fresh_pairs": dmc_fresh_pairs, "fig8": fig8, "fig8_seaquest": fig8_seaquest, "fig9": fig9, "fig9_runs": fig9_runs,
     "fig9_tests": fig9_tests, "fig9_beta": fig9_beta, "fig9_reach": fig9_reach,
     "cmp_minatar": cmp_minatar, "cmp_minatar_kappa": cmp_minatar_kappa,
+    "cont_evidence": cont_evidence,
 }
 
 

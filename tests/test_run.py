@@ -120,15 +120,26 @@ def test_bench_prints_every_tuner():
         assert any(line.startswith(tuner) for line in r.stdout.splitlines())
 
 
-def test_net_bench_prints_a_breakdown_per_tuner():
-    r = cli("bench", "--domain", "minatar-breakout", "--repeats", "2", "--steps", "20")
+def bench_rows(stdout):
+    """{tuner: its 7 numbers} of a network bench's table."""
+    lines = stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("tuner"))
+    return {line.split()[0]: list(map(float, line.split()[1:])) for line in lines[head + 1:]}
+
+
+@pytest.mark.parametrize("domain", ["minatar-breakout", "HalfCheetah-v5"])
+def test_net_bench_prints_a_breakdown_per_tuner(domain):
+    r = cli("bench", "--domain", domain, "--repeats", "2", "--steps", "20")
     assert r.returncode == 0, r.stderr
-    rows = {line.split()[0]: line.split()[1:] for line in r.stdout.splitlines()[2:]}
+    rows = bench_rows(r.stdout)
     assert sorted(rows) == ["adaptive_obgd", "mixed", "none", "obgd", "scalar", "vector"]
+    assert "environment alone (random actions)" in r.stdout
     for tuner, cols in rows.items():
-        forward, backward, tune, learner, rest, rate = map(float, cols)
-        assert min(forward, backward, learner, rest, rate) > 0, (tuner, cols)
+        forward, backward, tune, learner, rest, rate, ratio = cols
+        assert min(forward, backward, learner, rest, rate, ratio) > 0, (tuner, cols)
         assert tune > 0 or tuner == "none", (tuner, cols)
+    if domain == "HalfCheetah-v5":
+        assert "with the four stabilizers" in r.stdout
 
 
 def run_until(args, path, rows, sig):
