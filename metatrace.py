@@ -57,7 +57,7 @@ import numpy as np
 
 import nets
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 
 class Tuner(NamedTuple):
