@@ -196,3 +196,23 @@ def test_bad_gaussian_input_is_refused():
         ag.learn(np.array([0.0, 1.0]), 0.0, obs, 0.9)
     ag.policy(obs)
     assert ag.learn(np.array([0.0, np.nan, 1.0]), 0.0, obs, 0.9) is False    # diverged, not raised
+
+
+@pytest.mark.parametrize("tuner", ["none", "scalar", "vector", "mixed", "obgd", "adaptive_obgd"])
+def test_every_network_tuner_takes_gaussian_steps(tuner):
+    """Each network tuner's step on a Gaussian-policy MLP changes the weights and keeps them
+    finite, float32 following float64 to float32 precision."""
+    cfg = mt.Config(tuner=tuner, alpha=2.0 ** -6 if tuner not in ("obgd", "adaptive_obgd") else 1.0,
+                    mu=1e-3, psi=0.01, kappa=2.0)
+    rng = np.random.default_rng(11)
+    obs = rng.normal(0, 1, (31, 5))
+    agents = [mt.NetAgent(NET, cfg, seed=2, dtype=dt, policy="gaussian")
+              for dt in (np.float32, np.float64)]
+    w0 = agents[1].w.copy()
+    for t in range(30):
+        acts = [ag.policy(obs[t].astype(ag.dtype)) for ag in agents]
+        for ag in agents:
+            assert ag.learn(acts[1], 0.5 * np.sin(t), obs[t + 1].astype(ag.dtype), 0.99)
+    w32, w64 = agents[0].w.astype(np.float64), agents[1].w
+    assert np.isfinite(w64).all() and not np.array_equal(w64, w0)
+    assert np.max(np.abs(w32 - w64)) <= 1e-3 * np.max(np.abs(w64))
