@@ -909,21 +909,27 @@ def check_gym_id(name, **kwargs):
         raise ValueError(f"unknown domain {name!r}; accepted: {', '.join(DOMAINS)}, a "
                          "registered gymnasium id such as CartPole-v1 or ALE/Pong-v5, or "
                          "gymnasium's module:id form (pkg.module:EnvId-v0)")
-    return _gym_sizes(name, **kwargs)
+    return _gym_sizes(name, **kwargs)[:2]
 
 
 _SIZES = {}
 
 
 def _gym_sizes(name, **kwargs):
-    """(obs_shape, policy head outputs) of a gymnasium id as make_gym wraps it (one env built per
-    id and keyword arguments)."""
+    """(obs_shape, policy head outputs, policy) of a gymnasium id as make_gym wraps it (one env
+    built per id and keyword arguments)."""
     key = (name, json.dumps(kwargs, sort_keys=True))
     if key not in _SIZES:
         env = make_gym(name, **kwargs)
-        _SIZES[key] = (env.observation_space.shape, head_size(env.action_space))
+        _SIZES[key] = (env.observation_space.shape, head_size(env.action_space),
+                       policy_of(env.action_space)[0])
         env.close()
     return _SIZES[key]
+
+
+def gym_policy(name, **kwargs):
+    """'softmax' or 'gaussian': the policy a registered gymnasium id's action space takes."""
+    return _gym_sizes(name, **kwargs)[2]
 
 
 def make_gym(name, seed=None, **kwargs):

@@ -38,8 +38,9 @@ class Setting(NamedTuple):
 _P, _N = mt.PAPER_DEFAULTS["linear"], mt.PAPER_DEFAULTS["network"]
 
 
-def _families(linear, network):
-    return {"linear": linear, "ale": network, "minatar": network, "gym": network}
+def _families(linear, network, **other):
+    return {"linear": linear, "ale": network, "minatar": network, "gym": network,
+            "continuous": network, **other}
 
 
 class Widths(NamedTuple):
@@ -59,6 +60,7 @@ class Kwargs(NamedTuple):
         return "a JSON object of keyword arguments for gymnasium.make"
 
 
+CONTINUOUS_HIDDEN = (128, 128)   # docs/continuous.md: Stream AC's network, the pilot's
 GYM_HIDDEN = (64, 64)       # README "Any gymnasium environment": chosen from a CartPole pilot
 
 
@@ -77,14 +79,17 @@ RUN_SETTINGS = {  # every setting that changes a result (docs/algorithms.md §6)
     "mu": Setting(_families(_P.mu, _N.mu), mt.CONFIG_RANGES["mu"], "meta step-size", "tuner"),
     "gamma": Setting(_P.gamma, mt.CONFIG_RANGES["gamma"], "discount"),
     "lam": Setting(_P.lam, mt.CONFIG_RANGES["lam"], "trace decay lambda"),
-    "psi": Setting(_families(_P.psi, _N.psi), mt.CONFIG_RANGES["psi"], "entropy weight"),
+    "psi": Setting(_families(_P.psi, _N.psi, continuous=0.0), mt.CONFIG_RANGES["psi"],
+                   "entropy weight (0 for a Gaussian policy: its entropy has no bound, and "
+                   "psi g^H drives sigma up without end; docs/continuous.md)"),
     "drift": Setting(6e-6, R(0, 1), "sign-flip rate per feature per step", "drifting"),
     "episodes": Setting(1000, R(1, 10**9, integer=True), "episodes", "linear"),
-    "steps": Setting({"ale": 12_500_000, "minatar": 5_000_000, "gym": 100_000},
+    "steps": Setting({"ale": 12_500_000, "minatar": 5_000_000, "gym": 100_000,
+                      "continuous": 1_000_000},
                      R(1, 10**12, integer=True), "agent steps", "network"),
     "env_kwargs": Setting(None, Kwargs(), "keyword arguments for gymnasium.make, as JSON "
                           "('{\"sutton_barto_reward\": true}'); part of the run's settings", "gym"),
-    "hidden": Setting({"gym": GYM_HIDDEN}, Widths(), "hidden dense layers' widths (SiLU; "
+    "hidden": Setting({"gym": GYM_HIDDEN, "continuous": CONTINUOUS_HIDDEN}, Widths(), "hidden dense layers' widths (SiLU; "
                       "after the conv layers on an image)", "gym"),
     "frames": Setting(None, R(1, 4 * 10**12, integer=True),
                       "emulator frames (= 4 x agent steps), instead of --steps", "ale"),
@@ -207,19 +212,27 @@ def option(args, name):
     return checked(name, given) if given is not None else OPTIONS[name].default
 
 
-def family(domain):
-    """The domain family whose defaults a run takes: linear, ale, minatar or gym."""
+def family(domain, env_kwargs=None):
+    """The domain family whose defaults a run takes: linear, ale, minatar, gym (discrete
+    actions) or continuous (a gymnasium id with a Box action space, made with env_kwargs)."""
     if domain in envs.LINEAR_DOMAINS:
         return "linear"
     if domain in envs.MINATAR_DOMAINS:
         return "minatar"
-    return "ale" if domain in envs.ATARI_DOMAINS else "gym"
+    if domain in envs.ATARI_DOMAINS:
+        return "ale"
+    try:
+        continuous = envs.is_gym_id(domain) and \
+            envs.gym_policy(domain, **(env_kwargs or {})) == "gaussian"
+    except ValueError:      # an env that cannot be made: check_domain says why
+        continuous = False
+    return "continuous" if continuous else "gym"
 
 
-def default(name, domain):
-    """The default of a setting for a run on `domain`."""
+def default(name, domain, env_kwargs=None):
+    """The default of a setting for a run on `domain` (made with env_kwargs)."""
     d = {**RUN_SETTINGS, **OPTIONS}[name].default
-    return d.get(family(domain)) if isinstance(d, dict) else d
+    return d.get(family(domain, env_kwargs)) if isinstance(d, dict) else d
 
 
 def shown(x):
@@ -238,7 +251,8 @@ def default_words(name):
     d = {**RUN_SETTINGS, **OPTIONS}[name].default
     if not isinstance(d, dict):
         return shown(d)
-    names = {"linear": "mountain car", "ale": "ALE", "minatar": "MinAtar", "gym": "gymnasium ids"}
+    names = {"linear": "mountain car", "ale": "ALE", "minatar": "MinAtar", "gym": "gymnasium ids",
+             "continuous": "continuous-action ids"}
     vals = {}
     for fam, v in d.items():
         vals.setdefault(shown(v), []).append(names[fam])
@@ -386,13 +400,13 @@ def settings(args, strict=True, user=True):
 
     def value(k):
         given = getattr(args, k)
-        return checked(k, given) if isinstance(given, str) else default(k, domain)
+        return checked(k, given) if isinstance(given, str) else default(k, domain, kwargs)
 
     def on(k):                             # an on/off flag, where it applies
         return bool(getattr(args, k)) and applies(k, domain, tuner)
     s = {k: value(k) for k in NUMBERS}
     if not mt.TUNER[tuner].meta:           # mu changes nothing there: one canonical value
-        s["mu"] = default("mu", domain)
+        s["mu"] = default("mu", domain, kwargs)
     for k in TUNER_NUMBERS:                # only where they apply, so other runs keep their identity
         if applies(k, domain, tuner):
             s[k] = value(k)
@@ -413,7 +427,7 @@ def settings(args, strict=True, user=True):
         s.update({k: True for k in STABILIZERS if on(k)})   # only when on: runs keep identity
         if envs.is_gym_id(domain):          # only here, so built-in runs keep their identity
             s["hidden"] = list(parse_widths(args.hidden) if args.hidden is not None
-                               else default("hidden", domain))
+                               else default("hidden", domain, kwargs))
             if kwargs is not None:          # only when given, so other runs keep their identity
                 s["env_kwargs"] = kwargs
     else:

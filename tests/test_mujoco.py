@@ -94,3 +94,14 @@ def test_saved_halfcheetah_agent_evaluates_and_a_rerun_is_identical(tmp_path):
     assert agent.gaussian and agent.net.n_actions == 12
     r = cli("evaluate", str(tmp_path / "a"), "--episodes", "1")
     assert r.returncode == 0, r.stderr
+
+
+def test_continuous_action_ids_have_their_own_defaults():
+    """A gymnasium id with Box actions defaults to psi 0, hidden 128,128 and 1 M steps; a
+    discrete one keeps the gymnasium defaults (psi 0.01, 64,64, 100 k steps)."""
+    import schema
+    cont = schema.settings(schema.run_parser().parse_args(["--domain", "Hopper-v5"]))
+    disc = schema.settings(schema.run_parser().parse_args(["--domain", "CartPole-v1"]))
+    assert (cont["psi"], cont["hidden"], cont["steps"]) == (0.0, [128, 128], 1_000_000)
+    assert (disc["psi"], disc["hidden"], disc["steps"]) == (0.01, [64, 64], 100_000)
+    assert schema.family("Hopper-v5") == "continuous" and schema.family("CartPole-v1") == "gym"
