@@ -932,6 +932,20 @@ def gym_policy(name, **kwargs):
     return _gym_sizes(name, **kwargs)[2]
 
 
+def _mujoco_warning(text):
+    """MuJoCo's warnings to stderr, one line each, but for the deprecation notice that gymnasium's
+    own model files raise on every make (settotalmass), which says nothing about the run."""
+    if "settotalmass" not in text:
+        print(f"MuJoCo: {text}", file=sys.stderr, flush=True)
+
+
+def _mujoco_warnings():
+    """Route MuJoCo's warnings through _mujoco_warning (instead of stderr and MUJOCO_LOG.TXT)."""
+    import mujoco
+    if mujoco.get_mju_user_warning() is not _mujoco_warning:
+        mujoco.set_mju_user_warning(_mujoco_warning)
+
+
 def make_gym(name, seed=None, **kwargs):
     """A registered gymnasium env, wrapped for the network learner: a float32 vector (VectorObs)
     or channels-first image (ImageObs) observation, continuous actions clipped to their bounds
@@ -940,6 +954,8 @@ def make_gym(name, seed=None, **kwargs):
     env_id = _gym_registered(name)
     if env_id is None:
         raise ValueError(f"{name!r} is not a registered gymnasium id")
+    if "mujoco" in str(gym.spec(env_id).entry_point):
+        _mujoco_warnings()
     try:
         env = gym.make(env_id, **kwargs)
     except Exception as e:   # gymnasium raises many kinds (missing dependency, bad kwargs)
