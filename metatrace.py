@@ -882,7 +882,12 @@ def linear_value(w, idx, val, k):
 @nb.njit(cache=True)
 def sample(pi, rng):
     """Draw an action from the distribution pi with one uniform."""
-    x = rng.random()
+    return sample_at(pi, rng.random())
+
+
+@nb.njit(cache=True)
+def sample_at(pi, x):
+    """The action of the distribution pi at the uniform x in [0, 1)."""
     c = 0.0
     for a in range(pi.shape[0] - 1):
         c += pi[a]
@@ -1222,13 +1227,13 @@ class LinearAgent:
         linear_policy(self.learner.w, lm, f)
         if greedy:
             return int(np.argmax(lm.pi))
-        return int(sample(lm.pi, rng if rng is not None else np.random.default_rng()))
+        return int(sample_at(lm.pi, (rng if rng is not None else np.random.default_rng()).random()))
 
     def policy(self, idx, val):
         """A ~ pi(.|S_t) for S_t's features, remembered for the next `learn`."""
         f = self._features(0, idx, val)
         self.VH = linear_policy(self.learner.w, self.model, f)
-        self.A = int(sample(self.model.pi, self.rng))
+        self.A = int(sample_at(self.model.pi, self.rng.random()))
         self.policy_calls += 1
         return self.A
 
@@ -1369,13 +1374,15 @@ def _same(a, b):
 
 
 @nb.njit(cache=True)
-def _net_policy(table, wt, buf, w, obs, same_obs, pi, logpi, rng):
-    """Forward pass at S_t (§1.5), pi, log pi, and A ~ pi -> (A, V(S_t), H(S_t)); (wt, buf) is
-    the workspace."""
+def _net_policy(table, wt, buf, w, obs, same_obs, pi, logpi, x):
+    """Forward pass at S_t (§1.5), pi, log pi, and A ~ pi, drawn at the uniform x ->
+    (A, V(S_t), H(S_t)); (wt, buf) is the workspace.  x comes from the agent's generator in
+    Python: the same number Numba's draw would give, without its ~7 us of unboxing a Generator
+    (docs/performance.md)."""
     nets.forward_kernel(table, wt, w, obs, buf, same_obs)
     V, logits = nets.head(wt, buf, pi.shape[0])
     H = softmax_policy(logits, pi, logpi)
-    return sample(pi, rng), np.float64(V), H
+    return sample_at(pi, x), np.float64(V), H
 
 
 @nb.njit(cache=True)
@@ -1590,7 +1597,7 @@ class NetAgent:
             A = self.gauss[ACTION].copy()
         else:
             A, self.V0, self.H0 = _net_policy(self.net.table, ws.table, ws.buf, self.w, obs, same,
-                                              self.pi, self.logpi, self.rng)
+                                              self.pi, self.logpi, self.rng.random())
         self.fresh1 = False
         self.A = A
         self.policy_calls += 1
@@ -1614,7 +1621,7 @@ class NetAgent:
             return int(_net_greedy(self.net.table, ws.table, ws.buf, self.w, obs, pi, logpi))
         rng = rng if rng is not None else np.random.default_rng()
         return int(_net_policy(self.net.table, ws.table, ws.buf, self.w, obs, False, pi, logpi,
-                               rng)[0])
+                               rng.random())[0])
 
     def learn(self, A, R, obs1, gamma1):
         """AC(lambda) + tuner update from (S_t, A, R, S_{t+1}); gamma1 = gamma(1 - term). -> ok."""
