@@ -77,7 +77,7 @@ def compare(groups):
             if top is not None:
                 base = name.split("+")[0]
                 color = figures.TUNER_COLORS.get(base, f"C{k}")
-                dashed = "--" if "+" in name else "-"
+                dashed = "--" if name.endswith("+stream") else "-." if "+" in name else "-"
                 curves.append(figures.Curve(top, f"{name} α0={figures.pow2(top.get('alpha'), True)}"
                                             + (f" κ={top.get('kappa'):g}" if top.get("kappa") else ""),
                                             color, dashed))
@@ -110,7 +110,8 @@ def main(argv=None):
         domains = {g.get("domain") for g in groups}
         suite = ("MinAtar: " if all(d.startswith(figures.envs.MINATAR_PREFIX) for d in domains)
                  else "ALE: " if domains <= set(figures.ALE_GAMES) else "")
-        spec = figures.FigSpec(f"{suite}each method at its best setting (mean ± s.e. over seeds)", None,
+        spec = figures.FigSpec(f"{suite}{'e' if suite else 'E'}ach method at its best setting "
+                               "(mean ± s.e. over seeds)", None,
                                figures.K_DRIFT_ALE, by_steps=a.steps, share=False)
         n_runs = len({id(r) for pn in panels for c in pn.curves for r in c.group.runs})
         fig = figures.draw(spec, panels, "", n_runs)

@@ -525,7 +525,8 @@ def cont_evidence(fig_dir=FIGS):
         for (tuner, stab, alpha, kappa), rs in sorted(by.items()):
             ok = [r for r in rs if not r.diverged]
             m, se, _ = mean_se(r.final() for r in ok) if len(ok) > 1 else (math.nan,) * 3
-            setting = f"α = {alpha:g}, κ = {kappa:g}" if kappa is not None else f"α₀ = {sup(alpha)}"
+            setting = (f"α = {alpha:g}, κ = {kappa:g}" if kappa is not None else
+                       f"{'α' if mt.TUNER[tuner].baseline else 'α₀'} = {sup(alpha)}")
             out.append([env, tuner, stab, setting, f"{pm(m, se, 0)}",
                         num(np.mean([r.mean() for r in ok]), 0) if ok else "–",
                         f"{len(rs)} ({len(rs) - len(ok)} diverged)"])
