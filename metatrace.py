@@ -1336,16 +1336,6 @@ def gaussian_policy(out, g):
 
 
 @nb.njit(cache=True)
-def gaussian_log_prob(g):
-    """§10 G3: log pi(A|S) of the action in g's row ACTION (float64)."""
-    lp = 0.0
-    for i in range(g.shape[1]):
-        x = (g[ACTION, i] - g[MEAN, i]) / g[STD, i]
-        lp -= 0.5 * x * x + math.log(g[STD, i]) + 0.5 * LOG_2PI
-    return lp
-
-
-@nb.njit(cache=True)
 def gaussian_cotangents(g, cot, rH):
     """§10 G4-G5, in place: row 0 d(log pi(A)/2)/d(mu, rho) (column 0 holds dV = 1, so row 0 yields
     g^U) and, if rH > 0, row rH dH/d(mu, rho) = (0, dsigma/drho / sigma)."""

@@ -366,8 +366,7 @@ def main_bench(argv):
     import bench
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     if is_net(args.domain):
-        continuous = envs.is_gym_id(args.domain) and \
-            envs.policy_of(envs.make(args.domain).action_space)[0] == "gaussian"
+        continuous = envs.is_gym_id(args.domain) and envs.gym_policy(args.domain) == "gaussian"
         if continuous:
             print(f"{args.domain}: with the four stabilizers and alpha {BENCH_CONTINUOUS}, the "
                   "other settings at their defaults (at the defaults alone it diverges at once)")

@@ -254,9 +254,9 @@ FRESH = (  # method, its chosen setting at drift 6e-6, the file of its selection
 
 
 def mean_se(values):
-    """(mean, s.e., n) of a list."""
-    v = np.asarray(list(values), dtype=float)
-    return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))), len(v)
+    """(mean, s.e., n) of a list of numbers (figures.mean_se of one column)."""
+    m, se, n = figures.mean_se(np.asarray(list(values), dtype=float)[:, None])
+    return float(m[0]), float(se[0]), int(n[0])
 
 
 def dmc_fresh(fig_dir=FIGS):

@@ -51,6 +51,26 @@ def one_step(seed, tuner, norm, psi, term):
     return ag, W0, ag.learner.W[mt.Z_].copy(), gH, delta
 
 
+def check_hvec(ag, w, hv, bh, bvec, z, gH, psi, delta, seed, k=4):
+    """Spec §3.2 for h-vec on k random coordinates i: with only beta_i perturbed,
+    Phi_i(bvec_i) = w_{t+1,i} and Phi_i'(bvec_i) = hv_{t+1,i} (central differences, float64)."""
+    n = len(w)
+    alpha = np.exp(bh + bvec)
+    for i in np.random.default_rng(seed).choice(n, k, replace=False):
+        e = np.zeros(n)
+        e[i] = 1.0
+
+        def Phi_i(b):
+            a = alpha.copy()
+            a[i] = math.exp(bh + b)
+            wp = w + (b - bvec[i]) * hv[i] * e
+            return wp + a * (z * delta(wp) + psi * gH)
+
+        assert abs(Phi_i(bvec[i])[i] - ag.w[i]) <= 1e-12 * max(1.0, abs(ag.w[i]))
+        assert abs(central(Phi_i, bvec[i])[i] - ag.learner.W[mt.HV_][i]) <= \
+            1e-6 * max(abs(ag.learner.W[mt.HV_][i]), 1e-3 * np.max(np.abs(hv)))
+
+
 def rel_err(a, b):
     return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
 
@@ -82,19 +102,7 @@ def test_mixed_identities_network(seed, norm, psi, term):
     Phi = lambda b: w + (b - bh) * hh + np.exp(b + bvec) * (z * delta(w + (b - bh) * hh) + psi * gH)
     assert rel_err(Phi(bh), ag.w) < 1e-12
     assert rel_err(central(Phi, bh), ag.learner.W[mt.H_]) < 1e-6
-    alpha = np.exp(bh + bvec)
-    for i in np.random.default_rng(seed).choice(NET.n_params, 4, replace=False):
-        e = np.zeros(NET.n_params)
-        e[i] = 1.0
-
-        def Phi_i(b):
-            a = alpha.copy()
-            a[i] = math.exp(bh + b)
-            wp = w + (b - bvec[i]) * hv[i] * e
-            return wp + a * (z * delta(wp) + psi * gH)
-
-        assert abs(central(Phi_i, bvec[i])[i] - ag.learner.W[mt.HV_][i]) <= \
-            1e-6 * max(abs(ag.learner.W[mt.HV_][i]), 1e-3 * np.max(np.abs(hv)))
+    check_hvec(ag, w, hv, bh, bvec, z, gH, psi, delta, seed)
 
 
 def test_float32_learner_tracks_float64():
