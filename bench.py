@@ -92,15 +92,19 @@ def network(net_name="atari", n_actions=18, repeats=200, dtype=np.float32, seed=
 
 
 def env_alone(env, steps, seed=0):
-    """Seconds of `steps` environment steps with uniformly random actions (resets included)."""
+    """(seconds of `steps` environment steps, resets included, with uniformly random actions
+    drawn beforehand; seconds of drawing those actions with action_space.sample())."""
     env.action_space.seed(seed)
+    t0 = time.perf_counter()
+    actions = [env.action_space.sample() for _ in range(steps)]
+    drawing = time.perf_counter() - t0
     env.reset(seed=seed)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        _, _, term, trunc, _ = env.step(env.action_space.sample())
+    for a in actions:
+        _, _, term, trunc, _ = env.step(a)
         if term or trunc:
             env.reset()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, drawing
 
 
 def agent_steps(domain, repeats, steps, where, make_runner, make_env):
@@ -108,7 +112,8 @@ def agent_steps(domain, repeats, steps, where, make_runner, make_env):
     a run), its split into forward / backward / tuner update (from a second pass with learn split
     into its phases, which adds their calls' overhead), the rest of the loop (environment,
     wrappers, Python) and agent steps/s; and the environment's own step (make_env(domain), random
-    actions) measured in the same turns, with the learner / environment ratio.  The repeats go
+    actions drawn beforehand: a simulator step alone) measured in the same turns, with the
+    learner / environment ratio.  The repeats go
     round the tuners in turn; each pass starts with 50 unmeasured steps, which bring the caches
     back from the previous tuner.  make_runner(tuner) -> an object with .agent and
     .episode(max_steps)."""
@@ -139,13 +144,14 @@ def agent_steps(domain, repeats, steps, where, make_runner, make_env):
         n = done[0]
         return runner.agent.clock * 1e3 / n, wall * 1e3 / n, n / wall
     for _ in range(repeats):
-        alone.append(env_alone(sim, steps) * 1e3 / steps)
+        alone.append(np.array(env_alone(sim, steps)) * 1e3 / steps)
         for tuner in NET_TUNERS:
             light, wall, rate = measure(runners[tuner], 2)
             split, _, _ = measure(runners[tuner], 3)
             rows[tuner].append([*split, light.sum(), wall - light.sum(), rate])
-    env_ms = float(np.median(alone))
-    print(f"environment alone (random actions): {env_ms:.3f} ms per step")
+    env_ms, draw_ms = np.median(np.array(alone), axis=0)
+    print(f"environment alone (random actions drawn beforehand): {env_ms:.3f} ms per step; "
+          f"drawing one with action_space.sample(), not included: {draw_ms:.3f} ms")
     print(f"{'tuner':<14}{'forward':>9}{'backward':>10}{'tuner':>8}{'learner':>9}{'rest':>8}"
           f"{'steps/s':>9}{'learner/env':>13}")
     for tuner in NET_TUNERS:

@@ -304,7 +304,10 @@ def materialized(gU, gH, d):
 # loop body is therefore written out twice, on purpose: LLVM vectorizes the dense loops only in
 # this form (neither an index select nor an inlined per-weight body function vectorizes: 10-40x
 # slower).  tests/test_sparse_vs_dense.py and tests/test_metatrace.py check both forms against
-# algorithms.py and the identities of docs/algorithms.md §3.
+# algorithms.py and the identities of docs/algorithms.md §3.  No kernel here allows `contract`
+# (FMA fusion): with it, a process that compiled the kernels rounded differently from one that
+# loaded them from Numba's cache, so a machine's first run did not reproduce
+# (tests/test_cold_cache.py; docs/performance.md).
 
 @nb.njit(cache=True)
 def _small_steps(W, norm, mu):
@@ -402,7 +405,7 @@ def _weight_pass(W, gU, gH, d, alpha, delta, dh, hp, act, m):
     return bad
 
 
-@nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+@nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
 def _dots_blk(h, b):
     """<g^U,h>, <g^H,h>, <d,h> over one dense block."""
     x, x1, gU, gH, d1, d0, c1, c0 = b
@@ -424,7 +427,7 @@ def _dots_blk(h, b):
     return gUh, gHh, dh
 
 
-@nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+@nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
 def _zdots_blk(z, h, b, gl):
     """<z_t, h> and <z_t, d> with z_t = gl z + g^U over one dense block (SID-R, NOSID-R)."""
     x, x1, gU, gH, d1, d0, c1, c0 = b
@@ -440,7 +443,7 @@ def _zdots_blk(z, h, b, gl):
     return zh, zd
 
 
-@nb.njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@nb.njit(cache=True, error_model="numpy")
 def _vector_blk(r, b, acc, delta, hp, small):
     """V1-V4 / M1, M3, M5, M6 over one dense block (e = eb = exp(bv)), and
     acc_c += sum_q e_qc (g^U_qc)^2 (the per-weight part of V5 / M7, summed per column so that
@@ -468,7 +471,7 @@ def _vector_blk(r, b, acc, delta, hp, small):
             acc[c] += ei * (g * g)                            # V5 / M7: e_i (g^U_i)^2
 
 
-@nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+@nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
 def _weight_blk(r, b, alpha, delta, dh, hp):
     """As _weight_pass (z_t; V8 / M9; S8 / M10; S9 / V9 / M11) over one dense block."""
     w, z, h, hv, e = r.w, r.z, r.h, r.hv, r.e
@@ -555,7 +558,7 @@ def _obgd_weights(W, gH, step, delta, hp, act, m):
     return bad
 
 
-@nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+@nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
 def _obgd_trace_blk(r, b, delta, hp, cb):
     """As _obgd_trace (O1, O5, O6, the O3 norm) over one dense block; one loop per form, so
     that each vectorizes."""
@@ -589,7 +592,7 @@ def _obgd_trace_blk(r, b, delta, hp, cb):
     return tot
 
 
-@nb.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+@nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
 def _obgd_weight_blk(r, b, step, delta, hp):
     """As _obgd_weights (O4) over one dense block."""
     w, z, s = r.w, r.z, r.hv
@@ -621,6 +624,15 @@ def _sumsq(v):
     for i in range(v.shape[0]):
         t += np.float64(v[i]) * v[i]
     return t
+
+
+@nb.njit(cache=True)
+def _all_finite(v):
+    """Every entry of v finite."""
+    for i in range(v.shape[0]):
+        if not math.isfinite(v[i]):
+            return False
+    return True
 
 
 @nb.njit(cache=True, fastmath={"reassoc"})
@@ -1434,6 +1446,8 @@ def net_learn(phases, nb_, st, hp, tr, obs1):
     1 vjp at S_t (g^U, g^H, g^V), 2 forward at S_{t+1} with w_t, 4 vjp at S_{t+1} (grad V, for
     tuners that need d), 8 delta and `dense_step`.  -> (ok, delta)."""
     st, hp, nb_ = State(*st), Hyper(*hp), NetBufs(*nb_)   # values here, not loads through memory
+    if nb_.gauss.shape[1] and not _all_finite(nb_.gauss[ACTION]):
+        return False, np.nan                                  # the policy itself has diverged
     w = st.W[W_]
     table, gamma1, need_d = nb_.table, tr.gamma1, hp.dots
     (wt0, buf0), (wt1, buf1) = nb_.ws0, nb_.ws1
@@ -1623,9 +1637,6 @@ class NetAgent:
         obs1 = self._check(obs1)
         clock = self.clock
         args = self.learn_args(A, R, obs1, gamma1)
-        if self.gaussian and not np.isfinite(self.gauss[ACTION]).all():
-            self.delta, self.fresh1 = math.nan, False      # the policy itself has diverged
-            return False
         if clock is None:
             ok, self.delta = net_step(15, *args)
         elif len(clock) == 2:
@@ -1637,7 +1648,7 @@ class NetAgent:
                 t0 = time.perf_counter()
                 ok, self.delta = net_step(phase, *args)
                 clock[slot] += time.perf_counter() - t0
-        self.fresh1 = gamma1 != 0.0
+        self.fresh1 = ok and gamma1 != 0.0
         return ok
 
     def learn_args(self, A, R, obs1, gamma1):

@@ -133,7 +133,7 @@ def test_net_bench_prints_a_breakdown_per_tuner(domain):
     assert r.returncode == 0, r.stderr
     rows = bench_rows(r.stdout)
     assert sorted(rows) == ["adaptive_obgd", "mixed", "none", "obgd", "scalar", "vector"]
-    assert "environment alone (random actions)" in r.stdout
+    assert "environment alone (random actions drawn beforehand)" in r.stdout
     for tuner, cols in rows.items():
         forward, backward, tune, learner, rest, rate, ratio = cols
         assert min(forward, backward, learner, rest, rate, ratio) > 0, (tuner, cols)
