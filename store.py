@@ -82,7 +82,8 @@ def cpu_model():
 
 
 def provenance():
-    """Command line, package versions, the git commit, the CPU and the thread counts."""
+    """Command line, package versions, the git commit, the CPU, the thread counts and, in a Ray
+    worker, the Ray node's id."""
     import gymnasium
     import numba
     here = os.path.dirname(os.path.abspath(__file__))
@@ -100,11 +101,15 @@ def provenance():
                 for i in threadpool_info() if i.get("user_api") == "blas"]
     except ImportError:
         blas = None
+    ray_node = None
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        ray_node = sys.modules["ray"].get_runtime_context().get_node_id()
     return {"command": [os.path.basename(sys.argv[0]) or "run.py", *sys.argv[1:]],
             "python": platform.python_version(), "numpy": np.__version__,
             "numba": numba.__version__, "gymnasium": gymnasium.__version__,
             "git_commit": commit, "git_dirty": dirty, "host": platform.node(),
-            "cpu": cpu_model(), "blas": blas, "numba_threads": numba.get_num_threads()}
+            "cpu": cpu_model(), "blas": blas, "numba_threads": numba.get_num_threads(),
+            "ray_node": ray_node}
 
 
 def _remove(path):

@@ -329,14 +329,13 @@ RAY_MIN = (2, 59)      # the first Ray whose local clusters require token authen
 
 
 def start_ray(address, workers):
-    """ray.init for `--ray ADDRESS`, or UsageError within 30 s.  'local' runs a private instance
-    (token authentication, its own loopback-only network namespace); a cluster address is
-    checked for a listener first."""
+    """ray.init for `--ray ADDRESS`, or UsageError within 30 s.  Token authentication is on for
+    every address.  'local' runs a private instance (its own loopback-only network namespace);
+    a cluster address is checked for a listener first."""
     host, _, port = address.rpartition(":")
     if address not in ("local", "auto") and not (host and port.isdigit() and 0 < int(port) < 65536):
         raise UsageError(f"--ray {address!r}: expected local, auto or HOST:PORT")
-    if address == "local":             # read by Ray when it is imported
-        os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_MODE"] = "token"     # read by Ray when it is imported; every address
     try:
         import ray
     except ImportError:
@@ -379,8 +378,12 @@ def start_ray(address, workers):
     try:
         ray.init(runtime_env=env, log_to_driver=False, **kwargs)
     except Exception as e:
+        hint = "" if address == "local" else (
+            " (clusters run with token authentication: this client needs the cluster's token in "
+            "RAY_AUTH_TOKEN, in the file RAY_AUTH_TOKEN_PATH names, or in ~/.ray/auth_token; "
+            "docs/cluster.md)")
         raise UsageError(f"--ray {address}: {type(e).__name__}: "
-                         f"{(str(e).splitlines() or [''])[0][:160]}") from None
+                         f"{(str(e).splitlines() or [''])[0][:160]}{hint}") from None
     finally:
         os.dup2(saved, 2)
         os.close(saved)
