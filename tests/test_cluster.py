@@ -26,10 +26,12 @@ GRID = ["--domain", "CartPole-v1", "--tuner", "obgd,mixed", "--seeds", "3", "--s
 
 
 def _ip(*args):
+    """Run `ip ARGS`; CalledProcessError if refused."""
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
 
 
 def _pids(ns):
+    """The processes in network namespace ns."""
     r = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=30)
     return [int(p) for p in r.stdout.split()]
 
@@ -59,14 +61,17 @@ class Cluster:
         return env
 
     def run(self, ns, cmd, token=None, **kw):
+        """cmd inside namespace ns, to completion, holding `token` (default the cluster's)."""
         return subprocess.run(["ip", "netns", "exec", ns, *cmd], env=self.env(token),
                               capture_output=True, text=True, **kw)
 
     def popen(self, ns, cmd):
+        """cmd inside namespace ns, started in the background, holding the cluster's token."""
         return subprocess.Popen(["ip", "netns", "exec", ns, *cmd], env=self.env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def up(self, workers=True):
+    def network(self):
+        """The two namespaces and the veth pair between them (CalledProcessError if refused)."""
         for ns in (self.head, self.worker):
             _ip("netns", "add", ns)
         _ip("link", "add", f"{self.head}v", "type", "veth", "peer", "name", f"{self.worker}v")
@@ -75,6 +80,9 @@ class Cluster:
             _ip("-n", ns, "addr", "add", f"{ip}/24", "dev", f"{ns}v")
             _ip("-n", ns, "link", "set", f"{ns}v", "up")
             _ip("-n", ns, "link", "set", "lo", "up")
+
+    def up(self, workers=True):
+        """Start the head node and, if `workers`, the worker node (one CPU each)."""
         common = ["--num-cpus", "1", "--object-store-memory", str(100 << 20),
                   "--disable-usage-stats"]
         r = self.run(self.head, [RAY, "start", "--head", "--node-ip-address", HEAD_IP, "--port",
@@ -86,6 +94,7 @@ class Cluster:
         return self
 
     def join_worker(self, common):
+        """Start the worker node and wait until the head sees two live nodes."""
         r = self.run(self.worker, [RAY, "start", "--address", f"{HEAD_IP}:{PORT}",
                                    "--node-ip-address", WORKER_IP, *common], timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]
@@ -105,40 +114,36 @@ class Cluster:
         return json.loads(r.stdout.splitlines()[-1]) if r.returncode == 0 and r.stdout else {}
 
     def alive_nodes(self):
+        """How many nodes the cluster counts alive."""
         return len(self.nodes())
 
     def down(self):
+        """Kill every process of both nodes and remove the namespaces (and so the veth pair)."""
         for ns in (self.worker, self.head):
             _kill_all(ns)
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _namespaces_allowed():
-    if not shutil.which("ip") or not os.path.exists(RAY):
-        return "needs the ip command and Ray"
-    probe = f"mtp{os.getpid()}"
-    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if r.returncode:
-        return f"the system refuses network namespaces ({r.stderr.strip()[:80]})"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
-
-
 @pytest.fixture
 def cluster():
     pytest.importorskip("ray")
-    why = _namespaces_allowed()
-    if why:
-        pytest.skip(why)
+    if not shutil.which("ip") or not os.path.exists(RAY):
+        pytest.skip("needs the ip command and Ray's command line")
     c = Cluster(os.getpid() % 100000)
     try:
+        try:
+            c.network()
+        except subprocess.CalledProcessError as e:
+            pytest.skip(f"the system refuses network namespaces or veth pairs "
+                        f"({e.stderr.strip()[:80]})")
         yield c
     finally:
         c.down()
 
 
 def _sweep(out, extra):
+    """The sweep command of GRID into `out`, with `extra` flags."""
     return [sys.executable, os.path.join(ROOT, "run.py"), "sweep", *GRID, "--quiet", "--out",
             str(out), *extra]
 
@@ -157,6 +162,7 @@ def _nodes(root):
 
 @pytest.fixture(scope="module")
 def pool_sweep(tmp_path_factory):
+    """GRID on the process pool: the reference every cluster sweep must equal."""
     out = tmp_path_factory.mktemp("pool") / "sweep"
     r = subprocess.run(_sweep(out, ["--workers", "2"]), capture_output=True, text=True,
                        cwd=ROOT, timeout=600)
