@@ -112,10 +112,13 @@ RUN_SETTINGS = {  # every setting that changes a result (docs/algorithms.md §6)
                            "network"),
     "layer_norm": Setting(False, None, "layer normalization of every hidden layer's "
                           "pre-activation, no gain or bias (docs/algorithms.md §9)", "network"),
-    "normalize_obs": Setting(False, None, "observations standardized by their running mean "
-                             "and variance (docs/algorithms.md §9)", "network"),
-    "scale_reward": Setting(False, None, "rewards divided by the running std of the discounted "
-                            "return (docs/algorithms.md §9)", "network"),
+    "normalize_obs": Setting(_families(False, False, continuous=True), None, "observations "
+                             "standardized by their running mean and variance (docs/algorithms.md "
+                             "§9); on by default for continuous-action ids (docs/continuous.md, "
+                             "the stabilizer pilot)", "network"),
+    "scale_reward": Setting(_families(False, False, continuous=True), None, "rewards divided by "
+                            "the running std of the discounted return (docs/algorithms.md §9); on "
+                            "by default for continuous-action ids", "network"),
 }
 OPTIONS = {  # settings of the harness, which change no result
     "checkpoint_every": Setting(None, R(1, 10**9, integer=True),
@@ -276,8 +279,9 @@ def add_setting(p, name, s):
     elif isinstance(s.accepted, Widths):
         p.add_argument(flag(name), default=None, metavar="W1,W2",
                        help=f"{text} (default {default_words(name)}); {s.accepted.words()}")
-    elif s.accepted is None:
-        p.add_argument(flag(name), action="store_true", default=None, help=text)
+    elif s.accepted is None:               # an on/off flag; --no-X too where its default varies
+        action = argparse.BooleanOptionalAction if isinstance(s.default, dict) else "store_true"
+        p.add_argument(flag(name), action=action, default=None, help=text)
     elif not isinstance(s.accepted, mt.Range):
         p.add_argument(flag(name), default=None, choices=s.accepted, metavar=name.upper(),
                        help=f"{text} (default {default_words(name)}; one of "
@@ -378,7 +382,8 @@ def refuse(name, args):
             "frames": "; MinAtar takes --steps"}.get(name, "")
     if name == "frames" and not is_net(args.domain):
         hint = "; mountain car takes --episodes"
-    raise UsageError(f"{flag(name)} does not apply to {why}{hint}")
+    typed = f"--no-{flag(name)[2:]}" if getattr(args, name, None) is False else flag(name)
+    raise UsageError(f"{typed} does not apply to {why}{hint}")
 
 
 def settings(args, strict=True, user=True):
@@ -402,8 +407,10 @@ def settings(args, strict=True, user=True):
         given = getattr(args, k)
         return checked(k, given) if isinstance(given, str) else default(k, domain, kwargs)
 
-    def on(k):                             # an on/off flag, where it applies
-        return bool(getattr(args, k)) and applies(k, domain, tuner)
+    def on(k):                             # an on/off flag (its default if not given), where
+        given = getattr(args, k)           # it applies
+        return bool(default(k, domain, kwargs) if given is None else given) and \
+            applies(k, domain, tuner)
     s = {k: value(k) for k in NUMBERS}
     if not mt.TUNER[tuner].meta:           # mu changes nothing there: one canonical value
         s["mu"] = default("mu", domain, kwargs)
@@ -486,6 +493,9 @@ def stored_settings(s, where, complete=True):
         if type(s.get("seed")) is not int:
             bad(f"setting seed is {s.get('seed', '(absent)')!r}, not an integer")
         return s
+    for k in STABILIZERS:                  # off (absent) where the domain's default is on
+        if k not in s and default(k, s["domain"], s.get("env_kwargs")) is True:
+            argv.append(f"--no-{flag(k)[2:]}")
     try:
         again = settings(run_parser().parse_args(argv), user=False)
     except (UsageError, SystemExit) as e:

@@ -139,7 +139,8 @@ def expand(args):
                 out.append(s)
     for k in DOMAIN_FLAGS:
         if getattr(args, k) is not None and k not in used:
-            raise UsageError(f"{flag(k)} applies to none of the sweep's runs (domains "
+            typed = f"--no-{flag(k)[2:]}" if getattr(args, k) is False else flag(k)
+            raise UsageError(f"{typed} applies to none of the sweep's runs (domains "
                              f"{args.domain}, tuners {args.tuner or 'default'})")
     return out
 

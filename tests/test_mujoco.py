@@ -105,3 +105,34 @@ def test_continuous_action_ids_have_their_own_defaults():
     assert (cont["psi"], cont["hidden"], cont["steps"]) == (0.0, [128, 128], 1_000_000)
     assert (disc["psi"], disc["hidden"], disc["steps"]) == (0.01, [64, 64], 100_000)
     assert schema.family("Hopper-v5") == "continuous" and schema.family("CartPole-v1") == "gym"
+
+
+def test_continuous_ids_normalize_observations_and_scale_rewards_by_default(tmp_path):
+    """The stabilizer pilot's defaults (docs/continuous.md): observation normalization and reward
+    scaling on for continuous-action ids, off elsewhere; --no-X turns each off; a stored run of
+    either kind reads back to itself; the off form is refused where the flag does not apply."""
+    import schema
+    parse = schema.run_parser().parse_args
+
+    def stab(*flags):
+        s = schema.settings(parse(list(flags)))
+        assert schema.stored_settings(s, "test") == s            # round trip, default or not
+        return [k for k in schema.STABILIZERS if s.get(k)]
+    assert stab("--domain", "Hopper-v5") == ["normalize_obs", "scale_reward"]
+    assert stab("--domain", "Hopper-v5", "--no-scale-reward") == ["normalize_obs"]
+    assert stab("--domain", "Hopper-v5", "--no-normalize-obs", "--no-scale-reward") == []
+    assert stab("--domain", "Hopper-v5", "--layer-norm") == ["layer_norm", "normalize_obs",
+                                                             "scale_reward"]
+    assert stab("--domain", "CartPole-v1") == [] and stab("--domain", "minatar-breakout") == []
+    assert stab("--domain", "CartPole-v1", "--normalize-obs") == ["normalize_obs"]
+    on = schema.settings(parse(["--domain", "Hopper-v5"]))
+    explicit = schema.settings(parse(["--domain", "Hopper-v5", "--normalize-obs",
+                                      "--scale-reward"]))
+    assert schema.settings_hash(on) == schema.settings_hash(explicit)   # same run, same name
+    r = cli("--domain", "mountaincar", "--no-normalize-obs", "--out", str(tmp_path / "m"))
+    assert r.returncode == 2 and "--no-normalize-obs does not apply" in r.stderr
+    assert not (tmp_path / "m").exists()
+    r = cli("sweep", "--domain", "mountaincar", "--no-scale-reward", "--episodes", "2", "--out",
+            str(tmp_path / "s"))
+    assert r.returncode == 2 and "--no-scale-reward applies to none" in r.stderr
+    assert not (tmp_path / "s").exists()
