@@ -1,14 +1,18 @@
-"""Algorithms 1-3, SID-R, NOSID-R, untuned AC(lambda) and ObGD, as plain NumPy: the readable definition.
+"""Algorithms 1-3, SID-R, NOSID-R, untuned AC(lambda), ObGD, and on two towers Stream AC and
+Intentional AC, as plain NumPy: the readable definition.
 
-A literal, dense transcription of docs/algorithms.md §2-5 and §9: one function per algorithm,
-every per-weight quantity a full vector, and every line of an algorithm box one line here with
-its label (S1-S9, V1-V9, M1-M11, N1-N2, O1-O6), with no shared offsets, active lists or lazy
-decay.  It is slow and it is the reference: the Numba kernels of metatrace.py are tested against
-it (tests/test_sparse_vs_dense.py, tests/test_flat_layer_norm.py, tests/test_obgd.py).
-`linear_grads` gives the linear-softmax model's gradients (§1.4).
+A literal, dense transcription of docs/algorithms.md §2-5, §9 and §11-§12: one function per
+algorithm, every per-weight quantity a full vector, and every line of an algorithm box one line
+here with its label (S1-S9, V1-V9, M1-M11, N1-N2, O1-O6, A1-A6, I1-I14, P14-P15), with no shared
+offsets, active lists or lazy decay.  It is slow and it is the reference: the Numba kernels of
+metatrace.py are tested against it (tests/test_sparse_vs_dense.py, tests/test_flat_layer_norm.py,
+tests/test_obgd.py); the two-tower functions, which have no kernels yet, are tested against
+their authors' numbers (tests/test_two_tower_reference.py).  `linear_grads` gives the
+linear-softmax model's gradients (§1.4).
 
-A step takes the state S (`new_state`), the step's facts `Grads` and the hyper-parameters
-`Params`; it updates S in place and returns the step-size it applied.
+A step takes the state S (`new_state`, `new_towers`), the step's facts `Grads` (`TowerGrads`)
+and the hyper-parameters `Params` (`TowerParams`); it updates S in place and returns the
+step-size it applied.
 """
 from typing import NamedTuple
 
@@ -246,3 +250,115 @@ def gaussian_cotangents(out, a):
     G4 = np.concatenate([0.5 * x / sigma, 0.5 * (x ** 2 - 1.0) / sigma * dsigma])
     G5 = np.concatenate([np.zeros_like(mu), dsigma / sigma])
     return G4, G5
+
+
+# ------------------------------------------------------------------------------------------------
+# Two towers (§11, §12): the critic's weights w and the actor's theta are separate networks, each
+# with its own trace and step-size state.  TowerGrads holds one step's facts at (w_t, theta_t).
+# ------------------------------------------------------------------------------------------------
+
+class TowerGrads(NamedTuple):
+    """One two-tower step's facts: gV = grad_w V(S_t), glog = grad_theta log pi(A_t|S_t),
+    gH = grad_theta H(S_t), delta, and whether S_{t+1} ends the episode (traces reset after)."""
+    gV: np.ndarray
+    glog: np.ndarray
+    gH: np.ndarray
+    delta: float
+    done: bool = False
+
+
+class TowerParams(NamedTuple):
+    """Hyper-parameters of §11-§12 (defaults: the authors' scripts): gl = gamma lambda."""
+    gl: float
+    psi: float
+    alpha: float = 1.0
+    kappa_v: float = 2.0
+    kappa_pi: float = 3.0
+    eta_v: float = 0.5
+    eta_pi: float = 0.05
+    beta2: float = 0.999
+    clip_mult: float = 20.0
+    beta_clip: float = 0.9998
+    beta_norm: float = 0.9998
+    adaptive_clip: bool = True
+    rmsprop: bool = True
+    sigma: bool = True
+
+
+def new_towers(n_v, n_pi):
+    """§11-§12 state of both towers: weights, traces, and per tower Intentional's statistics."""
+    def tower(n):
+        return dict(w=np.zeros(n), z=np.zeros(n), v=np.zeros(n), t=0, sigma=0.0, k=0,
+                    clip_sq=1.0, j=0, abar=0.0)
+    return dict(V=tower(n_v), pi=tower(n_pi))
+
+
+def actor_gradient(g, p):
+    """A2 (and §12 psi_t): the actor's traced gradient, grad log pi + psi sign(delta) grad H."""
+    return g.glog + p.psi * np.sign(g.delta) * g.gH
+
+
+def obgd_tower(T, grad, delta, alpha, kappa, gl, done):
+    """A1-A5 on one tower: z <- gl z + grad; step = alpha / max(alpha kappa max(|delta|, 1)
+    ||z||_1, 1); w <- w + step delta z; z <- 0 after a done step -> step."""
+    T["z"] = gl * T["z"] + grad                                          # A1 / A2
+    M = alpha * kappa * max(abs(delta), 1.0) * np.abs(T["z"]).sum()      # A3
+    step = alpha / M if M > 1 else alpha                                 # A4
+    T["w"] = T["w"] + step * delta * T["z"]                              # A5
+    if done:
+        T["z"] = np.zeros_like(T["z"])                                   # A6
+    return step
+
+
+def stream_ac_step(S, g, p):
+    """Stream AC(lambda) as its authors run it (§11): ObGD on each tower with its own kappa ->
+    (critic step, actor step)."""
+    return (obgd_tower(S["V"], g.gV, g.delta, p.alpha, p.kappa_v, p.gl, g.done),
+            obgd_tower(S["pi"], actor_gradient(g, p), g.delta, p.alpha, p.kappa_pi, p.gl, g.done))
+
+
+def intentional_delta(T, delta, p, normalize):
+    """I11-I13 / P11-P15: delta clipped by C times its bias-corrected RMS (or to [-1, 1]) and, for
+    the actor, divided by the bias-corrected mean of its magnitude."""
+    if p.adaptive_clip:
+        T["k"] += 1
+        T["clip_sq"] = p.beta_clip * T["clip_sq"] + (1 - p.beta_clip) * delta ** 2     # I11
+        cap = p.clip_mult * np.sqrt(T["clip_sq"] / (1 - p.beta_clip ** T["k"]))       # I12
+        dc = np.copysign(min(abs(delta), cap), delta)                               # I13
+    else:
+        dc = min(max(delta, -1.0), 1.0)
+    if not normalize:
+        return dc
+    T["j"] += 1
+    T["abar"] = p.beta_norm * T["abar"] + (1 - p.beta_norm) * abs(dc)                # P14
+    return dc / max(T["abar"] / (1 - p.beta_norm ** T["j"]), 1e-12)                # P15
+
+
+def intentional_tower(T, grad, delta, eta, p, normalize, done):
+    """I1-I14 (critic) / P1-P16 (actor) on one tower -> its step-size alpha_t."""
+    T["t"] += 1                                                                      # I1
+    if p.rmsprop:
+        T["v"] = p.beta2 * T["v"] + (1 - p.beta2) * grad ** 2                       # I2
+        d = np.sqrt(T["v"] / (1 - p.beta2 ** T["t"])) + 1e-8                         # I3
+    else:
+        d = np.ones_like(grad)
+    n = float(np.sum(grad ** 2 / d))                                                 # I4
+    T["z"] = p.gl * T["z"] + grad                                                    # I5
+    m = float(np.sum(T["z"] ** 2 / d))                                               # I6
+    if p.sigma:
+        T["sigma"] += (1 - p.gl) * (n - T["sigma"])                                  # I7
+        u = np.sqrt(T["sigma"] / (1 - p.gl ** T["t"]) * m)                           # I8-I9
+    else:
+        u = m                                                    # their base rule: ||z||^2
+    alpha = eta / max(u, 1e-8)                                                       # I10
+    T["w"] = T["w"] + alpha * intentional_delta(T, delta, p, normalize) * T["z"] / d  # I14
+    if done:
+        T["z"] = np.zeros_like(T["z"])
+    return alpha
+
+
+def intentional_step(S, g, p):
+    """Intentional AC (§12): Intentional TD on the critic, Intentional policy gradient (delta
+    normalized) on the actor, both from the same raw delta -> (critic alpha, actor alpha)."""
+    return (intentional_tower(S["V"], g.gV, g.delta, p.eta_v, p, False, g.done),
+            intentional_tower(S["pi"], actor_gradient(g, p), g.delta, p.eta_pi, p, True, g.done))
