@@ -160,9 +160,9 @@ MAX_RUNS = 100_000        # a sweep larger than this is a typo, not a plan
 _NUMBER = re.compile(r"^\s*([-+]?\d+(\.\d*)?)\s*\^\s*([-+]?\d+(\.\d*)?)\s*$")
 
 
-def flag(name):
-    """The command-line spelling of a setting's name."""
-    return "--" + name.replace("_", "-")
+def flag(name, on=True):
+    """The command-line spelling of a setting's name (on=False: an on/off flag's off form)."""
+    return ("--" if on else "--no-") + name.replace("_", "-")
 
 
 def parse_number(text, name):
@@ -382,7 +382,7 @@ def refuse(name, args):
             "frames": "; MinAtar takes --steps"}.get(name, "")
     if name == "frames" and not is_net(args.domain):
         hint = "; mountain car takes --episodes"
-    typed = f"--no-{flag(name)[2:]}" if getattr(args, name, None) is False else flag(name)
+    typed = flag(name, getattr(args, name, None) is not False)      # --no-X where it was given so
     raise UsageError(f"{typed} does not apply to {why}{hint}")
 
 
@@ -495,7 +495,7 @@ def stored_settings(s, where, complete=True):
         return s
     for k in STABILIZERS:                  # off (absent) where the domain's default is on
         if k not in s and default(k, s["domain"], s.get("env_kwargs")) is True:
-            argv.append(f"--no-{flag(k)[2:]}")
+            argv.append(flag(k, on=False))
     try:
         again = settings(run_parser().parse_args(argv), user=False)
     except (UsageError, SystemExit) as e:

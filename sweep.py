@@ -139,7 +139,7 @@ def expand(args):
                 out.append(s)
     for k in DOMAIN_FLAGS:
         if getattr(args, k) is not None and k not in used:
-            typed = f"--no-{flag(k)[2:]}" if getattr(args, k) is False else flag(k)
+            typed = flag(k, getattr(args, k) is not False)
             raise UsageError(f"{typed} applies to none of the sweep's runs (domains "
                              f"{args.domain}, tuners {args.tuner or 'default'})")
     return out

@@ -26,27 +26,21 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
+
+from peer_stream_ac import patched_copy       # the copy and its one gymnasium >= 1.0 fix
 
 SCRIPTS = {"stream_ac": "stream_ac_continuous.py", "intentional": "intentional_ac.py"}
 MINATAR_SCRIPT = "stream_ac_discrete_minatar.py"
-FIX = ("info['episode']['r'][0]", "float(info['episode']['r'])")
 LINE = re.compile(r"^Episodic Return: (\S+), Time Step (\d+)$")
 FIELDS = ("method", "env", "seed", "episode", "step", "return")
 
 
 def script_copy(peer_dir, method, env):
-    """Their script for (method, env), copied with FIX into a temporary directory -> its path."""
+    """Their script for (method, env), copied with PEER_FIX into a temporary directory -> its
+    path."""
     name = MINATAR_SCRIPT if method == "stream_ac" and env.startswith("MinAtar/") else \
         SCRIPTS[method]
-    work = tempfile.mkdtemp(prefix="peer-runs-")
-    shutil.copytree(peer_dir, os.path.join(work, "peer"), ignore=shutil.ignore_patterns(".git"))
-    path = os.path.join(work, "peer", name)
-    text = open(path).read()
-    if FIX[0] not in text:
-        sys.exit(f"peer_runs.py: {path} has no {FIX[0]!r}; another version of their code?")
-    open(path, "w").write(text.replace(FIX[0], FIX[1]))
-    return path
+    return patched_copy(peer_dir, name)
 
 
 def done_seeds(out, method, env, steps):

@@ -39,6 +39,19 @@ def timed(cmd, cwd, core):
     return time.perf_counter() - t0
 
 
+def patched_copy(peer_dir, name):
+    """Their checkout copied into a fresh temporary directory, with PEER_FIX made in the script
+    `name` -> the copied script's path (WORK/peer/NAME)."""
+    peer = os.path.join(tempfile.mkdtemp(prefix="peer-"), "peer")
+    shutil.copytree(peer_dir, peer, ignore=shutil.ignore_patterns(".git"))
+    script = os.path.join(peer, name)
+    text = open(script).read()
+    if PEER_FIX[0] not in text:
+        sys.exit(f"{script} has no {PEER_FIX[0]!r}; another version of their code?")
+    open(script, "w").write(text.replace(PEER_FIX[0], PEER_FIX[1]))
+    return script
+
+
 def main(argv=None):
     """Interleaved repeats of both sides; prints each side's median agent steps/s and the ratio."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,14 +62,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--core", type=int, default=0)
     a = p.parse_args(argv)
-    work = tempfile.mkdtemp(prefix="peer-")
-    peer = os.path.join(work, "peer")
-    shutil.copytree(a.peer_dir, peer, ignore=shutil.ignore_patterns(".git"))
-    script = os.path.join(peer, "stream_ac_continuous.py")
-    text = open(script).read()
-    if PEER_FIX[0] not in text:
-        sys.exit(f"peer_stream_ac.py: {script} has no {PEER_FIX[0]!r}; another version?")
-    open(script, "w").write(text.replace(PEER_FIX[0], PEER_FIX[1]))
+    script = patched_copy(a.peer_dir, "stream_ac_continuous.py")
+    peer = os.path.dirname(script)
+    work = os.path.dirname(peer)
 
     def theirs(n):
         return [a.peer_python, script, "--env_name", a.env, "--total_steps", str(n), "--seed", "0"]
