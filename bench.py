@@ -18,8 +18,10 @@ import numpy as np
 import metatrace as mt
 import nets
 
-LINEAR_TUNERS = [(t.name, *t.bench) for t in mt.TUNER_TABLE]   # (alpha0, mu): each row's
-NET_TUNERS = tuple(t.name for t in mt.TUNER_TABLE if not t.needs_zh)   # SID-R, NOSID-R: linear only
+LINEAR_TUNERS = [(t.name, *t.bench) for t in mt.TUNER_TABLE if not t.two_tower]   # (alpha0, mu): each row's
+NET_TUNERS = tuple(t.name for t in mt.TUNER_TABLE if not t.needs_zh and not t.two_tower)
+# (SID-R, NOSID-R: linear only); with --towers 2 the per-tower tuners too
+TOWER_TUNERS = NET_TUNERS + tuple(t.name for t in mt.TUNER_TABLE if t.two_tower)
 
 
 def timed(call, repeats, before=None, warm=True):
@@ -107,23 +109,26 @@ def env_alone(env, steps, seed=0):
     return time.perf_counter() - t0, drawing
 
 
-def agent_steps(domain, repeats, steps, where, make_runner, make_env):
+def agent_steps(domain, repeats, steps, where, make_runner, make_env, towers=1):
     """Per tuner: median learner time per agent step (policy + learn, one Numba call each, as in
     a run), its split into forward / backward / tuner update (from a second pass with learn split
     into its phases, which adds their calls' overhead), the rest of the loop (environment,
     wrappers, Python) and agent steps/s; and the environment's own step (make_env(domain), random
     actions drawn beforehand: a simulator step alone) measured in the same turns, with the
-    learner / environment ratio.  The repeats go
+    learner / environment ratio, and the learner's time over the untuned learner's (the median of
+    the ratios of the same repeat).  The repeats go
     round the tuners in turn; each pass starts with 50 unmeasured steps, which bring the caches
     back from the previous tuner.  make_runner(tuner) -> an object with .agent and
-    .episode(max_steps)."""
+    .episode(max_steps).  towers = 2: every network tuner on two towers, the learner split into
+    its policy call (both forward passes at S_t) and its learn call instead."""
+    tuners = TOWER_TUNERS if towers == 2 else NET_TUNERS
     print(f"{domain}: median over {repeats} repeats of {steps} agent steps after a warm-up, the "
           f"tuners taking turns; {where}; float32; times in ms per agent step")
     runners = {}
-    for tuner in NET_TUNERS:
+    for tuner in tuners:
         runners[tuner] = make_runner(tuner)
         runners[tuner].episode(64)                           # compile and warm up
-    rows = {tuner: [] for tuner in NET_TUNERS}
+    rows = {tuner: [] for tuner in tuners}
     alone = []
     sim = make_env(domain)
     env_alone(sim, 50)
@@ -145,19 +150,23 @@ def agent_steps(domain, repeats, steps, where, make_runner, make_env):
         return runner.agent.clock * 1e3 / n, wall * 1e3 / n, n / wall
     for _ in range(repeats):
         alone.append(np.array(env_alone(sim, steps)) * 1e3 / steps)
-        for tuner in NET_TUNERS:
+        for tuner in tuners:
             light, wall, rate = measure(runners[tuner], 2)
-            split, _, _ = measure(runners[tuner], 3)
+            split = light if towers == 2 else measure(runners[tuner], 3)[0]
             rows[tuner].append([*split, light.sum(), wall - light.sum(), rate])
     env_ms, draw_ms = np.median(np.array(alone), axis=0)
     print(f"environment alone (random actions drawn beforehand): {env_ms:.3f} ms per step; "
           f"drawing one with action_space.sample(), not included: {draw_ms:.3f} ms")
-    print(f"{'tuner':<14}{'forward':>9}{'backward':>10}{'tuner':>8}{'learner':>9}{'rest':>8}"
-          f"{'steps/s':>9}{'learner/env':>13}")
-    for tuner in NET_TUNERS:
+    cols = ("policy", "learn", "") if towers == 2 else ("forward", "backward", "tuner")
+    print(f"{'tuner':<14}{cols[0]:>9}{cols[1]:>10}{cols[2]:>8}{'learner':>9}{'rest':>8}"
+          f"{'steps/s':>9}{'learner/env':>13}{'/ none':>8}")
+    for tuner in tuners:
         med = np.median(np.array(rows[tuner]), axis=0)
-        print(f"{tuner:<14}{med[0]:>9.3f}{med[1]:>10.3f}{med[2]:>8.3f}{med[3]:>9.3f}"
-              f"{med[4]:>8.3f}{med[5]:>9.0f}{med[3] / env_ms:>13.2f}", flush=True)
+        third = "" if towers == 2 else f"{med[2]:.3f}"
+        print(f"{tuner:<14}{med[0]:>9.3f}{med[1]:>10.3f}{third:>8}{med[-3]:>9.3f}"
+              f"{med[-2]:>8.3f}{med[-1]:>9.0f}{med[-3] / env_ms:>13.2f}"
+              f"{np.median([a[-3] / b[-3] for a, b in zip(rows[tuner], rows['none'])]):>8.2f}",
+              flush=True)
     return 0
 
 

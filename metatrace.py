@@ -14,6 +14,9 @@ Tuners: one row each of TUNER_TABLE (below), which the learner, the command line
 and the figures read.  A new tuner is a row, its lines in the kernels, and its tests.  ObGD and
 adaptive ObGD (§9, Elsayed et al. 2024) are two such rows: they tune nothing by meta-gradient but
 bound each step against overshooting, in their own passes (`_obgd_*`) after the AC(lambda) trace.
+`TwoTowerAgent` (§11-§12) runs a critic and an actor network, each with its own trace: every tuner
+over both as one weight vector, and the per-tower rows (`two_tower`: Stream AC as its authors run
+it, Intentional AC) in their own per-tower kernels.
 
 State (`Learner`): W is an (8, n) array whose rows are
     w    all weights (critic then actor)          z    AC(lambda) trace
@@ -45,6 +48,7 @@ Values travel in named bundles (NamedTuples, inside Numba too): `Hyper` (the tun
 hyper-parameters), `State` (the learner's arrays), `Scratch` (sparse gradients), `Dense` (a dense
 model's gradients in blocks), `Transition` (one step's scalars).
 """
+import collections
 import json
 import math
 import os
@@ -81,6 +85,13 @@ class Tuner(NamedTuple):
     bench: tuple = ("2^-9", "2^-8")   # (alpha0, mu) of the mountain-car benchmark (stable there)
     section: str = ""     # its section of docs/algorithms.md
     baseline: bool = False    # the untuned baseline the paper's figures compare against
+    tower: int = 0        # its state is per tower (runs only with --towers 2): its pass in
+    #                       tower_learn, 1 Stream AC (§11), 2 Intentional AC (§12); 0: one state
+
+    @property
+    def two_tower(self):
+        """Whether its state is per tower."""
+        return self.tower > 0
 
 
 TUNER_TABLE = (
@@ -103,13 +114,22 @@ TUNER_TABLE = (
           "NOSID-R, SID-R with a hard-maximum normalizer and an alpha bound", label="NOSID",
           params=("mu", "no_alpha_bound"), bench=("2^-9", "2^-12"), section="§4.3"),
     Tuner("obgd", (), False, False, False, False, False, False, "§9, O1-O4",
-          "ObGD (Elsayed, Vasan & Mahmood 2024): AC(lambda) with its step bounded against "
-          "overshooting", meta=False, bound=True, label="ObGD", color="C3", params=("kappa",),
+          "ObGD (Elsayed, Vasan & Mahmood 2024) in this project's one-tower variant: AC(lambda) "
+          "with its step bounded against overshooting", meta=False, bound=True, label="ObGD", color="C3", params=("kappa",),
           bench=("2^-5", None), section="§9"),
     Tuner("adaptive_obgd", ("vv",), False, False, False, False, False, False, "§9, O1-O6",
           "adaptive ObGD: ObGD on delta z scaled per weight by its bias-corrected RMS",
           meta=False, bound=True, adaptive=True, label="adaptive ObGD", color="C4",
           params=("kappa", "beta2"), bench=("2^-5", None), section="§9"),
+    Tuner("stream_ac", (), False, False, False, False, False, False, "§11, A1-A6",
+          "Stream AC(lambda) as its authors run it: ObGD on each tower, kappa_V and kappa_pi",
+          meta=False, bound=True, label="Stream AC", color="C5", params=("kappa", "kappa_pi"),
+          bench=("2^0", None), section="§11", tower=1),
+    Tuner("intentional", ("vv",), False, False, False, False, False, False, "§12, I1-I14, "
+          "P14-P15", "Intentional AC (Sharifnassab et al. 2026): Intentional TD on the critic, "
+          "intentional policy gradient on the actor", meta=False, label="Intentional AC",
+          color="C6", params=("eta_v", "eta_pi", "beta2"), bench=("2^0", None), section="§12",
+          tower=2),
 )
 TUNERS = tuple(t.name for t in TUNER_TABLE)
 TUNER = {t.name: t for t in TUNER_TABLE}
@@ -121,28 +141,13 @@ BETA, V, ZB, U, NMAX = range(5)
 N_SCALARS = 5
 OBGD_M = V            # ObGD keeps its last bound M (O3) where Metatrace keeps v
 OBGD_EPS = 1e-8       # adaptive ObGD's epsilon (O6), the value of their code
+INTENTIONAL_CONSTANTS = (20.0, 0.9998, 0.9998)    # §12: clip multiplier C, beta_clip, beta_norm
+# a tower's scalars (s[k N_SCALARS:...], two-tower tuners): log of its last step-size at BETA;
+# Stream AC: its last bound M at OBGD_M; Intentional AC: sigma (I7), the delta^2 EMA (I11),
+# A-bar (P14)
+SIGMA_S, CLIP2_S, ABAR_S = V, ZB, U
 # entries of the integer state: number of active weights, global step counter
 N_ACT, STEP = range(2)
-
-
-class Config(NamedTuple):
-    """Learner hyper-parameters (docs/algorithms.md §1.1, §6 defaults)."""
-    tuner: str = "scalar"
-    normalized: bool = True
-    alpha: float = 2.0 ** -9      # alpha_0 (initial, or fixed for `none`)
-    mu: float = 2.0 ** -8         # meta step-size
-    gamma: float = 0.99
-    lam: float = 0.8
-    psi: float = 0.0              # entropy weight
-    timeout_bootstrap: bool = False   # §1.6
-    nosid_alpha_bound: bool = True    # §4.3 N2
-    kappa: float = 2.0                # ObGD's bound factor (§9 O3)
-    beta2: float = 0.999              # adaptive ObGD's RMS decay (§9 O5)
-
-
-# the paper's settings (docs/algorithms.md §6.1, §6.3): mountain car, and the networks
-PAPER_DEFAULTS = {"linear": Config(),
-                  "network": Config(tuner="mixed", alpha=2.0 ** -8, mu=0.001, psi=0.01)}
 
 
 class Range(NamedTuple):
@@ -168,9 +173,58 @@ class Range(NamedTuple):
 
 
 INF = math.inf
+
+
+class Param(NamedTuple):
+    """A hyper-parameter that only the tuners whose rows list it take: its default, accepted
+    range and help.  Each becomes a Config field, a Hyper field and a run setting (schema.py)."""
+    default: float
+    accepted: Range
+    help: str
+
+
+TUNER_PARAMS = {
+    "kappa": Param(2.0, Range(0, INF, hi_open=True), "the bound factor kappa of the step "
+                   "(docs/algorithms.md §9 O3; 0: never bounded); stream_ac: the value tower's "
+                   "kappa_V (§11 A3)"),
+    "kappa_pi": Param(3.0, Range(0, INF, hi_open=True), "the policy tower's bound factor "
+                      "kappa_pi (docs/algorithms.md §11 A3)"),
+    "beta2": Param(0.999, Range(0, 1, hi_open=True), "decay of the RMS of delta z "
+                   "(docs/algorithms.md §9 O5); intentional: of RMSProp's average of g^2 (§12 I2)"),
+    "eta_v": Param(0.5, Range(0, INF, True, True), "the fraction of delta that one critic "
+                   "update removes (docs/algorithms.md §12 I10)"),
+    "eta_pi": Param(0.05, Range(0, INF, True, True), "the intended change of log pi per actor "
+                    "update, in units of the normalized delta (docs/algorithms.md §12 P10)"),
+}
+
+
+class _Config(NamedTuple):
+    tuner: str = "scalar"
+    normalized: bool = True
+    alpha: float = 2.0 ** -9      # alpha_0 (initial, or fixed for `none`)
+    mu: float = 2.0 ** -8         # meta step-size
+    gamma: float = 0.99
+    lam: float = 0.8
+    psi: float = 0.0              # entropy weight
+    timeout_bootstrap: bool = False   # §1.6
+    nosid_alpha_bound: bool = True    # §4.3 N2
+
+
+# Learner hyper-parameters (docs/algorithms.md §1.1, §6 defaults): _Config's, then TUNER_PARAMS'
+Config = collections.namedtuple(
+    "Config", _Config._fields + tuple(TUNER_PARAMS),
+    defaults=tuple(_Config._field_defaults.values()) + tuple(p.default for p in TUNER_PARAMS.values()))
+Config.__doc__ = "Learner hyper-parameters (docs/algorithms.md §1.1, §6 defaults; TUNER_PARAMS)."
+
+
+# the paper's settings (docs/algorithms.md §6.1, §6.3): mountain car, and the networks
+PAPER_DEFAULTS = {"linear": Config(),
+                  "network": Config(tuner="mixed", alpha=2.0 ** -8, mu=0.001, psi=0.01)}
+
+
 CONFIG_RANGES = {"alpha": Range(0, INF, True, True), "mu": Range(0, INF, hi_open=True),
                  "gamma": Range(0, 1), "lam": Range(0, 1), "psi": Range(0, INF, hi_open=True),
-                 "kappa": Range(0, INF, hi_open=True), "beta2": Range(0, 1, hi_open=True)}
+                 **{k: p.accepted for k, p in TUNER_PARAMS.items()}}
 
 
 def check_config(c):
@@ -181,11 +235,13 @@ def check_config(c):
         x = getattr(c, name)
         if not r.ok(x):
             raise ValueError(f"{name} {x} is outside the accepted range {r.words()}")
+    if c.tuner == "intentional" and c.gamma * c.lam == 1.0:
+        raise ValueError("gamma lam = 1 with tuner intentional: its sigma correction divides by "
+                         "1 - (gamma lam)^t (§12 I8); accepted: gamma lam < 1")
     return c
 
 
-class Hyper(NamedTuple):
-    """What the kernels need of a tuner row and a Config (the tuner's flags and scalars)."""
+class _Hyper(NamedTuple):
     vec: bool           # per-weight step-sizes
     sh: bool            # scalar h
     dots: bool          # <g, h> dot products and d
@@ -198,9 +254,18 @@ class Hyper(NamedTuple):
     nosid_bound: bool
     bound: bool         # ObGD
     adapt: bool         # adaptive ObGD
-    kappa: float
-    beta2: float
     eps: float
+    clip_mult: float    # §12 Intentional AC ...
+    beta_clip: float
+    beta_norm: float
+    adaptive_clip: bool     # I11-I13 (off: delta clipped to [-1, 1])
+    rmsprop: bool           # I2-I3 (off: D = I)
+    sigma: bool             # I7-I9 (off: u = ||z||^2, their base rule)
+    tower: int              # 0: one tuner over all weights; per tower: 1 Stream AC, 2 Intentional
+
+
+# What the kernels need of a tuner row and a Config: _Hyper's flags and scalars, then TUNER_PARAMS'
+Hyper = collections.namedtuple("Hyper", _Hyper._fields + tuple(TUNER_PARAMS))
 
 
 def hyper(config):
@@ -209,7 +274,8 @@ def hyper(config):
     return Hyper(t.vector, t.scalar_h, t.needs_d, t.needs_zh, t.needs_gV2,
                  bool(config.normalized) and t.normalizable, config.gamma * config.lam,
                  float(config.psi), float(config.mu), bool(config.nosid_alpha_bound),
-                 t.bound, t.adaptive, float(config.kappa), float(config.beta2), OBGD_EPS)
+                 t.bound, t.adaptive, OBGD_EPS, *INTENTIONAL_CONSTANTS, True, True, True, t.tower,
+                 *(float(getattr(config, k)) for k in TUNER_PARAMS))
 
 
 class State(NamedTuple):
@@ -997,8 +1063,9 @@ def order_stats(x, ks, bins=4096):
 class Learner:
     """AC(lambda) + tuner state for a model with n weights; state is the point of this class."""
 
-    def __init__(self, n, config, dtype=np.float64, dense=False):
+    def __init__(self, n, config, dtype=np.float64, dense=False, towers=1):
         self.config = check_config(config)
+        self.towers = towers
         self.tuner = TUNER[config.tuner]
         self.norm = bool(config.normalized) and self.tuner.normalizable
         self.hyper = hyper(config)
@@ -1011,8 +1078,9 @@ class Learner:
         # not get huge pages (docs/performance.md)
         self.W.fill(0.0)
         self.W[EB_] = 1.0                                     # bv = 0
-        self.s = np.zeros(N_SCALARS)
-        self.s[BETA] = math.log(config.alpha)
+        self.split = n          # two towers: the critic's weights [0, split), the actor's after
+        self.s = np.zeros(N_SCALARS * (towers if self.tuner.two_tower else 1))
+        self.s[BETA::N_SCALARS] = math.log(config.alpha)
         self.ist = np.zeros(2, np.int64)
         self.vt = np.zeros(n, np.int64)
         self.act = np.zeros(n, np.int64)
@@ -1034,7 +1102,9 @@ class Learner:
 
     def beta(self):
         """Per-weight log step-sizes beta_i (alpha_i = exp(beta_i)); ObGD: those of its last step
-        (O4, O6)."""
+        (O4, O6); two-tower tuners: each tower's (§11 A4; §12 I10 over D, I14)."""
+        if self.tuner.two_tower:
+            return self._tower_beta()
         if self.tuner.vector:
             return self.s[BETA] + self.beta_vec()
         if self.tuner.bound:
@@ -1047,6 +1117,20 @@ class Learner:
                 return b - 0.5 * np.log(vv / (1.0 - b2 ** t) + OBGD_EPS)
             return np.full(self.n, b)
         return np.full(self.n, self.s[BETA])
+
+    def _tower_beta(self):
+        """beta() of a two-tower tuner: tower k holds weights [0, split) (critic) or [split, n)."""
+        out, t = np.empty(self.n), int(self.ist[STEP])
+        for k, (a, e) in enumerate(((0, self.split), (self.split, self.n))):
+            sk = self.s[k * N_SCALARS:(k + 1) * N_SCALARS]
+            if self.tuner.bound:
+                out[a:e] = sk[BETA] - math.log(max(sk[OBGD_M], 1.0))
+            elif t > 0:
+                v = self.W[VV_, a:e].astype(np.float64)
+                out[a:e] = sk[BETA] - np.log(np.sqrt(v / (1.0 - self.config.beta2 ** t)) + 1e-8)
+            else:
+                out[a:e] = sk[BETA]
+        return out
 
     def state(self):
         """Every array of the learner's state, by name (for checkpoints and tests)."""
@@ -1065,7 +1149,7 @@ class Learner:
         ks = np.floor(np.asarray(qs) * (hi - lo - 1)).astype(np.int64)
         if self.tuner.vector:     # beta_i = beta + log eb_i rises with eb_i: select on eb
             return self.s[BETA] + np.log(order_stats(self.W[EB_, lo:hi], ks))
-        if self.tuner.adaptive:
+        if "vv" in self.tuner.rows:             # adaptive ObGD, Intentional AC
             return order_stats(beta[lo:hi], ks)
         return (beta[lo],) * len(ks)
 
@@ -1170,9 +1254,9 @@ def restore(agent, meta, arrays):
 
 
 def load(path):
-    """The agent saved at `path`: a LinearAgent or a NetAgent, whichever it holds."""
+    """The agent saved at `path`: a LinearAgent, NetAgent or TwoTowerAgent, whichever it holds."""
     meta, _ = read_agent(path)
-    return (LinearAgent if meta["kind"] == "linear" else NetAgent).load(path)
+    return {"linear": LinearAgent, "towers": TwoTowerAgent}.get(meta["kind"], NetAgent).load(path)
 
 
 _ANNOUNCED = set()
@@ -1206,6 +1290,9 @@ class LinearAgent:
 
     def __init__(self, config, n_features, n_actions, max_active=64, seed=0):
         compile_note(linear_step)
+        if TUNER[config.tuner].two_tower:
+            raise ValueError(f"tuner {config.tuner} keeps a state per tower: it runs on two "
+                             "networks (TwoTowerAgent), not on linear features")
         self.config = config
         self.nf, self.n_actions, self.max_active = int(n_features), int(n_actions), int(max_active)
         self.learner = Learner(self.nf * (1 + self.n_actions), config)
@@ -1507,6 +1594,9 @@ class NetAgent:
 
     def __init__(self, net, config, seed=0, dtype=np.float32, sparsity=0.0, policy="softmax"):
         compile_note(net_step)
+        if TUNER[config.tuner].two_tower:
+            raise ValueError(f"tuner {config.tuner} keeps a state per tower: it runs on two "
+                             "networks (TwoTowerAgent; --towers 2)")
         if policy not in POLICIES:
             raise ValueError(f"policy {policy!r}; accepted: {', '.join(POLICIES)}")
         if policy == "gaussian" and net.n_actions % 2:
@@ -1713,6 +1803,383 @@ class NetAgent:
         if policy not in POLICIES:
             raise ValueError(f"{path}: policy {policy!r} is not one of {', '.join(POLICIES)}")
         agent = cls(net, meta["config"], dtype=dtype, policy=policy)
+        restore(agent, meta, arrays)
+        agent.fresh1 = False
+        return agent
+
+
+# ------------------------------------------------------------------------------------------------
+# Two towers (docs/algorithms.md §11-§12): a critic network V_w and an actor network pi_theta
+# ------------------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _obgd_tower(w, z, g, s, delta, kappa, gl):
+    """A1-A5 on one tower: z <- gl z + g; M = alpha kappa max(|delta|, 1) ||z||_1 (kept in
+    s[OBGD_M]); w <- w + step delta z with step = alpha / M if M > 1, else alpha -> NaN iff a new
+    w_i is non-finite, else 0."""
+    ty = w.dtype.type
+    gl_ = ty(gl)
+    tot = 0.0
+    for i in range(w.shape[0]):
+        zi = gl_ * z[i] + g[i]                                # A1 / A2
+        z[i] = zi
+        tot += abs(zi)
+    alpha = math.exp(s[BETA])
+    M = alpha * kappa * max(abs(delta), 1.0) * tot            # A3
+    s[OBGD_M] = M
+    c = ty((alpha / M if M > 1.0 else alpha) * delta)         # A4
+    bad = ty(0.0)
+    for i in range(w.shape[0]):
+        wi = w[i] + c * z[i]                                  # A5
+        w[i] = wi
+        bad += ty(0.0) * wi
+    return bad
+
+
+@nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _intentional_norms(z, v, g, gl, beta2, cb, rmsprop):
+    """I2-I6 on one tower: v <- beta2 v + (1 - beta2) g^2; D = sqrt(cb v) + 1e-8 (cb =
+    1 / (1 - beta2^t); D = 1 without RMSProp); z <- gl z + g -> (||g||^2_D^-1, ||z||^2_D^-1)."""
+    ty = z.dtype.type
+    gl_, b2, b2c, cb_, eps = ty(gl), ty(beta2), ty(1.0 - beta2), ty(cb), ty(1e-8)
+    n = m = 0.0
+    if rmsprop:
+        for i in range(z.shape[0]):
+            gi = g[i]
+            vi = b2 * v[i] + b2c * (gi * gi)                  # I2
+            v[i] = vi
+            di = np.sqrt(cb_ * vi) + eps                      # I3
+            zi = gl_ * z[i] + gi                              # I5
+            z[i] = zi
+            n += gi * gi / di                                 # I4
+            m += zi * zi / di                                 # I6
+    else:
+        for i in range(z.shape[0]):
+            gi = g[i]
+            zi = gl_ * z[i] + gi                              # I5
+            z[i] = zi
+            n += gi * gi                                      # I4
+            m += zi * zi                                      # I6
+    return n, m
+
+
+@nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _intentional_weights(w, z, v, c, cb, rmsprop):
+    """I14: w <- w + c z / D, c = alpha delta-tilde -> NaN iff a new w_i is non-finite, else 0."""
+    ty = w.dtype.type
+    c_, cb_, eps = ty(c), ty(cb), ty(1e-8)
+    bad = ty(0.0)
+    if rmsprop:
+        for i in range(w.shape[0]):
+            wi = w[i] + c_ * z[i] / (np.sqrt(cb_ * v[i]) + eps)
+            w[i] = wi
+            bad += ty(0.0) * wi
+    else:
+        for i in range(w.shape[0]):
+            wi = w[i] + c_ * z[i]
+            w[i] = wi
+            bad += ty(0.0) * wi
+    return bad
+
+
+@nb.njit(cache=True)
+def _intentional_delta(s, hp, delta, t, normalize):
+    """I11-I13, P14-P15: delta clipped to C times its bias-corrected RMS (its EMA in s[CLIP2_S],
+    started at 1; without the adaptive clip to [-1, 1]) and, for the actor, divided by the
+    bias-corrected mean of its magnitude (s[ABAR_S])."""
+    if hp.adaptive_clip:
+        bc = hp.beta_clip
+        prev = 1.0 if t == 1 else s[CLIP2_S]          # their code's EMA starts at 1
+        s[CLIP2_S] = bc * prev + (1.0 - bc) * delta * delta                     # I11
+        cap = hp.clip_mult * math.sqrt(s[CLIP2_S] / (1.0 - bc ** t))            # I12
+        dc = math.copysign(min(abs(delta), cap), delta)                        # I13
+    else:
+        dc = min(max(delta, -1.0), 1.0)
+    if not normalize:
+        return dc
+    bn = hp.beta_norm
+    s[ABAR_S] = bn * s[ABAR_S] + (1.0 - bn) * abs(dc)                           # P14
+    return dc / max(s[ABAR_S] / (1.0 - bn ** t), 1e-12)                         # P15
+
+
+@nb.njit(cache=True)
+def _intentional_tower(w, z, v, g, s, hp, delta, eta, t, normalize):
+    """I1-I14 (critic) / P1-P16 (actor, normalize) on one tower at step t -> NaN iff a new w_i is
+    non-finite; log alpha_t in s[BETA]."""
+    gl = hp.gl
+    cb = 1.0 / (1.0 - hp.beta2 ** t) if hp.rmsprop else 1.0
+    n, m = _intentional_norms(z, v, g, gl, hp.beta2, cb, hp.rmsprop)
+    if hp.sigma:
+        s[SIGMA_S] += (1.0 - gl) * (n - s[SIGMA_S])                             # I7
+        u = math.sqrt(s[SIGMA_S] / (1.0 - gl ** t) * m)                         # I8-I9
+    else:
+        u = m                                                 # their base rule: ||z||^2
+    alpha = eta / max(u, 1e-8)                                                  # I10
+    s[BETA] = math.log(alpha)
+    dt = _intentional_delta(s, hp, delta, t, normalize)
+    return _intentional_weights(w, z, v, alpha * dt, cb, hp.rmsprop) + 0.0 * alpha
+
+
+@nb.njit(cache=True)
+def tower_policy(tV, wtV, bufV, tP, wtP, bufP, W, nV, obs, same_obs, pi, logpi, gauss, eps, x):
+    """Forward passes of both towers at S_t with the current weights (the critic's workspace
+    holding obs's patches if same_obs); A ~ pi (softmax: drawn at the uniform x; Gaussian:
+    mu + sigma eps into gauss's row ACTION) -> (A, V(S_t), H(S_t))."""
+    nets.forward_kernel(tV, wtV, W[W_, :nV], obs, bufV, same_obs)
+    V = np.float64(nets.head(wtV, bufV, 0)[0])
+    nets.forward_kernel(tP, wtP, W[W_, nV:], obs, bufP, False)
+    if gauss.shape[1]:
+        _, out = nets.head(wtP, bufP, 2 * gauss.shape[1])
+        H = gaussian_policy(out, gauss)
+        for i in range(gauss.shape[1]):
+            gauss[ACTION, i] = gauss[MEAN, i] + gauss[STD, i] * eps[i]
+        return 0, V, H
+    _, logits = nets.head(wtP, bufP, pi.shape[0])
+    H = softmax_policy(logits, pi, logpi)
+    return sample_at(pi, x), V, H
+
+
+@nb.njit(cache=True)
+def tower_learn(tV, wtV0, bufV0, wtV1, bufV1, cotV, GV, GV1, tP, wtP, bufP, cotP, cotF, GP, pi,
+                logpi, gauss, gU, gH, gV, gV1, empty, one, acc, last1, W, s, ist, vt, act,
+                in_act, hp, A, R, gamma1, V0, H0, obs1):
+    """One transition on two towers (§11-§12): grad V(S_t) from the critic at S_t; V(S_{t+1})
+    (and, for tuners that need d, its gradient) at w_t; delta; the actor's cotangents and its vjp
+    at S_t; then the tuner: per tower (Stream AC, Intentional AC), or `dense_step` over both as
+    one weight vector (Metatrace, untuned, ObGD) -> (ok, delta)."""
+    hp = Hyper(*hp)
+    if gauss.shape[1] and not _all_finite(gauss[ACTION]):
+        return False, np.nan                                  # the policy itself has diverged
+    nV, n = GV.shape[1], W.shape[1]
+    wv, wp = W[W_, :nV], W[W_, nV:]
+    nets.vjp_kernel(tV, wtV0, wv, bufV0, cotV, GV, -1)        # grad_w V(S_t)
+    V1 = 0.0
+    if gamma1 != 0.0:
+        nets.forward_kernel(tV, wtV1, wv, obs1, bufV1, False)
+        last1[:] = obs1.reshape(-1)
+        V1 = np.float64(nets.head(wtV1, bufV1, 0)[0])
+        if hp.dots:
+            nets.vjp_kernel(tV, wtV1, wv, bufV1, cotV, GV1, -1)
+    delta = R + gamma1 * V1 - V0                              # §1.3 TD error
+    if gauss.shape[1]:                    # rows: d(log pi(A) / 2), dH on the actor's outputs
+        gaussian_cotangents(gauss, cotP, 1)
+    else:
+        policy_cotangents(pi, logpi, H0, A, cotP, 1)
+    if hp.tower:                          # A2: grad log pi + psi sign(delta) grad H, traced
+        sg = hp.psi * (1.0 if delta > 0 else (-1.0 if delta < 0 else 0.0))
+        for j in range(cotP.shape[1]):
+            cotF[0, j] = 2.0 * cotP[0, j] + sg * cotP[1, j]
+    else:                                 # g^U's actor part, and g^H where psi > 0
+        for r in range(cotF.shape[0]):
+            cotF[r] = cotP[r]
+    nets.vjp_kernel(tP, wtP, wp, bufP, cotF, GP, -1)
+    ok = math.isfinite(delta)
+    t = ist[STEP] + 1
+    if hp.tower == 1:
+        bad = _obgd_tower(wv, W[Z_, :nV], GV[0], s[:N_SCALARS], delta, hp.kappa, hp.gl) + \
+            _obgd_tower(wp, W[Z_, nV:], GP[0], s[N_SCALARS:], delta, hp.kappa_pi, hp.gl)
+        ist[STEP] = t
+        return ok and math.isfinite(bad), delta
+    if hp.tower == 2:
+        bad = _intentional_tower(wv, W[Z_, :nV], W[VV_, :nV], GV[0], s[:N_SCALARS], hp, delta,
+                                 hp.eta_v, t, False) + \
+            _intentional_tower(wp, W[Z_, nV:], W[VV_, nV:], GP[0], s[N_SCALARS:], hp, delta,
+                               hp.eta_pi, t, True)
+        ist[STEP] = t
+        return ok and math.isfinite(bad), delta
+    gU[:nV] = GV[0]                       # one weight vector (w_V, theta): g^U, g^H, d (§1.5)
+    gU[nV:] = GP[0]
+    if GP.shape[0] > 1:
+        gH[nV:] = GP[1]                   # gH[:nV] stays 0
+    if hp.dots:
+        gV[:nV] = GV[0]                   # gV[nV:], gV1[nV:] stay 0
+        gV1[:nV] = GV1[0]
+    dn = Dense(n, n, gU, gH, gV, gV1, empty, empty, empty, empty, empty, empty,
+               gamma1 if hp.dots else 0.0, -1.0, one, acc)
+    flat = hp.norm and (nets.layer_norm_flat(tV, wtV0, bufV0) or
+                        nets.layer_norm_flat(tP, wtP, bufP))
+    gV2 = _sumsq(gV) if hp.gv2 else 0.0
+    return dense_step(State(W, s, ist, vt, act, in_act), dn, delta, gV2, hp, flat) and ok, delta
+
+
+class TwoTowerAgent:
+    """AC(lambda) on two networks (§11-§12): a critic V_w (a nets.py net with no action outputs)
+    and an actor pi_theta (a net whose value output is unused: its cotangent is 0, so its weights
+    never move and enter no norm).  One learner state over w = (w_V, theta): Metatrace, untuned
+    AC(lambda) and ObGD tune it as one weight vector; Stream AC and Intentional AC keep a state
+    per tower.  The interface is NetAgent's: `policy` at S_t (both towers' forward passes), then
+    `learn` (one Numba call each)."""
+
+    def __init__(self, critic, actor, config, seed=0, dtype=np.float32, sparsity=0.0,
+                 policy="softmax"):
+        compile_note(tower_learn)
+        if policy not in POLICIES:
+            raise ValueError(f"policy {policy!r}; accepted: {', '.join(POLICIES)}")
+        if critic.n_actions != 0 or critic.obs_shape != actor.obs_shape:
+            raise ValueError("the critic needs no action outputs and the actor's observation "
+                             f"shape: got {critic.n_actions} outputs, shapes {critic.obs_shape} "
+                             f"and {actor.obs_shape}")
+        if policy == "gaussian" and actor.n_actions % 2:
+            raise ValueError(f"a Gaussian policy needs a mean and a std output per action "
+                             f"dimension; the actor has {actor.n_actions} outputs")
+        self.critic, self.actor, self.net = critic, actor, actor
+        self.config, self.dtype = config, np.dtype(dtype)
+        init_ss, agent_ss = np.random.SeedSequence(seed).spawn(2)
+        self.rng = np.random.default_rng(agent_ss)
+        nV, nP, A = critic.n_params, actor.n_params, actor.n_actions
+        L = self.learner = Learner(nV + nP, config, dtype, dense=True, towers=2)
+        L.split = nV
+        rV, rP = (np.random.default_rng(ss) for ss in init_ss.spawn(2))
+        L.W[W_, :nV] = nets.init_params(critic, rV, dtype, sparsity)
+        L.W[W_, nV:] = nets.init_params(actor, rP, dtype, sparsity)
+        per_tower = L.tuner.two_tower
+        kP = 2 if not per_tower and config.psi > 0 else 1
+        self.wsV = [nets.workspace(critic, dtype, k=1) for _ in range(2)]
+        self.wsP = nets.workspace(actor, dtype, k=kP)
+        self.ws_act = nets.workspace(actor, dtype, k=1)
+        self.cur = 0                                   # wsV[cur] holds S_t, wsV[1 - cur] S_{t+1}
+        self.cotV = np.ones((1, 1), dtype)
+        self.cotP, self.cotF = np.zeros((2, 1 + A), dtype), np.zeros((kP, 1 + A), dtype)
+        self.GV, self.GV1, self.GP = (np.zeros((1, nV), dtype), np.zeros((1, nV), dtype),
+                                      np.zeros((kP, nP), dtype))
+        m = 0 if per_tower else nV + nP
+        self.gU, self.gH, self.gV, self.gV1 = (np.zeros(m, dtype) for _ in range(4))
+        self.empty, self.one, self.acc = np.zeros(0, dtype), np.ones(1, dtype), np.zeros(m, dtype)
+        self.last1 = np.zeros(int(np.prod(actor.obs_shape)), dtype)
+        self.fresh1 = False
+        gaussian = policy == "gaussian"
+        self.pi, self.logpi = np.zeros(0 if gaussian else A), np.zeros(0 if gaussian else A)
+        self.gauss = np.zeros((4, A // 2 if gaussian else 0))
+        self.eps = np.zeros(self.gauss.shape[1])
+        self.V0 = self.H0 = self.delta = 0.0
+        self.A, self.policy_calls = -1, 0
+        self.clock = None      # np.zeros(2) or (3): seconds in policy and in learn
+
+    w = NetAgent.w
+    gaussian = NetAgent.gaussian
+    _check = NetAgent._check
+
+    def policy(self, obs):
+        """Forward passes at S_t with the current weights; returns A ~ pi(.|S_t), remembered for
+        the next `learn`: an int (softmax) or a float64 vector (Gaussian, unclipped: §10)."""
+        obs = self._check(obs)
+        t0 = time.perf_counter() if self.clock is not None else 0.0
+        same = self.fresh1 and _same(obs, self.last1)
+        if same:
+            self.cur = 1 - self.cur
+        ws = self.wsV[self.cur]
+        x = 0.0
+        if self.gaussian:
+            self.rng.standard_normal(out=self.eps)
+        else:
+            x = self.rng.random()
+        A, self.V0, self.H0 = tower_policy(self.critic.table, ws.table, ws.buf, self.actor.table,
+                                           self.wsP.table, self.wsP.buf, self.learner.W,
+                                           self.learner.split, obs, same, self.pi, self.logpi,
+                                           self.gauss, self.eps, x)
+        A = self.gauss[ACTION].copy() if self.gaussian else A
+        self.fresh1 = False
+        self.A = A
+        self.policy_calls += 1
+        if self.clock is not None:
+            self.clock[0] += time.perf_counter() - t0
+        return A
+
+    def act(self, obs, greedy=False, rng=None):
+        """An action at obs with no effect on learning: a sample of pi (from `rng`, default a
+        fresh generator) or, greedy, its most probable action (the actor's forward pass only)."""
+        obs = self._check(obs)
+        theta, ws, d = self.learner.W[W_, self.learner.split:], self.ws_act, self.gauss.shape[1]
+        rng = rng if rng is not None else np.random.default_rng()
+        if self.gaussian:
+            g = np.zeros_like(self.gauss)
+            eps = np.zeros(d) if greedy else rng.standard_normal(d)
+            _net_gaussian(self.actor.table, ws.table, ws.buf, theta, obs, False, g, eps, greedy)
+            return g[ACTION].copy()
+        pi, logpi = np.zeros(self.actor.n_actions), np.zeros(self.actor.n_actions)
+        if greedy:
+            return int(_net_greedy(self.actor.table, ws.table, ws.buf, theta, obs, pi, logpi))
+        return int(_net_policy(self.actor.table, ws.table, ws.buf, theta, obs, False, pi, logpi,
+                               rng.random())[0])
+
+    def learn(self, A, R, obs1, gamma1):
+        """The update from (S_t, A, R, S_{t+1}); gamma1 = gamma (1 - term). -> ok."""
+        if self.policy_calls != 1:
+            calls, self.policy_calls = self.policy_calls, 0
+            raise HandoffError(f"learn needs exactly one policy call at S_t before it, not "
+                               f"{calls}; an evaluation action goes through act()")
+        self.policy_calls = 0
+        obs1 = self._check(obs1)
+        t0 = time.perf_counter() if self.clock is not None else 0.0
+        ok, self.delta = tower_learn(*self.learn_args(A, R, obs1, gamma1))
+        if self.clock is not None:
+            self.clock[1] += time.perf_counter() - t0
+        self.fresh1 = ok and gamma1 != 0.0
+        return ok
+
+    def learn_args(self, A, R, obs1, gamma1):
+        """The arguments of tower_learn (a Gaussian's action goes into its row ACTION)."""
+        if self.gaussian:
+            a = np.asarray(A, dtype=np.float64)
+            if a.shape != self.gauss[ACTION].shape:
+                raise ValueError(f"action {A!r}: expected {self.gauss.shape[1]} numbers")
+            self.gauss[ACTION] = a
+            A = 0
+        w0, w1 = self.wsV[self.cur], self.wsV[1 - self.cur]
+        L = self.learner
+        return (self.critic.table, w0.table, w0.buf, w1.table, w1.buf, self.cotV, self.GV,
+                self.GV1, self.actor.table, self.wsP.table, self.wsP.buf, self.cotP, self.cotF,
+                self.GP, self.pi, self.logpi, self.gauss, self.gU, self.gH, self.gV, self.gV1,
+                self.empty, self.one, self.acc, self.last1, *L.bundle, L.hyper, int(A),
+                float(R), float(gamma1), self.V0, self.H0, obs1)
+
+    def gradients(self):
+        """grad_w V(S_t), the actor's vjp rows and grad_w V(S_{t+1}) of the last `learn`
+        (float64 copies, for tests)."""
+        return (self.GV[0].astype(np.float64), self.GP.astype(np.float64),
+                self.GV1[0].astype(np.float64))
+
+    def end_episode(self):
+        """§2.0 step 8 (per-tower tuners: A6, I14 reset the traces only)."""
+        if self.learner.tuner.two_tower:
+            self.learner.W[Z_] = 0.0
+        else:
+            self.learner.end_episode()
+        self.fresh1 = False
+        self.policy_calls = 0
+
+    def save(self, path, run=None, **extra):
+        """As NetAgent.save, with both networks' descriptions."""
+        if self.policy_calls:
+            raise HandoffError("save between learn (or end_episode) and the next policy call")
+        shape = {"critic": nets.spec(self.critic), "actor": nets.spec(self.actor),
+                 "policy": "gaussian" if self.gaussian else "softmax"}
+        save_agent(path, "towers", self.learner, self.rng, shape, extra, run)
+
+    @classmethod
+    def load(cls, path):
+        """The TwoTowerAgent saved at `path`; it continues exactly as the saved one would."""
+        meta, arrays = read_agent(path, "towers")
+        shape = meta["shape"]
+        nets_ = [nets.from_spec(shape.get(k)) if isinstance(shape, dict) and
+                 isinstance(shape.get(k), dict) else None for k in ("critic", "actor")]
+        if None in nets_:
+            raise ValueError(f"{path}: no description of both networks")
+        critic, actor = nets_
+        held = arrays["W"].shape[-1] if "W" in arrays else 0
+        if critic.n_params + actor.n_params != held:
+            raise ValueError(f"{path}: its networks have {critic.n_params + actor.n_params} "
+                             f"weights, the file holds {held}")
+        try:
+            dtype = np.dtype(meta["dtype"])
+        except TypeError:
+            raise ValueError(f"{path}: dtype {meta['dtype']!r} is not a dtype") from None
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"{path}: dtype {dtype} is not float32 or float64")
+        policy = shape.get("policy", "softmax")
+        if policy not in POLICIES:
+            raise ValueError(f"{path}: policy {policy!r} is not one of {', '.join(POLICIES)}")
+        agent = cls(critic, actor, meta["config"], dtype=dtype, policy=policy)
         restore(agent, meta, arrays)
         agent.fresh1 = False
         return agent

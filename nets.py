@@ -176,7 +176,7 @@ def make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU, layer_norm=Fal
         raise ValueError(f"dense_act must be nets.SILU or nets.DSILU, got {dense_act!r}")
     c, h, w = shape3
     dense = (dense,) if np.isscalar(dense) else tuple(dense)
-    if min(c, h, w, n_actions) < 1 or any(int(d) < 1 for d in dense):
+    if min(c, h, w) < 1 or n_actions < 0 or any(int(d) < 1 for d in dense):
         raise ValueError(f"sizes must be positive: obs_shape={tuple(obs_shape)}, "
                          f"dense={dense}, n_actions={n_actions}")
     layers, off = [], 0

@@ -330,7 +330,8 @@ def main_run(argv):
 
 
 STABILIZER_FLAGS = ("--sparse-init", "--layer-norm", "--normalize-obs", "--scale-reward")
-BENCH_CONTINUOUS = {"none": "2^-10", "obgd": "1", "adaptive_obgd": "1"}   # else alpha0 2^-8
+BENCH_CONTINUOUS = {"none": "2^-10", "obgd": "1", "adaptive_obgd": "1",
+                    "stream_ac": "1"}                                      # else alpha0 2^-8
 
 
 def main_bench(argv):
@@ -344,6 +345,7 @@ def main_bench(argv):
     p.add_argument("--episodes", default=None, help="mountain car: episodes per repeat (200)")
     p.add_argument("--steps", default=None, help="network domains: agent steps per repeat (300)")
     add_setting(p, "threads", OPTIONS["threads"])
+    add_setting(p, "towers", schema.RUN_SETTINGS["towers"])
     args = p.parse_args(join_numbers(argv))
     envs.allow_module(args.domain)
     schema.check_domain(args.domain)
@@ -353,7 +355,10 @@ def main_bench(argv):
         raise UsageError(f"--episodes does not apply to domain {args.domain}; it takes --steps")
     if args.steps is not None and not is_net(args.domain):
         raise UsageError(f"--steps does not apply to domain {args.domain}; it takes --episodes")
+    if args.towers is not None and not is_net(args.domain):
+        raise UsageError(f"--towers does not apply to domain {args.domain}")
     args.episodes, args.steps = args.episodes or "200", args.steps or "300"
+    towers = 1 if args.towers is None else checked("towers", args.towers)
     repeats, threads = option(args, "repeats"), option(args, "threads")
     if hasattr(os, "sched_setaffinity"):
         avail = sorted(os.sched_getaffinity(0))
@@ -374,6 +379,7 @@ def main_bench(argv):
         def make_runner(tuner):
             flags = ["--domain", args.domain, "--tuner", tuner]
             flags += [] if args.hidden is None else ["--hidden", args.hidden]
+            flags += ["--towers", "2"] if towers == 2 else []
             if continuous:
                 flags += [*STABILIZER_FLAGS, "--alpha", BENCH_CONTINUOUS.get(tuner, "2^-8")]
             return NetRunner(settings(run_parser().parse_args(flags)))
@@ -381,7 +387,7 @@ def main_bench(argv):
             return envs.make(domain, **({"clip_rewards": True}
                                         if domain in envs.ATARI_DOMAINS else {}))
         return bench.agent_steps(args.domain, repeats, checked("steps", args.steps), where,
-                                 make_runner, make_env)
+                                 make_runner, make_env, towers)
 
     def make(tuner, alpha, mu, norm):
         flags = ["--domain", args.domain, "--tuner", tuner, "--alpha", alpha]

@@ -22,6 +22,8 @@ def make_env(s, seed=None, moments=None):
     rewards are not scaled."""
     opts = ({"clip_rewards": s["clip_rewards"]} if s["domain"] in envs.ATARI_DOMAINS
             else dict(s.get("env_kwargs") or {}))
+    if s.get("minimal_actions"):
+        opts["minimal_action_set"] = True
     env = envs.make(s["domain"], seed=s["seed"] if seed is None else seed, **opts)
     if s.get("normalize_obs"):
         env = envs.NormalizeObservation(env, frozen=moments)
@@ -30,10 +32,12 @@ def make_env(s, seed=None, moments=None):
     return env
 
 
-def make_net(s, env):
-    """The network of a run: the paper's Atari net, MinAtar's, or envs.gym_net for a gymnasium id."""
+def make_net(s, env, A=None):
+    """The network of a run: the paper's Atari net, MinAtar's, or envs.gym_net for a gymnasium id
+    (A: its number of action outputs, by default the action space's)."""
     import nets
-    shape, A, ln = env.observation_space.shape, envs.head_size(env.action_space), bool(s.get("layer_norm"))
+    shape, ln = env.observation_space.shape, bool(s.get("layer_norm"))
+    A = envs.head_size(env.action_space) if A is None else A
     if envs.is_gym_id(s["domain"]):
         return envs.gym_net(shape, A, s["hidden"], layer_norm=ln)
     if s["domain"] in envs.MINATAR_DOMAINS:
@@ -66,8 +70,28 @@ class LayerLog:
         self.writer.close()
 
 
-def layer_slices(net):
-    """(name, start, end) of each layer's weights and biases in theta: conv1.., dense1.., head."""
+def net_agent(s, env, seed):
+    """The agent of a network run: a NetAgent, or with --towers 2 a TwoTowerAgent (a critic net
+    with no action outputs beside an actor net, §11)."""
+    kw = dict(seed=seed, sparsity=SPARSITY if s.get("sparse_init") else 0.0,
+              policy=envs.policy_of(env.action_space)[0])
+    if s.get("towers", 1) == 2:
+        return mt.TwoTowerAgent(make_net(s, env, 0), make_net(s, env), config_of(s), **kw)
+    return mt.NetAgent(make_net(s, env), config_of(s), **kw)
+
+
+def layer_slices(agent):
+    """(name, start, end) of each layer's weights and biases in the learner's w: conv1..,
+    dense1.., head (two towers: V.conv1.., pi.conv1..); `agent` may be a network itself."""
+    if isinstance(agent, mt.TwoTowerAgent):
+        n = agent.critic.n_params
+        return [(f"V.{k}", a, e) for k, a, e in layer_slices_of(agent.critic)] + \
+            [(f"pi.{k}", n + a, n + e) for k, a, e in layer_slices_of(agent.actor)]
+    return layer_slices_of(getattr(agent, "net", agent))
+
+
+def layer_slices_of(net):
+    """layer_slices of one network."""
     import nets
     out, counts = [], {nets.CONV: 0, nets.DENSE: 0}
     for i, ly in enumerate(net.layers):
@@ -84,13 +108,12 @@ class NetRunner:
     def __init__(self, s):
         self.env = make_env(s)
         self.obs, _ = self.env.reset(seed=s["seed"])
-        self.agent = mt.NetAgent(make_net(s, self.env), config_of(s), seed=s["seed"],
-                                 sparsity=SPARSITY if s.get("sparse_init") else 0.0,
-                                 policy=envs.policy_of(self.env.action_space)[0])
+        self.settings = s
+        self.agent = net_agent(s, self.env, s["seed"])
         self.learner = self.agent.learner
         self.gamma, self.boot_at_limit = s["gamma"], s["timeout_bootstrap"]
         self.last = envs.EpisodeStats()
-        self.layers = layer_slices(self.agent.net)
+        self.layers = layer_slices(self.agent)
 
     def policy_of(self):
         """(agent, start) for an evaluation: the NetAgent, and the observation statistics of
@@ -105,8 +128,7 @@ class NetRunner:
 
     def warm_up(self):
         """Compile (or load) the step's kernels on a throwaway agent: no state of this run."""
-        agent = mt.NetAgent(self.agent.net, self.agent.config, seed=0,
-                            policy="gaussian" if self.agent.gaussian else "softmax")
+        agent = net_agent(self.settings, self.env, 0)
         obs = np.zeros(agent.net.obs_shape, agent.dtype)
         for gamma1 in (self.gamma, 0.0):
             agent.learn(agent.policy(obs), 0.0, obs, gamma1)

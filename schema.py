@@ -95,16 +95,20 @@ RUN_SETTINGS = {  # every setting that changes a result (docs/algorithms.md §6)
                       "emulator frames (= 4 x agent steps), instead of --steps", "ale"),
     "no_clip_rewards": Setting(False, None, "learn from the raw game score, not rewards clipped "
                                "to [-1, 1]", "ale"),
+    "minimal_actions": Setting(False, None, "the game's minimal action set (3 on Breakout, as "
+                               "gymnasium's MinAtar ids and Stream AC's scripts have it), not all "
+                               "6 (the MinAtar paper's)", "minatar"),
     "seed": Setting(0, R(0, 2**63 - 1, integer=True), "random seed"),
     "timeout_bootstrap": Setting(False, None, "bootstrap from the state at the time limit "
                                  "(docs/algorithms.md §1.6); off: terminal, as the paper did",
                                  "time_limited"),
     "no_alpha_bound": Setting(False, None, "NOSID without its overshoot guard "
                               "(docs/algorithms.md §4.3 N2)", "tuner"),
-    "kappa": Setting(mt.Config().kappa, mt.CONFIG_RANGES["kappa"], "the bound factor kappa of "
-                     "the step (docs/algorithms.md §9 O3; 0: never bounded)", "tuner"),
-    "beta2": Setting(mt.Config().beta2, mt.CONFIG_RANGES["beta2"], "decay of the RMS of "
-                     "delta z (docs/algorithms.md §9 O5)", "tuner"),
+    **{k: Setting(p.default, p.accepted, p.help, "tuner") for k, p in mt.TUNER_PARAMS.items()},
+    "towers": Setting(1, R(1, 2, integer=True), "networks: 1, a shared torso with value and "
+                      "policy outputs (the paper's); 2, a critic and an actor network, each with "
+                      "its own trace (docs/algorithms.md §11; stream_ac and intentional need it)",
+                      "network"),
     "blas_threads": Setting(1, R(1, 1024, integer=True), "BLAS threads (more changes the last "
                             "digits of a network run)", "network"),
     "sparse_init": Setting(False, None, "sparse initialization: 90%% of each unit's input "
@@ -144,6 +148,7 @@ WHERE = {  # which runs a setting applies to
     "drifting": lambda domain, tuner: domain == "drifting_mountaincar",
     "network": lambda domain, tuner: domain not in envs.LINEAR_DOMAINS,
     "ale": lambda domain, tuner: domain in envs.ATARI_DOMAINS,
+    "minatar": lambda domain, tuner: domain in envs.MINATAR_DOMAINS,
     "gym": lambda domain, tuner: envs.is_gym_id(domain),
     "time_limited": lambda domain, tuner: not domain.startswith(envs.MINATAR_PREFIX),
 }   # and "tuner": the settings a tuner's row lists as its own (applies())
@@ -267,7 +272,8 @@ def default_words(name):
 def add_setting(p, name, s):
     """One argparse flag from a Setting (None = not given: the default depends on the run)."""
     where = {"all": "", "linear": "mountain car: ", "drifting": "drifting_mountaincar: ",
-             "network": "network domains: ", "ale": "ALE: ", "time_limited": "mountain car, "
+             "network": "network domains: ", "ale": "ALE: ", "minatar": "MinAtar: ",
+             "time_limited": "mountain car, "
              "ALE and gymnasium ids: ", "gym": "gymnasium ids: "}
     owners = ", ".join(t.name for t in mt.TUNER_TABLE if name in t.params)
     text = (f"{owners}: " if s.where == "tuner" else where[s.where]) + s.help
@@ -432,6 +438,10 @@ def settings(args, strict=True, user=True):
         s.update(episodes=None, steps=steps, clip_rewards=not on("no_clip_rewards"),
                  blas_threads=value("blas_threads"))
         s.update({k: True for k in STABILIZERS if on(k)})   # only when on: runs keep identity
+        if on("minimal_actions"):           # only when on, so other runs keep their identity
+            s["minimal_actions"] = True
+        if value("towers") == 2:            # only when 2, so one-tower runs keep their identity
+            s["towers"] = 2
         if envs.is_gym_id(domain):          # only here, so built-in runs keep their identity
             s["hidden"] = list(parse_widths(args.hidden) if args.hidden is not None
                                else default("hidden", domain, kwargs))
@@ -439,6 +449,9 @@ def settings(args, strict=True, user=True):
                 s["env_kwargs"] = kwargs
     else:
         s.update(episodes=value("episodes"))
+    if mt.TUNER[tuner].two_tower and s.get("towers") != 2:
+        raise UsageError(f"--tuner {tuner} keeps a state per tower: it runs on network domains "
+                         "with --towers 2 (docs/algorithms.md §11-§12)")
     try:
         mt.check_config(config_of(s))
     except ValueError as e:
@@ -448,6 +461,7 @@ def settings(args, strict=True, user=True):
 
 SWITCHES = {"normalized": "unnormalized", "timeout_bootstrap": "timeout_bootstrap",
             "nosid_alpha_bound": "no_alpha_bound", "clip_rewards": "no_clip_rewards",
+            "minimal_actions": "minimal_actions",
             **{k: k for k in STABILIZERS}}     # a stored switch -> its flag (on when they differ)
 
 
@@ -551,5 +565,6 @@ def run_name(s):
         k = math.log2(x)
         return f"2^{int(k)}" if k == int(k) else f"{x:g}"
     meta = f"-k{s['kappa']:g}" if "kappa" in s else f"-mu{p2(s['mu'])}"
+    meta += "-2t" if s.get("towers") == 2 else ""
     return (f"{s['domain']}-{s['tuner']}{norm}-a{p2(s['alpha'])}{meta}-s{s['seed']}-"
             f"{settings_hash(s)}")

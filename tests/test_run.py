@@ -116,7 +116,7 @@ def test_killed_run_keeps_its_episodes(tmp_path):
 def test_bench_prints_every_tuner():
     r = cli("bench", "--repeats", "1", "--episodes", "3")
     assert r.returncode == 0, r.stderr
-    for tuner in mt.TUNERS:
+    for tuner in (t.name for t in mt.TUNER_TABLE if not t.two_tower):     # linear: one tower
         assert any(line.startswith(tuner) for line in r.stdout.splitlines())
 
 
@@ -135,11 +135,26 @@ def test_net_bench_prints_a_breakdown_per_tuner(domain):
     assert sorted(rows) == ["adaptive_obgd", "mixed", "none", "obgd", "scalar", "vector"]
     assert "environment alone (random actions drawn beforehand)" in r.stdout
     for tuner, cols in rows.items():
-        forward, backward, tune, learner, rest, rate, ratio = cols
-        assert min(forward, backward, learner, rest, rate, ratio) > 0, (tuner, cols)
+        forward, backward, tune, learner, rest, rate, ratio, to_none = cols
+        assert min(forward, backward, learner, rest, rate, ratio, to_none) > 0, (tuner, cols)
         assert tune > 0 or tuner == "none", (tuner, cols)
+    assert rows["none"][-1] == 1.0
     if domain == "HalfCheetah-v5":
         assert "with the four stabilizers" in r.stdout
+
+
+@pytest.mark.parametrize("domain", ["minatar-breakout", "HalfCheetah-v5"])
+def test_two_tower_bench_prints_every_network_tuner(domain):
+    """bench --towers 2: every network tuner on two towers, stream_ac and intentional among them,
+    with the policy / learn split and the learner's time over the untuned learner's."""
+    r = cli("bench", "--domain", domain, "--towers", "2", "--repeats", "2", "--steps", "20")
+    assert r.returncode == 0, r.stderr
+    rows = bench_rows(r.stdout)
+    assert sorted(rows) == sorted(["adaptive_obgd", "intentional", "mixed", "none", "obgd",
+                                   "scalar", "stream_ac", "vector"])
+    for tuner, cols in rows.items():
+        assert len(cols) == 7 and min(cols) > 0, (tuner, cols)
+    assert rows["none"][-1] == 1.0
 
 
 def run_until(args, path, rows, sig):
