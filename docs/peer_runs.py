@@ -13,7 +13,9 @@ PEER_VENV is a venv of its own with torch, gymnasium[mujoco] and numpy (torch is
 dependency of this project). The scripts run from a temporary copy, at their own defaults except
 the environment, the budget and the seed, with `--debug` (which prints each episode's return and
 time step) and one compatibility change under gymnasium >= 1.0, which reports an episode's return
-as a scalar: `info['episode']['r'][0]` becomes `float(info['episode']['r'])`. Methods:
+as a scalar: `info['episode']['r'][0]` becomes `float(info['episode']['r'])`; for MinAtar ids a
+first line registers MinAtar's environments (gymnasium >= 1.0 no longer loads them as a plugin;
+PEER_VENV then needs `minatar`). Methods:
 stream_ac (`stream_ac_continuous.py`; MinAtar ids go to `stream_ac_discrete_minatar.py`) and
 intentional (`intentional_ac.py`). Columns: method, env, seed, episode, step (agent steps at the
 episode's end), return (the raw episodic return their RecordEpisodeStatistics reports). A seed
@@ -31,16 +33,21 @@ from peer_stream_ac import patched_copy       # the copy and its one gymnasium >
 
 SCRIPTS = {"stream_ac": "stream_ac_continuous.py", "intentional": "intentional_ac.py"}
 MINATAR_SCRIPT = "stream_ac_discrete_minatar.py"
-LINE = re.compile(r"^Episodic Return: (\S+), Time Step (\d+)$")
+MINATAR_FIX = "import minatar.gym; minatar.gym.register_envs()\n"   # gymnasium >= 1.0 loads no plugins
+LINE = re.compile(r"^Episodic Return: (\S+), Time Step (\d+)(?:, Episode Number \d+)?$")
 FIELDS = ("method", "env", "seed", "episode", "step", "return")
 
 
 def script_copy(peer_dir, method, env):
     """Their script for (method, env), copied with PEER_FIX into a temporary directory -> its
     path."""
-    name = MINATAR_SCRIPT if method == "stream_ac" and env.startswith("MinAtar/") else \
-        SCRIPTS[method]
-    return patched_copy(peer_dir, name)
+    minatar = env.startswith("MinAtar/")
+    script = patched_copy(peer_dir, MINATAR_SCRIPT if method == "stream_ac" and minatar
+                          else SCRIPTS[method])
+    if minatar:
+        text = open(script).read()
+        open(script, "w").write(MINATAR_FIX + text)
+    return script
 
 
 def done_seeds(out, method, env, steps):
