@@ -21,11 +21,13 @@ it, Intentional AC) in their own per-tower kernels.
 State (`Learner`): W is an (8, n) array whose rows are
     w    all weights (critic then actor)          z    AC(lambda) trace
     h    scalar sensitivity h, or mixed h-hat     hv   per-weight sensitivity h-vec (adaptive
-                                                       ObGD: its last scale s_i, O6)
-    eb   exp(bv), bv the per-weight part of beta  vv   normalizer v-vec (adaptive ObGD: its v)
+                                                       ObGD: its last scale s_i, O6; Intentional
+                                                       AC: 1 / D_i of its last step, I3)
+    eb   exp(bv), bv the per-weight part of beta  vv   normalizer v-vec (adaptive ObGD: its v;
+                                                       Intentional AC: RMSProp's v, I2)
     zbv  per-weight meta trace z^beta-vec         (row 7 is unused padding)
 and `s` holds the scalars beta (or beta-hat), v (or v-hat; ObGD: its last bound M), z^beta (or
-z^beta-hat), u, the NOSID hard maximum, and the step counter.  The vector tuner keeps beta_i = beta + bv_i with a shared
+z^beta-hat), u, the NOSID hard maximum, and the step counter (two-tower tuners: five per tower).  The vector tuner keeps beta_i = beta + bv_i with a shared
 offset beta, so the normalization of V6 (subtract log M from every beta_i) is one scalar update;
 the mixed tuner's beta-hat plays the same role (M7).  alpha_i = exp(beta) eb_i in both.
 The per-weight part is stored as eb_i = exp(bv_i), not bv_i: V4 / M6 become
@@ -125,7 +127,7 @@ TUNER_TABLE = (
           "Stream AC(lambda) as its authors run it: ObGD on each tower, kappa_V and kappa_pi",
           meta=False, bound=True, label="Stream AC", color="C5", params=("kappa", "kappa_pi"),
           bench=("2^0", None), section="§11", tower=1),
-    Tuner("intentional", ("vv",), False, False, False, False, False, False, "§12, I1-I14, "
+    Tuner("intentional", ("vv", "hv"), False, False, False, False, False, False, "§12, I1-I14, "
           "P14-P15", "Intentional AC (Sharifnassab et al. 2026): Intentional TD on the critic, "
           "intentional policy gradient on the actor", meta=False, label="Intentional AC",
           color="C6", params=("eta_v", "eta_pi", "beta2"), bench=("2^0", None), section="§12",
@@ -1125,9 +1127,8 @@ class Learner:
             sk = self.s[k * N_SCALARS:(k + 1) * N_SCALARS]
             if self.tuner.bound:
                 out[a:e] = sk[BETA] - math.log(max(sk[OBGD_M], 1.0))
-            elif t > 0:
-                v = self.W[VV_, a:e].astype(np.float64)
-                out[a:e] = sk[BETA] - np.log(np.sqrt(v / (1.0 - self.config.beta2 ** t)) + 1e-8)
+            elif t > 0:                       # Intentional: alpha_t / D_i, row hv holding 1 / D
+                out[a:e] = sk[BETA] + np.log(self.W[HV_, a:e].astype(np.float64))
             else:
                 out[a:e] = sk[BETA]
         return out
@@ -1837,22 +1838,24 @@ def _obgd_tower(w, z, g, s, delta, kappa, gl):
 
 
 @nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
-def _intentional_norms(z, v, g, gl, beta2, cb, rmsprop):
-    """I2-I6 on one tower: v <- beta2 v + (1 - beta2) g^2; D = sqrt(cb v) + 1e-8 (cb =
-    1 / (1 - beta2^t); D = 1 without RMSProp); z <- gl z + g -> (||g||^2_D^-1, ||z||^2_D^-1)."""
+def _intentional_norms(z, v, r, g, gl, beta2, cb, rmsprop):
+    """I2-I6 on one tower: v <- beta2 v + (1 - beta2) g^2; r = 1 / D, D = sqrt(cb v) + 1e-8 (cb =
+    1 / (1 - beta2^t); D = 1 without RMSProp), kept for I14; z <- gl z + g ->
+    (||g||^2_D^-1, ||z||^2_D^-1)."""
     ty = z.dtype.type
-    gl_, b2, b2c, cb_, eps = ty(gl), ty(beta2), ty(1.0 - beta2), ty(cb), ty(1e-8)
+    gl_, b2, b2c, cb_, eps, one = ty(gl), ty(beta2), ty(1.0 - beta2), ty(cb), ty(1e-8), ty(1.0)
     n = m = 0.0
     if rmsprop:
         for i in range(z.shape[0]):
             gi = g[i]
             vi = b2 * v[i] + b2c * (gi * gi)                  # I2
             v[i] = vi
-            di = np.sqrt(cb_ * vi) + eps                      # I3
+            ri = one / (np.sqrt(cb_ * vi) + eps)              # I3
+            r[i] = ri
             zi = gl_ * z[i] + gi                              # I5
             z[i] = zi
-            n += gi * gi / di                                 # I4
-            m += zi * zi / di                                 # I6
+            n += gi * gi * ri                                 # I4
+            m += zi * zi * ri                                 # I6
     else:
         for i in range(z.shape[0]):
             gi = g[i]
@@ -1864,14 +1867,15 @@ def _intentional_norms(z, v, g, gl, beta2, cb, rmsprop):
 
 
 @nb.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
-def _intentional_weights(w, z, v, c, cb, rmsprop):
-    """I14: w <- w + c z / D, c = alpha delta-tilde -> NaN iff a new w_i is non-finite, else 0."""
+def _intentional_weights(w, z, r, c, rmsprop):
+    """I14: w <- w + c z / D (r = 1 / D), c = alpha delta-tilde -> NaN iff a new w_i is
+    non-finite, else 0."""
     ty = w.dtype.type
-    c_, cb_, eps = ty(c), ty(cb), ty(1e-8)
+    c_ = ty(c)
     bad = ty(0.0)
     if rmsprop:
         for i in range(w.shape[0]):
-            wi = w[i] + c_ * z[i] / (np.sqrt(cb_ * v[i]) + eps)
+            wi = w[i] + c_ * z[i] * r[i]
             w[i] = wi
             bad += ty(0.0) * wi
     else:
@@ -1903,12 +1907,12 @@ def _intentional_delta(s, hp, delta, t, normalize):
 
 
 @nb.njit(cache=True)
-def _intentional_tower(w, z, v, g, s, hp, delta, eta, t, normalize):
-    """I1-I14 (critic) / P1-P16 (actor, normalize) on one tower at step t -> NaN iff a new w_i is
-    non-finite; log alpha_t in s[BETA]."""
+def _intentional_tower(w, z, v, r, g, s, hp, delta, eta, t, normalize):
+    """I1-I14 (critic) / P1-P16 (actor, normalize) on one tower at step t (r: scratch for 1 / D)
+    -> NaN iff a new w_i is non-finite; log alpha_t in s[BETA]."""
     gl = hp.gl
     cb = 1.0 / (1.0 - hp.beta2 ** t) if hp.rmsprop else 1.0
-    n, m = _intentional_norms(z, v, g, gl, hp.beta2, cb, hp.rmsprop)
+    n, m = _intentional_norms(z, v, r, g, gl, hp.beta2, cb, hp.rmsprop)
     if hp.sigma:
         s[SIGMA_S] += (1.0 - gl) * (n - s[SIGMA_S])                             # I7
         u = math.sqrt(s[SIGMA_S] / (1.0 - gl ** t) * m)                         # I8-I9
@@ -1917,7 +1921,7 @@ def _intentional_tower(w, z, v, g, s, hp, delta, eta, t, normalize):
     alpha = eta / max(u, 1e-8)                                                  # I10
     s[BETA] = math.log(alpha)
     dt = _intentional_delta(s, hp, delta, t, normalize)
-    return _intentional_weights(w, z, v, alpha * dt, cb, hp.rmsprop) + 0.0 * alpha
+    return _intentional_weights(w, z, r, alpha * dt, hp.rmsprop) + 0.0 * alpha
 
 
 @nb.njit(cache=True)
@@ -1941,8 +1945,8 @@ def tower_policy(tV, wtV, bufV, tP, wtP, bufP, W, nV, obs, same_obs, pi, logpi, 
 
 @nb.njit(cache=True)
 def tower_learn(tV, wtV0, bufV0, wtV1, bufV1, cotV, GV, GV1, tP, wtP, bufP, cotP, cotF, GP, pi,
-                logpi, gauss, gU, gH, gV, gV1, empty, one, acc, last1, W, s, ist, vt, act,
-                in_act, hp, A, R, gamma1, V0, H0, obs1):
+                logpi, gauss, zV, zP, one, acc, last1, W, s, ist, vt, act, in_act, hp, A, R,
+                gamma1, V0, H0, obs1):
     """One transition on two towers (§11-§12): grad V(S_t) from the critic at S_t; V(S_{t+1})
     (and, for tuners that need d, its gradient) at w_t; delta; the actor's cotangents and its vjp
     at S_t; then the tuner: per tower (Stream AC, Intentional AC), or `dense_step` over both as
@@ -1981,24 +1985,20 @@ def tower_learn(tV, wtV0, bufV0, wtV1, bufV1, cotV, GV, GV1, tP, wtP, bufP, cotP
         ist[STEP] = t
         return ok and math.isfinite(bad), delta
     if hp.tower == 2:
-        bad = _intentional_tower(wv, W[Z_, :nV], W[VV_, :nV], GV[0], s[:N_SCALARS], hp, delta,
-                                 hp.eta_v, t, False) + \
-            _intentional_tower(wp, W[Z_, nV:], W[VV_, nV:], GP[0], s[N_SCALARS:], hp, delta,
-                               hp.eta_pi, t, True)
+        bad = _intentional_tower(wv, W[Z_, :nV], W[VV_, :nV], W[HV_, :nV], GV[0], s[:N_SCALARS],
+                                 hp, delta, hp.eta_v, t, False) + \
+            _intentional_tower(wp, W[Z_, nV:], W[VV_, nV:], W[HV_, nV:], GP[0], s[N_SCALARS:],
+                               hp, delta, hp.eta_pi, t, True)
         ist[STEP] = t
         return ok and math.isfinite(bad), delta
-    gU[:nV] = GV[0]                       # one weight vector (w_V, theta): g^U, g^H, d (§1.5)
-    gU[nV:] = GP[0]
-    if GP.shape[0] > 1:
-        gH[nV:] = GP[1]                   # gH[:nV] stays 0
-    if hp.dots:
-        gV[:nV] = GV[0]                   # gV[nV:], gV1[nV:] stay 0
-        gV1[:nV] = GV1[0]
-    dn = Dense(n, n, gU, gH, gV, gV1, empty, empty, empty, empty, empty, empty,
-               gamma1 if hp.dots else 0.0, -1.0, one, acc)
+    # one weight vector (w_V, theta), §1.5 with no shared weight: the critic's weights are
+    # dense_step's block [0, nV) with g^U = grad V, g^H = 0, d = gamma1 grad V' - grad V; the
+    # actor's its block [nV, n) as a 1 x nP outer product: g^U = ½ grad log pi, g^H = grad H, d = 0
+    dn = Dense(nV, n, GV[0], zV, GV[0], GV1[0], one, one, GP[0], GP[1] if GP.shape[0] > 1 else zP,
+               zP, zP, gamma1 if hp.dots else 0.0, -1.0, one, acc)
     flat = hp.norm and (nets.layer_norm_flat(tV, wtV0, bufV0) or
                         nets.layer_norm_flat(tP, wtP, bufP))
-    gV2 = _sumsq(gV) if hp.gv2 else 0.0
+    gV2 = _sumsq(GV[0]) if hp.gv2 else 0.0
     return dense_step(State(W, s, ist, vt, act, in_act), dn, delta, gV2, hp, flat) and ok, delta
 
 
@@ -2042,9 +2042,8 @@ class TwoTowerAgent:
         self.cotP, self.cotF = np.zeros((2, 1 + A), dtype), np.zeros((kP, 1 + A), dtype)
         self.GV, self.GV1, self.GP = (np.zeros((1, nV), dtype), np.zeros((1, nV), dtype),
                                       np.zeros((kP, nP), dtype))
-        m = 0 if per_tower else nV + nP
-        self.gU, self.gH, self.gV, self.gV1 = (np.zeros(m, dtype) for _ in range(4))
-        self.empty, self.one, self.acc = np.zeros(0, dtype), np.ones(1, dtype), np.zeros(m, dtype)
+        self.zV, self.zP = np.zeros(nV, dtype), np.zeros(nP, dtype)     # zero g^H, d blocks
+        self.one, self.acc = np.ones(1, dtype), np.zeros(max(nV, nP), dtype)
         self.last1 = np.zeros(int(np.prod(actor.obs_shape)), dtype)
         self.fresh1 = False
         gaussian = policy == "gaussian"
@@ -2129,8 +2128,8 @@ class TwoTowerAgent:
         L = self.learner
         return (self.critic.table, w0.table, w0.buf, w1.table, w1.buf, self.cotV, self.GV,
                 self.GV1, self.actor.table, self.wsP.table, self.wsP.buf, self.cotP, self.cotF,
-                self.GP, self.pi, self.logpi, self.gauss, self.gU, self.gH, self.gV, self.gV1,
-                self.empty, self.one, self.acc, self.last1, *L.bundle, L.hyper, int(A),
+                self.GP, self.pi, self.logpi, self.gauss, self.zV, self.zP, self.one, self.acc,
+                self.last1, *L.bundle, L.hyper, int(A),
                 float(R), float(gamma1), self.V0, self.H0, obs1)
 
     def gradients(self):

@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 from peer_stream_ac import patched_copy       # the copy and its one gymnasium >= 1.0 fix
 
@@ -113,8 +114,11 @@ def main(argv=None):
         if seed in skip:
             print(f"{a.method} {a.env} seed {seed}: complete in {a.out}, skipped", flush=True)
             continue
+        t0 = time.time()
         rc = run_seed(a.peer_python, script, a.method, a.env, seed, a.steps, a.out)
-        print(f"{a.method} {a.env} seed {seed}: exit {rc}", flush=True)
+        took = time.time() - t0
+        print(f"{a.method} {a.env} seed {seed}: exit {rc}, {took:.0f} s, "
+              f"{a.steps / took:.0f} agent steps/s", flush=True)
         if rc:
             return rc
     shutil.rmtree(os.path.dirname(os.path.dirname(script)), ignore_errors=True)

@@ -74,9 +74,21 @@ MUJOCO = ["--domain", "Hopper-v5", "--tuner", "mixed", "--alpha", "2^-10", "--st
           "--eval-every", "40", "--eval-episodes", "2"]
 
 
+TOWERS = ["--domain", "minatar-breakout", "--tuner", "intentional", "--towers", "2", "--steps",
+          "3000", "--seed", "6", "--quiet", "--checkpoint-every", "5", "--sparse-init",
+          "--layer-norm", "--normalize-obs", "--scale-reward", "--minimal-actions"]
+
+
+TOWERS_MUJOCO = ["--domain", "Hopper-v5", "--tuner", "stream_ac", "--towers", "2", "--alpha", "1",
+                 "--steps", "4000", "--seed", "7", "--quiet", "--checkpoint-every", "5",
+                 "--sparse-init", "--layer-norm", "--eval-every", "40", "--eval-episodes", "2"]
+
+
 @pytest.mark.parametrize("args,kills,span", [(MC, 4, 60), (MINATAR, 3, 8), (ALE, 1, 1),
-                                             (CARTPOLE, 3, 60), (STREAM, 3, 8), (MUJOCO, 3, 20)],
-                         ids=["mountaincar", "minatar", "ale", "gymnasium", "stream-ac", "mujoco"])
+                                             (CARTPOLE, 3, 60), (STREAM, 3, 8), (MUJOCO, 3, 20),
+                                             (TOWERS, 3, 8), (TOWERS_MUJOCO, 3, 20)],
+                         ids=["mountaincar", "minatar", "ale", "gymnasium", "stream-ac", "mujoco",
+                              "two-towers-intentional", "two-towers-stream-ac"])
 def test_kill_9_at_random_moments_then_resume_is_identical(args, kills, span, tmp_path):
     """Each kill comes a random number of episodes (1..span) plus a random fraction of a second
     after the run (or its resumption) has written its rows so far."""

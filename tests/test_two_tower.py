@@ -257,7 +257,8 @@ def test_bias_corrections_by_hand():
         got = []
         for t, (x, delta) in enumerate(((2.0, 3.0), (1.0, -0.5)), start=1):
             w0 = w[0]
-            mt._intentional_tower(w, z, v, np.array([x]), s, hp, delta, 0.5, t, normalize)
+            mt._intentional_tower(w, z, v, np.zeros(1), np.array([x]), s, hp, delta, 0.5, t,
+                                  normalize)
             got.append(w[0] - w0)
         np.testing.assert_allclose(got, want, atol=2e-8)
 
