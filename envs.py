@@ -980,14 +980,17 @@ def make_gym(name, seed=None, **kwargs):
     return SeedAndScore(env, seed)
 
 
-def gym_net(obs_shape, n_actions, hidden, layer_norm=False):
+def gym_net(obs_shape, n_actions, hidden, layer_norm=False, act=None):
     """The network of a gymnasium id: an MLP with SiLU `hidden` layers on a vector; on a C x H x W
-    image the Atari net's conv layers (H, W >= 36) or MinAtar's (smaller), then `hidden`."""
+    image the Atari net's conv layers (H, W >= 36) or MinAtar's (smaller), then `hidden` (act:
+    one activation for every hidden layer instead)."""
     import nets
     if len(obs_shape) == 1:
-        return nets.MLP(obs_shape[0], tuple(hidden), n_actions, layer_norm=layer_norm)
+        return nets.MLP(obs_shape[0], tuple(hidden), n_actions, layer_norm=layer_norm,
+                        act=nets.SILU if act is None else act)
     convs = ((16, 8, 4), (32, 4, 2)) if min(obs_shape[1:]) >= 36 else ((16, 3, 1),)
-    return nets.make_net(obs_shape, convs, tuple(hidden), n_actions, layer_norm=layer_norm)
+    return nets.make_net(obs_shape, convs, tuple(hidden), n_actions, layer_norm=layer_norm,
+                         **nets._acts(act))
 
 
 def agent_for(env, config, hidden=(64, 64), seed=0):

@@ -39,10 +39,11 @@ BLAS runs these small convolution products fastest.
 
 Public API (net: the ``Net`` description; ws: a ``Workspace``; out and cot in theta's dtype):
 
-    make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU, layer_norm=False) -> Net
+    make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU, layer_norm=False,
+             conv_act=SILU) -> Net
         obs_shape = (C, H, W), or (n,) with no convs; convs = ((filters, kernel, stride), ...) with
         kernel and stride an int or an (h, w) pair; dense = hidden widths (int or tuple).
-        Conv -> SiLU, dense -> dense_act (dSiLU, or SILU).  layer_norm: every hidden layer's
+        Conv -> conv_act (SiLU, or LEAKY_RELU), dense -> dense_act (dSiLU, SILU or LEAKY_RELU).  layer_norm: every hidden layer's
         pre-activation y becomes (y - mean y) / sqrt(var y + 1e-5) over the whole layer (all
         positions and channels, no gain or bias: PyTorch's F.layer_norm(y, y.size()), as
         Elsayed et al. 2024 use it) before its activation; the heads are not normalized.
@@ -107,7 +108,8 @@ if not {"xxgemm", "xxgemv"} <= _helperlib.c_helpers.keys():  # numba internals: 
                       "bound) or port _matmul/_matvec to that numba's BLAS helpers")
 
 CONV, DENSE = 0, 1
-IDENTITY, SILU, DSILU = 0, 1, 2
+IDENTITY, SILU, DSILU, LEAKY_RELU = 0, 1, 2, 3
+LEAKY_SLOPE = 0.01          # LeakyReLU's negative slope (PyTorch's default, Stream AC's nets)
 
 # Net.table has one row per layer: kind, act, C_in, H_in, W_in, C_out, kh, kw, sh, sw, H_out,
 # W_out, K (= fan_in), N (= H_out W_out), w_off, b_off, ln; the kernels unpack rows in this order.
@@ -125,7 +127,7 @@ _FM = {"contract"}          # allow FMA; keeps IEEE semantics otherwise
 class Layer(NamedTuple):
     """One layer: shapes as (channels, height, width) whatever the memory order, and offsets."""
     kind: int       # CONV or DENSE
-    act: int        # IDENTITY, SILU or DSILU
+    act: int        # IDENTITY, SILU, DSILU or LEAKY_RELU
     shape_in: tuple
     shape_out: tuple
     kernel: tuple   # (kh, kw); (1, 1) for dense
@@ -160,7 +162,8 @@ def _pair(v):
     return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
 
 
-def make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU, layer_norm=False):
+def make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU, layer_norm=False,
+             conv_act=SILU):
     """Describe the network: layer shapes and where each layer's parameters sit in theta.
     obs_shape (C, H, W), or (n,) for a vector observation (an MLP: no conv layers);
     dense_act: the hidden dense layers' activation (DSILU as in the paper, or SILU);
@@ -172,8 +175,9 @@ def make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU, layer_norm=Fal
         shape3 = shape
     else:
         raise ValueError(f"obs_shape must be (C, H, W), or (n,) without conv layers; got {shape}")
-    if dense_act not in (SILU, DSILU):
-        raise ValueError(f"dense_act must be nets.SILU or nets.DSILU, got {dense_act!r}")
+    if dense_act not in (SILU, DSILU, LEAKY_RELU) or conv_act not in (SILU, LEAKY_RELU):
+        raise ValueError(f"dense_act must be nets.SILU, DSILU or LEAKY_RELU and conv_act SILU or "
+                         f"LEAKY_RELU, got {dense_act!r} and {conv_act!r}")
     c, h, w = shape3
     dense = (dense,) if np.isscalar(dense) else tuple(dense)
     if min(c, h, w) < 1 or n_actions < 0 or any(int(d) < 1 for d in dense):
@@ -187,7 +191,7 @@ def make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU, layer_norm=Fal
             raise ValueError(f"conv {filters}x{kh}x{kw} stride {sh}x{sw} does not fit input "
                              f"{c}x{h}x{w}")
         fan_in = c * kh * kw
-        layers.append(Layer(CONV, SILU, (c, h, w), (filters, ho, wo), (kh, kw), (sh, sw),
+        layers.append(Layer(CONV, conv_act, (c, h, w), (filters, ho, wo), (kh, kw), (sh, sw),
                             fan_in, int(filters), off, off + fan_in * filters, bool(layer_norm)))
         off += (fan_in + 1) * filters
         c, h, w = int(filters), ho, wo
@@ -207,9 +211,10 @@ def make_net(obs_shape, convs, dense, n_actions, dense_act=DSILU, layer_norm=Fal
     return Net(shape, int(n_actions), off, tuple(layers), table)
 
 
-def MLP(n_inputs, hidden, n_actions, layer_norm=False):
-    """A multilayer perceptron for vector observations: SiLU hidden layers, the same heads."""
-    return make_net((n_inputs,), (), hidden, n_actions, dense_act=SILU, layer_norm=layer_norm)
+def MLP(n_inputs, hidden, n_actions, layer_norm=False, act=SILU):
+    """A multilayer perceptron for vector observations: SiLU (or `act`) hidden layers, the same
+    heads."""
+    return make_net((n_inputs,), (), hidden, n_actions, dense_act=act, layer_norm=layer_norm)
 
 
 def spec(net):
@@ -222,6 +227,8 @@ def spec(net):
          "dense_act": hidden[0].act if hidden else DSILU}
     if net.layers[0].ln:
         d["layer_norm"] = True
+    if convs and net.layers[0].act != SILU:
+        d["conv_act"] = net.layers[0].act
     return d
 
 
@@ -235,7 +242,8 @@ def from_spec(d):
         net = make_net(tuple(d["obs_shape"]), tuple((f, tuple(k), tuple(s))
                                                     for f, k, s in d["convs"]),
                        tuple(d["dense"]), d["n_actions"], dense_act=d["dense_act"],
-                       layer_norm=d.get("layer_norm", False) is True)
+                       layer_norm=d.get("layer_norm", False) is True,
+                       conv_act=d.get("conv_act", SILU))
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"not a network description ({e})") from None
     sizes = [net.n_params, int(np.prod(net.obs_shape))]
@@ -246,16 +254,22 @@ def from_spec(d):
     return net
 
 
-def ATARI(n_actions, layer_norm=False):
-    """The paper's Atari network (docs/algorithms.md §6.3) for n_actions actions."""
+def ATARI(n_actions, layer_norm=False, act=None):
+    """The paper's Atari network (docs/algorithms.md §6.3) for n_actions actions (act: one
+    activation for every hidden layer instead of the paper's SiLU / dSiLU)."""
     return make_net((4, 84, 84), ((16, 8, 4), (32, 4, 2)), (256,), n_actions,
-                    layer_norm=layer_norm)
+                    layer_norm=layer_norm, **_acts(act))
 
 
-def MINATAR(in_channels, n_actions, layer_norm=False):
-    """MinAtar's AC(lambda) network: conv 16 3x3 stride 1 (valid), dense 128."""
+def MINATAR(in_channels, n_actions, layer_norm=False, act=None):
+    """MinAtar's AC(lambda) network: conv 16 3x3 stride 1 (valid), dense 128 (act as ATARI's)."""
     return make_net((in_channels, 10, 10), ((16, 3, 1),), (128,), n_actions,
-                    layer_norm=layer_norm)
+                    layer_norm=layer_norm, **_acts(act))
+
+
+def _acts(act):
+    """make_net's activation arguments: the paper's (None) or `act` for every hidden layer."""
+    return {} if act is None else {"dense_act": act, "conv_act": act}
 
 
 def n_params(net):
@@ -498,8 +512,9 @@ def _sigmoid(x, one):
 
 @njit(cache=True, error_model="numpy", fastmath=_FM)
 def _activate(a, d, act):
-    """In place a <- f(a) and d <- f'(a) for f = SiLU or dSiLU (IDENTITY: nothing)."""
+    """In place a <- f(a) and d <- f'(a) for f = SiLU, dSiLU or LeakyReLU (IDENTITY: nothing)."""
     one, two = a.dtype.type(1.0), a.dtype.type(2.0)
+    slope = a.dtype.type(LEAKY_SLOPE)
     if act == SILU:
         for i in range(a.size):
             z = a[i]
@@ -512,6 +527,12 @@ def _activate(a, d, act):
             s = _sigmoid(z, one)
             a[i] = s * (one + z * (one - s))
             d[i] = s * (one - s) * (two + z * (one - two * s))
+    elif act == LEAKY_RELU:
+        for i in range(a.size):
+            z = a[i]
+            neg = z < 0
+            a[i] = slope * z if neg else z
+            d[i] = slope if neg else one
 
 
 @njit(cache=True)

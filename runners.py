@@ -38,11 +38,12 @@ def make_net(s, env, A=None):
     import nets
     shape, ln = env.observation_space.shape, bool(s.get("layer_norm"))
     A = envs.head_size(env.action_space) if A is None else A
+    act = nets.LEAKY_RELU if s.get("activation") == "leaky_relu" else None
     if envs.is_gym_id(s["domain"]):
-        return envs.gym_net(shape, A, s["hidden"], layer_norm=ln)
+        return envs.gym_net(shape, A, s["hidden"], layer_norm=ln, act=act)
     if s["domain"] in envs.MINATAR_DOMAINS:
-        return nets.MINATAR(shape[0], A, layer_norm=ln)
-    return nets.ATARI(A, layer_norm=ln)
+        return nets.MINATAR(shape[0], A, layer_norm=ln, act=act)
+    return nets.ATARI(A, layer_norm=ln, act=act)
 
 
 LAYER_EVERY = 10_000      # agent steps between two rows of layers.csv

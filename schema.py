@@ -105,6 +105,10 @@ RUN_SETTINGS = {  # every setting that changes a result (docs/algorithms.md §6)
     "no_alpha_bound": Setting(False, None, "NOSID without its overshoot guard "
                               "(docs/algorithms.md §4.3 N2)", "tuner"),
     **{k: Setting(p.default, p.accepted, p.help, "tuner") for k, p in mt.TUNER_PARAMS.items()},
+    "activation": Setting("paper", ("paper", "leaky_relu"), "hidden units: the paper's (SiLU "
+                          "convs, dSiLU dense layers on MinAtar and ALE, SiLU MLPs) or "
+                          "LeakyReLU(0.01) in every hidden layer (Stream AC's and Intentional "
+                          "AC's networks)", "network"),
     "towers": Setting(1, R(1, 2, integer=True), "networks: 1, a shared torso with value and "
                       "policy outputs (the paper's); 2, a critic and an actor network, each with "
                       "its own trace (docs/algorithms.md §11; stream_ac and intentional need it)",
@@ -442,6 +446,8 @@ def settings(args, strict=True, user=True):
             s["minimal_actions"] = True
         if value("towers") == 2:            # only when 2, so one-tower runs keep their identity
             s["towers"] = 2
+        if args.activation not in (None, "paper"):     # likewise
+            s["activation"] = args.activation
         if envs.is_gym_id(domain):          # only here, so built-in runs keep their identity
             s["hidden"] = list(parse_widths(args.hidden) if args.hidden is not None
                                else default("hidden", domain, kwargs))
@@ -491,6 +497,11 @@ def stored_settings(s, where, complete=True):
             if not (isinstance(v, list) and all(type(x) is int for x in v)):
                 bad(f"setting hidden is {v!r}, not a list of widths")
             argv += ["--hidden", ",".join(map(str, v))]
+        elif k == "activation":
+            if v not in RUN_SETTINGS["activation"].accepted:
+                bad(f"setting activation is {v!r}, not one of "
+                    f"{', '.join(RUN_SETTINGS['activation'].accepted)}")
+            argv += ["--activation", v]
         elif k == "env_kwargs":
             if not isinstance(v, dict):
                 bad(f"setting env_kwargs is {v!r}, not a table")

@@ -341,12 +341,13 @@ def test_two_tower_flags_bad_input(args, words, tmp_path):
 
 
 def test_two_tower_run_round_trip(tmp_path):
-    """A two-tower run on MinAtar (minimal actions, the four stabilizers) finishes, records its
+    """A two-tower run on MinAtar (minimal actions, the four stabilizers, LeakyReLU: their nets)
+    finishes, records its
     settings, writes a layers.csv per tower, and its agent evaluates; the same command twice gives
     the same episodes."""
     args = ["--domain", "minatar-breakout", "--tuner", "intentional", "--towers", "2",
             "--minimal-actions", "--sparse-init", "--layer-norm", "--normalize-obs",
-            "--scale-reward", "--steps", "600", "--quiet"]
+            "--scale-reward", "--activation", "leaky_relu", "--steps", "600", "--quiet"]
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:
         r = cli(*args, "--out", str(out))
@@ -354,6 +355,7 @@ def test_two_tower_run_round_trip(tmp_path):
     import json
     cfg = json.loads((outs[0] / "config.json").read_text())
     assert cfg["settings"]["towers"] == 2 and cfg["settings"]["minimal_actions"] is True
+    assert cfg["settings"]["activation"] == "leaky_relu"
     assert (outs[0] / "episodes.csv").read_text() == (outs[1] / "episodes.csv").read_text()
     head = (outs[0] / "layers.csv").read_text().splitlines()[0]
     assert "beta_V.conv1_mean" in head and "beta_pi.head_mean" in head
