@@ -111,8 +111,8 @@ RUN_SETTINGS = {  # every setting that changes a result (docs/algorithms.md §6)
                           "AC's networks)", "network"),
     "towers": Setting(1, R(1, 2, integer=True), "networks: 1, a shared torso with value and "
                       "policy outputs (the paper's); 2, a critic and an actor network, each with "
-                      "its own trace (docs/algorithms.md §11; stream_ac and intentional need it)",
-                      "network"),
+                      "its own trace (docs/algorithms.md §11; the default, and the only choice, "
+                      "of stream_ac and intentional)", "network"),
     "blas_threads": Setting(1, R(1, 1024, integer=True), "BLAS threads (more changes the last "
                             "digits of a network run)", "network"),
     "sparse_init": Setting(False, None, "sparse initialization: 90%% of each unit's input "
@@ -444,7 +444,9 @@ def settings(args, strict=True, user=True):
         s.update({k: True for k in STABILIZERS if on(k)})   # only when on: runs keep identity
         if on("minimal_actions"):           # only when on, so other runs keep their identity
             s["minimal_actions"] = True
-        if value("towers") == 2:            # only when 2, so one-tower runs keep their identity
+        towers = value("towers") if args.towers is not None else \
+            (2 if mt.TUNER[tuner].two_tower else 1)      # a per-tower tuner's default is 2
+        if towers == 2:                     # only when 2, so one-tower runs keep their identity
             s["towers"] = 2
         if args.activation not in (None, "paper"):     # likewise
             s["activation"] = args.activation
@@ -456,8 +458,8 @@ def settings(args, strict=True, user=True):
     else:
         s.update(episodes=value("episodes"))
     if mt.TUNER[tuner].two_tower and s.get("towers") != 2:
-        raise UsageError(f"--tuner {tuner} keeps a state per tower: it runs on network domains "
-                         "with --towers 2 (docs/algorithms.md §11-§12)")
+        raise UsageError(f"--tuner {tuner} keeps a state per tower: it runs on network domains, "
+                         "on two towers (--towers 2, its default; docs/algorithms.md §11-§12)")
     try:
         mt.check_config(config_of(s))
     except ValueError as e:
@@ -576,6 +578,7 @@ def run_name(s):
         k = math.log2(x)
         return f"2^{int(k)}" if k == int(k) else f"{x:g}"
     meta = f"-k{s['kappa']:g}" if "kappa" in s else f"-mu{p2(s['mu'])}"
-    meta += "-2t" if s.get("towers") == 2 else ""
+    meta += ("-2t" if s.get("towers") == 2 else "") + \
+        ("-lrelu" if s.get("activation") == "leaky_relu" else "")
     return (f"{s['domain']}-{s['tuner']}{norm}-a{p2(s['alpha'])}{meta}-s{s['seed']}-"
             f"{settings_hash(s)}")

@@ -22,14 +22,15 @@ import time
 
 import envs
 import metatrace as mt
-from schema import (prog, DOMAIN_FLAGS, MAX_RUNS, OPTIONS, _NUMBER, add_setting, applies, check_domain,
+from schema import (prog, DOMAIN_FLAGS, MAX_RUNS, OPTIONS, RUN_SETTINGS, _NUMBER, add_setting,
+                    applies, check_domain,
                     checked, flag, is_net, join_numbers, option, run_name, settings, tuner_of)
 from store import (RunLock, UsageError, check_out, check_whole, differing, out_flag,
                    read_config, settings_hash, write_json)
 
 
-GRID_FLAGS = ("alpha", "mu", "gamma", "lam", "psi", "drift", "episodes", "steps", "frames",
-              "kappa", "beta2")
+GRID_FLAGS = tuple(k for k, v in RUN_SETTINGS.items()   # every numeric setting of a run but
+                   if isinstance(v.accepted, mt.Range) and k not in ("seed", "blas_threads"))
 NOT_IN_SWEEP = ("seed", "resume")       # a sweep sets the seeds and always resumes
 
 
@@ -68,7 +69,7 @@ def sweep_parser():
     p.description = main_sweep.__doc__
     p.formatter_class = argparse.HelpFormatter
     for a in list(p._actions):
-        if a.dest in ("domain", "tuner"):
+        if a.dest in ("domain", "tuner", "activation"):
             a.choices = None          # comma lists, checked in expand()
             a.default = None if a.dest == "tuner" else a.default
         if a.dest in NOT_IN_SWEEP:
@@ -102,7 +103,8 @@ def expand(args):
     A flag that applies to none of the grid's runs is refused; where it applies to some, the
     others take its canonical value (so a setting that changes nothing makes no extra run)."""
     grids = {k: parse_grid(getattr(args, k), k) for k in GRID_FLAGS if getattr(args, k) is not None}
-    for name, choices in (("domain", envs.DOMAINS), ("tuner", mt.TUNERS)):
+    for name, choices in (("domain", envs.DOMAINS), ("tuner", mt.TUNERS),
+                          ("activation", RUN_SETTINGS["activation"].accepted)):
         if getattr(args, name) is None:
             continue
         vals = [v.strip() for v in getattr(args, name).split(",")]
@@ -118,7 +120,7 @@ def expand(args):
     if n > MAX_RUNS:
         raise UsageError(f"the grid has {n:,} runs; a sweep takes at most {MAX_RUNS:,}")
     keys = list(grids)
-    out, seen, used = [], set(), set()
+    out, seen, used, left_out = [], set(), set(), set()
     for combo in itertools.product(*(grids[k] for k in keys)):
         ns = argparse.Namespace(**vars(args))
         ns.__dict__.update(zip(keys, combo))
@@ -130,6 +132,9 @@ def expand(args):
                 setattr(ns, k, None)
         if ns.steps is not None and ns.frames is not None and ns.domain in envs.ATARI_DOMAINS:
             raise UsageError("give --steps or --frames, not both")
+        if mt.TUNER[tuner].two_tower and ns.towers is not None and checked("towers", ns.towers) != 2:
+            left_out.add(tuner)           # a per-tower tuner on one tower: not a run
+            continue
         for seed in range(first, first + seeds):
             ns.seed = str(seed)
             s = settings(ns, strict=False)
@@ -142,6 +147,9 @@ def expand(args):
             typed = flag(k, getattr(args, k) is not False)
             raise UsageError(f"{typed} applies to none of the sweep's runs (domains "
                              f"{args.domain}, tuners {args.tuner or 'default'})")
+    if left_out:
+        print(f"sweep: --towers 1 left out for {', '.join(sorted(left_out))} (they run on two "
+              "towers only)", file=sys.stderr)
     return out
 
 

@@ -320,7 +320,7 @@ def cli(*args):
 
 
 @pytest.mark.parametrize("args,words", [
-    (["--domain", "minatar-breakout", "--tuner", "stream_ac"], "--towers 2"),
+    (["--domain", "minatar-breakout", "--tuner", "stream_ac", "--towers", "1"], "--towers 2"),
     (["--domain", "mountaincar", "--tuner", "intentional"], "--towers 2"),
     (["--domain", "mountaincar", "--towers", "2"], "--towers does not apply"),
     (["--domain", "minatar-breakout", "--towers", "3"], "--towers 3"),
@@ -361,3 +361,20 @@ def test_two_tower_run_round_trip(tmp_path):
     assert "beta_V.conv1_mean" in head and "beta_pi.head_mean" in head
     r = cli("evaluate", str(outs[0]), "--episodes", "2")
     assert r.returncode == 0, r.stderr
+
+
+def test_sweep_grids_towers_and_activation(tmp_path):
+    """A sweep takes --towers and --activation as grids; a per-tower tuner's --towers 1
+    combinations are left out with a note, and it defaults to two towers."""
+    r = cli("sweep", "--domain", "minatar-breakout", "--tuner", "mixed,stream_ac", "--towers",
+            "1,2", "--activation", "paper,leaky_relu", "--steps", "100", "--workers", "1",
+            "--out", str(tmp_path / "sw"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "--towers 1 left out for stream_ac" in r.stderr
+    import json
+    runs = [json.loads((d / "config.json").read_text())["settings"]
+            for d in (tmp_path / "sw").iterdir() if d.is_dir()]
+    got = sorted((s["tuner"], s.get("towers", 1), s.get("activation", "paper")) for s in runs)
+    assert got == sorted([("mixed", 1, "paper"), ("mixed", 1, "leaky_relu"),
+                          ("mixed", 2, "paper"), ("mixed", 2, "leaky_relu"),
+                          ("stream_ac", 2, "paper"), ("stream_ac", 2, "leaky_relu")])
