@@ -89,10 +89,11 @@ def compact(a):
 
 
 def welch(x, y):
-    """Welch's t statistic and two-sided p-value of mean(x) - mean(y)."""
+    """Welch's t statistic, two-sided p-value and 95% interval of mean(x) - mean(y)."""
     from scipy import stats
     r = stats.ttest_ind(x, y, equal_var=False)
-    return float(r.statistic), float(r.pvalue)
+    ci = r.confidence_interval(0.95)
+    return float(r.statistic), float(r.pvalue), (float(ci.low), float(ci.high))
 
 
 def per_seed(rows, budget):
@@ -148,11 +149,13 @@ def report(a):
             if len(side) == 2:
                 f = [[v[0] for v in side[s].values()] for s in ("ours", "theirs")]
                 u = [[v[1] for v in side[s].values()] for s in ("ours", "theirs")]
-                (tf, pf), (tu, pu) = welch(*f), welch(*u)
+                (tf, pf, cf), (tu, pu, cu) = welch(*f), welch(*u)
                 verdict = "agree within noise" if min(pf, pu) > 0.05 else "DIFFER"
                 print(f"  {method:<12} ours / theirs: final {np.mean(f[0]) / np.mean(f[1]):.2f} "
-                      f"(t {tf:.2f}, p {pf:.3f}), run mean {np.mean(u[0]) / np.mean(u[1]):.2f} "
-                      f"(t {tu:.2f}, p {pu:.3f}): {verdict}")
+                      f"(ours - theirs {np.mean(f[0]) - np.mean(f[1]):.1f}, 95% CI "
+                      f"[{cf[0]:.1f}, {cf[1]:.1f}], t {tf:.2f}, p {pf:.3f}); run mean "
+                      f"{np.mean(u[0]) / np.mean(u[1]):.2f} ({np.mean(u[0]) - np.mean(u[1]):.1f}, "
+                      f"[{cu[0]:.1f}, {cu[1]:.1f}], t {tu:.2f}, p {pu:.3f}): {verdict}")
             ax.set_title(f"{env}: {method}")
             ax.set_xlabel("agent steps")
             ax.set_ylabel("episodic return")

@@ -378,3 +378,20 @@ def test_sweep_grids_towers_and_activation(tmp_path):
     assert got == sorted([("mixed", 1, "paper"), ("mixed", 1, "leaky_relu"),
                           ("mixed", 2, "paper"), ("mixed", 2, "leaky_relu"),
                           ("stream_ac", 2, "paper"), ("stream_ac", 2, "leaky_relu")])
+
+
+def test_fidelity_statistics_on_planted_curves():
+    """docs/fidelity.py: binning by the step an episode ends at, the episode-weighted final
+    score of the last 20 % of the budget, and Welch's test (identical samples: p = 1)."""
+    sys.path.insert(0, os.path.join(ROOT, "docs"))
+    import fidelity
+    steps = [5_000, 9_000, 10_000, 15_000, 95_000, 99_000, 100_000]
+    rets = [1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0]
+    assert fidelity.binned(steps, rets, 100_000) == [(10_000, 3, 2.0), (20_000, 1, 4.0),
+                                                     (100_000, 3, 20.0)]
+    rows = [dict(seed=0, bin=b, episodes=n, mean_return=m)
+            for b, n, m in [(10_000, 3, 2.0), (90_000, 1, 5.0), (100_000, 3, 20.0)]]
+    final, run_mean = fidelity.per_seed(rows, 100_000)[0]
+    assert final == (5 + 60) / 4 and math.isclose(run_mean, (6 + 5 + 60) / 7)   # bins > 80k
+    t, p, ci = fidelity.welch([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert t == 0.0 and math.isclose(p, 1.0) and ci[0] < 0 < ci[1]
