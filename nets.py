@@ -530,7 +530,7 @@ def _activate(a, d, act):
     elif act == LEAKY_RELU:
         for i in range(a.size):
             z = a[i]
-            neg = z < 0
+            neg = z <= 0                  # f'(0) = slope, as in PyTorch (docs/comparison.md)
             a[i] = slope * z if neg else z
             d[i] = slope if neg else one
 

@@ -486,3 +486,14 @@ def test_leaky_relu_nets(make, seed):
     assert close(vjp_of(net, theta, obs, cot) @ v, cot @ jv, 1e-12)
     back = nets.from_spec(json.loads(json.dumps(nets.spec(net))))
     assert back.layers == net.layers
+
+
+def test_leaky_relu_slope_at_zero_is_pytorchs():
+    """f'(0) = 0.01 (PyTorch's leaky_relu backward takes the slope where x <= 0): at a run's first
+    step every layer-normed pre-activation is exactly 0, and 1 there instead sent Stream AC and
+    Intentional AC on HalfCheetah to returns below 400 where their scripts reach 2000-3000."""
+    for dtype in (np.float32, np.float64):
+        a = np.array([-2.0, 0.0, 3.0], dtype)
+        d = np.zeros_like(a)
+        nets._activate(a, d, nets.LEAKY_RELU)
+        assert a.tolist() == [dtype(-0.02), 0.0, 3.0] and d.tolist() == [dtype(0.01), dtype(0.01), 1.0]
