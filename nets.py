@@ -93,14 +93,49 @@ lazy), jvp 0.21-0.27 ms; this shared VM's speed varies by about 30% between runs
 is the conv layers' products (about 3 M multiply-adds per forward, 4-11 M per vjp) and one pass
 over the 2.65 MB dense weight matrix per forward or vjp.
 """
+import hashlib
+import os
 from typing import NamedTuple
 
+import numba
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  numba_xxgemm resolves sgemm/dgemm from this module
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 from numba import __version__ as _numba_version, _helperlib
+
+KERNEL_FILES = ("nets.py", "metatrace.py", "envs.py", "bench.py")    # the files with Numba kernels
+
+
+def kernel_cache_dir():
+    """Numba's on-disk cache (cache=True) compares only a kernel's own file with the cache, yet a
+    cached kernel holds the machine code of every kernel it calls, from other files too: after a
+    change to nets.py, metatrace.py's cached kernels ran the old nets code.  So the cache takes
+    one directory per version of all the kernel files together (a hash of their bytes), under
+    NUMBA_CACHE_DIR if set, else next to the sources (or ~/.cache/metatrace where that is not
+    writable) -> that directory."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for name in KERNEL_FILES:
+        path = os.path.join(here, name)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                h.update(name.encode() + f.read())
+    leaf = "metatrace-kernels-" + h.hexdigest()[:16]
+    base = os.environ.get("NUMBA_CACHE_DIR", "")
+    if os.path.basename(base.rstrip(os.sep)) == leaf:      # set so by this function already
+        return base
+    if not base:
+        base = os.path.join(here, "__pycache__")
+        if not os.access(here, os.W_OK) or (os.path.exists(base) and not os.access(base, os.W_OK)):
+            base = os.path.join(os.path.expanduser("~"), ".cache", "metatrace")
+    return os.path.join(base, leaf)
+
+
+# before any kernel is defined (every kernel file imports nets first); the environment variable
+# too, so that a reload of Numba's configuration and a child process keep it
+os.environ["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR = kernel_cache_dir()
 
 if not {"xxgemm", "xxgemv"} <= _helperlib.c_helpers.keys():  # numba internals: see pyproject.toml
     raise ImportError(f"numba {_numba_version} lacks the C helpers numba_xxgemm/numba_xxgemv that "

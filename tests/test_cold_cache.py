@@ -37,3 +37,36 @@ def test_compiled_equals_cached(tmp_path):
     cold = _runs(tmp_path / "numba", tmp_path / "cold")     # an empty cache: every kernel compiles
     warm = _runs(tmp_path / "numba", tmp_path / "warm")     # the same kernels, from the cache
     assert cold == warm
+
+
+PROBE = "import sys; sys.path.insert(0, sys.argv[1]); import nets; print(nets.kernel_cache_dir())"
+
+
+def _cache_dir(src, **env):
+    e = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    r = subprocess.run([sys.executable, "-c", PROBE, str(src)], env={**e, **env}, check=True,
+                       capture_output=True, text=True, timeout=120)
+    return r.stdout.strip()
+
+
+def test_a_change_to_any_kernel_file_gets_a_fresh_cache(tmp_path):
+    """A cached kernel carries the code of the kernels it calls in other files, and Numba checks
+    only its own file: a changed nets.py once left metatrace.py's cached kernels running the old
+    nets code (a LeakyReLU fix that did not take).  The cache directory is therefore keyed by every
+    kernel file's bytes: a change to any one gives a fresh directory."""
+    import nets
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in nets.KERNEL_FILES:
+        (src / name).write_bytes(open(os.path.join(ROOT, name), "rb").read())
+    seen = [_cache_dir(src)]
+    for name in ("nets.py", "metatrace.py", "envs.py"):
+        with open(src / name, "a") as f:
+            f.write("\n# a change\n")
+        seen.append(_cache_dir(src))
+    assert len(set(seen)) == len(seen)
+    assert all(d.startswith(str(src / "__pycache__")) for d in seen)
+    mine = _cache_dir(src, NUMBA_CACHE_DIR=str(tmp_path / "mine"))
+    assert mine.startswith(str(tmp_path / "mine")) and os.path.basename(mine) == \
+        os.path.basename(seen[-1])
+    assert _cache_dir(src, NUMBA_CACHE_DIR=mine) == mine       # a child process keeps it
