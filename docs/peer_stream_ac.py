@@ -3,7 +3,8 @@ whole loop (ObGD with the four stabilizers) on the same environment and hidden s
 each, interleaved, medians.
 
     python docs/peer_stream_ac.py --peer-python PEER_VENV/bin/python \
-        --peer-dir streaming-drl/ [--env HalfCheetah-v5] [--steps 20000] [--repeats 3]
+        --peer-dir streaming-drl/ [--env HalfCheetah-v5] [--steps 20000] [--repeats 3] \
+        [--ours obgd|stream_ac]
 
 PEER_VENV is a venv of its own with torch, gymnasium[mujoco] and numpy (torch is never a
 dependency of this project); --peer-dir is a checkout of mohmdelsayed/streaming-drl. Their script
@@ -11,7 +12,8 @@ is run from a temporary copy with one compatibility change: gymnasium >= 1.0 rep
 return as a scalar, so `info['episode']['r'][0]` becomes `float(info['episode']['r'])`. Both sides
 run with hidden 128 x 128 (their default), γ 0.99, λ 0.8, α (their lr) 1, layer norm, sparse
 initialization, observation normalization and reward scaling; theirs has two networks (κ 2 and
-3), ours one network with one bound (κ 2): docs/algorithms.md §9. Each side's rate is
+3); ours is, with --ours obgd (the default), one network with one bound (κ 2: docs/algorithms.md
+§9), and with --ours stream_ac their two towers, LeakyReLU and ψ 0.01 (§11). Each side's rate is
 (steps − start) / (t(steps) − t(start)) from two runs of start and `steps` agent steps, so process
 start, imports and compilation cancel.
 """
@@ -61,6 +63,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--core", type=int, default=0)
+    p.add_argument("--ours", choices=("obgd", "stream_ac"), default="obgd")
     a = p.parse_args(argv)
     script = patched_copy(a.peer_dir, "stream_ac_continuous.py")
     peer = os.path.dirname(script)
@@ -70,9 +73,11 @@ def main(argv=None):
         return [a.peer_python, script, "--env_name", a.env, "--total_steps", str(n), "--seed", "0"]
 
     def ours(n, k):
-        return [sys.executable, os.path.join(ROOT, "run.py"), "--domain", a.env, "--tuner", "obgd",
+        two = ["--towers", "2", "--activation", "leaky_relu", "--psi", "0.01"] \
+            if a.ours == "stream_ac" else []
+        return [sys.executable, os.path.join(ROOT, "run.py"), "--domain", a.env, "--tuner", a.ours,
                 "--alpha", "1", "--hidden", "128,128", "--sparse-init", "--layer-norm",
-                "--normalize-obs", "--scale-reward", "--steps", str(n), "--quiet",
+                "--normalize-obs", "--scale-reward", *two, "--steps", str(n), "--quiet",
                 "--out", os.path.join(work, f"ours-{n}-{k}")]
     rates = {"theirs": [], "ours": []}
     for k in range(a.repeats):
