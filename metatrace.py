@@ -1265,7 +1265,8 @@ _ANNOUNCED = set()
 
 def compile_note(kernel, prog="metatrace", quiet=False):
     """One line on stderr when `kernel`'s Numba code is not in the on-disk cache yet (its first
-    call compiles it: tens of seconds, first use on this machine only). Only the first call in a
+    call compiles it: tens of seconds, on the first use of this version of the kernel files on this
+    machine: nets.kernel_cache_dir). Only the first call in a
     process looks: the command line's own note, quiet or not, silences the agents' after it."""
     if _ANNOUNCED:
         return False
@@ -1275,8 +1276,8 @@ def compile_note(kernel, prog="metatrace", quiet=False):
     except AttributeError:          # another Numba: say nothing rather than guess
         cold = False
     if cold and not quiet:
-        print(f"{prog}: compiling the Numba kernels (first use on this machine only, tens of "
-              "seconds)", file=sys.stderr, flush=True)
+        print(f"{prog}: compiling the Numba kernels (first use of this version on this machine, "
+              "tens of seconds)", file=sys.stderr, flush=True)
     return cold
 
 

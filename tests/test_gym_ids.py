@@ -176,8 +176,8 @@ def test_compile_note_is_one_line_once_per_process(monkeypatch, capsys, tmp_path
     assert mt.compile_note(cold) is True
     assert mt.compile_note(cold) is False
     err = capsys.readouterr().err
-    assert err == ("metatrace: compiling the Numba kernels (first use on this machine only, "
-                   "tens of seconds)\n")
+    assert err == ("metatrace: compiling the Numba kernels (first use of this version on this "
+                   "machine, tens of seconds)\n")
     warm_index = tmp_path / "here.nbi"
     warm_index.write_text("")
     monkeypatch.setattr(mt, "_ANNOUNCED", set())
