@@ -395,3 +395,23 @@ def test_fidelity_statistics_on_planted_curves():
     assert final == (5 + 60) / 4 and math.isclose(run_mean, (6 + 5 + 60) / 7)   # bins > 80k
     t, p, ci = fidelity.welch([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
     assert t == 0.0 and math.isclose(p, 1.0) and ci[0] < 0 < ci[1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), seed=st.integers(0, 2**32 - 1), scale=st.floats(1e-4, 1e3),
+       delta=st.floats(-50.0, 50.0), kappa=st.floats(0.0, 5.0), alpha=st.floats(1e-3, 2.0))
+def test_obgd_tower_kernel_both_branches(n, seed, scale, delta, kappa, alpha):
+    """§11 A1-A5 in the kernel against algorithms.obgd_tower, over draws where the bound fires
+    (M > 1) and where it does not (gradients from 1e-4 to 1e3 in scale)."""
+    rng = np.random.default_rng(seed)
+    w, z, g = rng.standard_normal(n), rng.standard_normal(n) * scale, rng.standard_normal(n) * scale
+    T = dict(w=w.copy(), z=z.copy())
+    step = ref.obgd_tower(T, g, delta, alpha, kappa, 0.792, False)
+    s = np.zeros(mt.N_SCALARS)
+    s[mt.BETA] = math.log(alpha)
+    wk, zk = w.copy(), z.copy()
+    mt._obgd_tower(wk, zk, g, s, delta, kappa, 0.792)
+    M = s[mt.OBGD_M]
+    assert math.isclose(step, alpha / M if M > 1 else alpha, rel_tol=1e-12)
+    np.testing.assert_allclose(zk, T["z"], rtol=1e-14, atol=0)
+    np.testing.assert_allclose(wk, T["w"], rtol=1e-12, atol=1e-12 * (1 + np.abs(T["w"]).max()))
