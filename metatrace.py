@@ -1580,6 +1580,57 @@ def net_step(phases, table, wt0, buf0, wt1, buf1, cot, cot1, G, G1, lazy, rH, pi
                      Transition(A, R, gamma1, V0, H0), obs1)
 
 
+def act_of(net, ws, theta, obs, d, greedy=False, rng=None):
+    """An action of the policy network `net` (weights theta, workspace ws) at obs, with no effect
+    on learning: a sample of pi (from `rng`, default a fresh generator) or, greedy, its most
+    probable action; d > 0: a Gaussian over d dimensions (§10), else a softmax."""
+    rng = rng if rng is not None else np.random.default_rng()
+    if d:
+        g = np.zeros((4, d))
+        eps = np.zeros(d) if greedy else rng.standard_normal(d)
+        _net_gaussian(net.table, ws.table, ws.buf, theta, obs, False, g, eps, greedy)
+        return g[ACTION].copy()
+    pi, logpi = np.zeros(net.n_actions), np.zeros(net.n_actions)
+    if greedy:
+        return int(_net_greedy(net.table, ws.table, ws.buf, theta, obs, pi, logpi))
+    return int(_net_policy(net.table, ws.table, ws.buf, theta, obs, False, pi, logpi,
+                           rng.random())[0])
+
+
+def handoff(agent):
+    """HandoffError unless exactly one `policy` call came before this `learn`; resets the count."""
+    calls, agent.policy_calls = agent.policy_calls, 0
+    if calls != 1:
+        raise HandoffError(f"learn needs exactly one policy call at S_t before it, not {calls}; "
+                           "an evaluation action goes through act()")
+
+
+def gaussian_action(gauss, A):
+    """A Gaussian's action A into gauss's row ACTION -> 0 (the softmax action slot); a softmax's
+    A unchanged."""
+    if not gauss.shape[1]:
+        return A
+    a = np.asarray(A, dtype=np.float64)
+    if a.shape != gauss[ACTION].shape:
+        raise ValueError(f"action {A!r}: expected {gauss.shape[1]} numbers")
+    gauss[ACTION] = a
+    return 0
+
+
+def dtype_and_policy(path, meta):
+    """The checked dtype and policy of a read network-agent file -> (dtype, policy)."""
+    try:
+        dtype = np.dtype(meta["dtype"])
+    except TypeError:
+        raise ValueError(f"{path}: dtype {meta['dtype']!r} is not a dtype") from None
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"{path}: dtype {dtype} is not float32 or float64")
+    policy = meta["shape"].get("policy", "softmax")
+    if policy not in POLICIES:
+        raise ValueError(f"{path}: policy {policy!r} is not one of {', '.join(POLICIES)}")
+    return dtype, policy
+
+
 class NetAgent:
     """AC(lambda) + tuner on a nets.py network: `policy` at S_t, then `learn` from the transition.
 
@@ -1704,28 +1755,12 @@ class NetAgent:
     def act(self, obs, greedy=False, rng=None):
         """An action at obs with no effect on learning: a sample of pi (from `rng`, default a
         fresh generator) or, greedy, its most probable action."""
-        obs = self._check(obs)
-        if self.gaussian:
-            g = np.zeros_like(self.gauss)
-            rng = rng if rng is not None else np.random.default_rng()
-            eps = np.zeros(g.shape[1]) if greedy else rng.standard_normal(g.shape[1])
-            _net_gaussian(self.net.table, self.ws_act.table, self.ws_act.buf, self.w, obs, False,
-                          g, eps, greedy)
-            return g[ACTION].copy()
-        ws, pi, logpi = self.ws_act, np.zeros(self.net.n_actions), np.zeros(self.net.n_actions)
-        if greedy:
-            return int(_net_greedy(self.net.table, ws.table, ws.buf, self.w, obs, pi, logpi))
-        rng = rng if rng is not None else np.random.default_rng()
-        return int(_net_policy(self.net.table, ws.table, ws.buf, self.w, obs, False, pi, logpi,
-                               rng.random())[0])
+        return act_of(self.net, self.ws_act, self.w, self._check(obs), self.gauss.shape[1],
+                      greedy, rng)
 
     def learn(self, A, R, obs1, gamma1):
         """AC(lambda) + tuner update from (S_t, A, R, S_{t+1}); gamma1 = gamma(1 - term). -> ok."""
-        if self.policy_calls != 1:
-            calls, self.policy_calls = self.policy_calls, 0
-            raise HandoffError(f"learn needs exactly one policy call at S_t before it, not "
-                               f"{calls}; an evaluation action goes through act()")
-        self.policy_calls = 0
+        handoff(self)
         obs1 = self._check(obs1)
         clock = self.clock
         args = self.learn_args(A, R, obs1, gamma1)
@@ -1746,12 +1781,7 @@ class NetAgent:
     def learn_args(self, A, R, obs1, gamma1):
         """The arguments of net_step after the phase mask (a Gaussian's action goes into its row
         ACTION, log pi is of that unclipped action: §10)."""
-        if self.gaussian:
-            a = np.asarray(A, dtype=np.float64)
-            if a.shape != self.gauss[ACTION].shape:
-                raise ValueError(f"action {A!r}: expected {self.gauss.shape[1]} numbers")
-            self.gauss[ACTION] = a
-            A = 0
+        A = gaussian_action(self.gauss, A)
         return (*self.flat[self.cur], int(A), float(R), float(gamma1), self.V0, self.H0, obs1)
 
     def gradients(self):
@@ -1795,15 +1825,7 @@ class NetAgent:
         if net.n_params != held:
             raise ValueError(f"{path}: its network has {net.n_params} weights, the file holds "
                              f"{held}")
-        try:
-            dtype = np.dtype(meta["dtype"])
-        except TypeError:
-            raise ValueError(f"{path}: dtype {meta['dtype']!r} is not a dtype") from None
-        if dtype not in (np.float32, np.float64):
-            raise ValueError(f"{path}: dtype {dtype} is not float32 or float64")
-        policy = meta["shape"].get("policy", "softmax")
-        if policy not in POLICIES:
-            raise ValueError(f"{path}: policy {policy!r} is not one of {', '.join(POLICIES)}")
+        dtype, policy = dtype_and_policy(path, meta)
         agent = cls(net, meta["config"], dtype=dtype, policy=policy)
         restore(agent, meta, arrays)
         agent.fresh1 = False
@@ -2088,27 +2110,12 @@ class TwoTowerAgent:
     def act(self, obs, greedy=False, rng=None):
         """An action at obs with no effect on learning: a sample of pi (from `rng`, default a
         fresh generator) or, greedy, its most probable action (the actor's forward pass only)."""
-        obs = self._check(obs)
-        theta, ws, d = self.learner.W[W_, self.learner.split:], self.ws_act, self.gauss.shape[1]
-        rng = rng if rng is not None else np.random.default_rng()
-        if self.gaussian:
-            g = np.zeros_like(self.gauss)
-            eps = np.zeros(d) if greedy else rng.standard_normal(d)
-            _net_gaussian(self.actor.table, ws.table, ws.buf, theta, obs, False, g, eps, greedy)
-            return g[ACTION].copy()
-        pi, logpi = np.zeros(self.actor.n_actions), np.zeros(self.actor.n_actions)
-        if greedy:
-            return int(_net_greedy(self.actor.table, ws.table, ws.buf, theta, obs, pi, logpi))
-        return int(_net_policy(self.actor.table, ws.table, ws.buf, theta, obs, False, pi, logpi,
-                               rng.random())[0])
+        return act_of(self.actor, self.ws_act, self.learner.W[W_, self.learner.split:],
+                      self._check(obs), self.gauss.shape[1], greedy, rng)
 
     def learn(self, A, R, obs1, gamma1):
         """The update from (S_t, A, R, S_{t+1}); gamma1 = gamma (1 - term). -> ok."""
-        if self.policy_calls != 1:
-            calls, self.policy_calls = self.policy_calls, 0
-            raise HandoffError(f"learn needs exactly one policy call at S_t before it, not "
-                               f"{calls}; an evaluation action goes through act()")
-        self.policy_calls = 0
+        handoff(self)
         obs1 = self._check(obs1)
         t0 = time.perf_counter() if self.clock is not None else 0.0
         ok, self.delta = tower_learn(*self.learn_args(A, R, obs1, gamma1))
@@ -2119,12 +2126,7 @@ class TwoTowerAgent:
 
     def learn_args(self, A, R, obs1, gamma1):
         """The arguments of tower_learn (a Gaussian's action goes into its row ACTION)."""
-        if self.gaussian:
-            a = np.asarray(A, dtype=np.float64)
-            if a.shape != self.gauss[ACTION].shape:
-                raise ValueError(f"action {A!r}: expected {self.gauss.shape[1]} numbers")
-            self.gauss[ACTION] = a
-            A = 0
+        A = gaussian_action(self.gauss, A)
         w0, w1 = self.wsV[self.cur], self.wsV[1 - self.cur]
         L = self.learner
         return (self.critic.table, w0.table, w0.buf, w1.table, w1.buf, self.cotV, self.GV,
@@ -2170,15 +2172,7 @@ class TwoTowerAgent:
         if critic.n_params + actor.n_params != held:
             raise ValueError(f"{path}: its networks have {critic.n_params + actor.n_params} "
                              f"weights, the file holds {held}")
-        try:
-            dtype = np.dtype(meta["dtype"])
-        except TypeError:
-            raise ValueError(f"{path}: dtype {meta['dtype']!r} is not a dtype") from None
-        if dtype not in (np.float32, np.float64):
-            raise ValueError(f"{path}: dtype {dtype} is not float32 or float64")
-        policy = shape.get("policy", "softmax")
-        if policy not in POLICIES:
-            raise ValueError(f"{path}: policy {policy!r} is not one of {', '.join(POLICIES)}")
+        dtype, policy = dtype_and_policy(path, meta)
         agent = cls(critic, actor, meta["config"], dtype=dtype, policy=policy)
         restore(agent, meta, arrays)
         agent.fresh1 = False
