@@ -1,0 +1,541 @@
+"""The benchmark of docs/benchmark.md: which online step-size method for streaming actor-critic.
+
+    python docs/benchmark.py commands PHASE SUITE --root DIR    the sweeps of one cell, one a line
+    python docs/benchmark.py run PHASE SUITE --root DIR [--queue I/N]   run them (resumable)
+    python docs/benchmark.py compact PHASE SUITE --root DIR     -> docs/figures/bench_*_runs.csv
+    python docs/benchmark.py select SUITE                       the pilot's choice per arm
+    python docs/benchmark.py report                             tables and figures from the CSVs
+
+PHASE is `pilot` (seeds 1000-1002, the shorter budget, every setting of an arm's grid) or `eval`
+(fresh seeds 0..N-1, the full budget, the one setting `select` chose on the pilot).  Every arm
+gets the same number of settings.  A cell is one (phase, suite, arm); `run` runs each cell's sweeps
+with `run.py sweep`, which skips finished runs and resumes the others, so a killed `run` goes on
+where it stopped.  The compact CSVs hold one row per run and BIN-step bin; everything in
+docs/benchmark.md is drawn from them alone.
+"""
+import argparse
+import collections
+import csv
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+FIGURES = os.path.join(HERE, "figures")
+
+STABILIZERS = ("--sparse-init", "--layer-norm", "--normalize-obs", "--scale-reward")
+UNSTABILIZED = ("--no-normalize-obs", "--no-scale-reward")      # on by default on MuJoCo
+
+Arm = collections.namedtuple("Arm", "name tuner stabilized towers activation fixed grid")
+# fixed: flags every run of the arm takes; grid: its settings, each a dict flag -> value (or
+# {suite: settings} where the suites differ: Intentional AC's eta_pi is centred on the default of
+# its authors' continuous code, 0.05, on MuJoCo, and lower on MinAtar, where 0.05 collapses).
+# Metatrace and untuned AC(lambda) run as the paper does (one tower, its activations); Stream AC
+# and Intentional AC as their authors do (two towers, LeakyReLU).  Every arm has 5 settings.
+POWERS = ("2^-6", "2^-8", "2^-10", "2^-12", "2^-14")
+ARMS = (
+    Arm("none+stab", "none", True, 1, "paper", (), tuple({"alpha": a} for a in POWERS)),
+    Arm("mixed+stab", "mixed", True, 1, "paper", ("--alpha", "2^-6"),
+        tuple({"mu": m} for m in POWERS)),
+    Arm("stream_ac", "stream_ac", True, 2, "leaky_relu", ("--alpha", "1"),
+        tuple({"kappa": f"{2 * f:g}", "kappa_pi": f"{3 * f:g}"}
+              for f in (0.125, 0.25, 0.5, 1, 2))),
+    Arm("intentional", "intentional", True, 2, "leaky_relu", (),
+        {"minatar": tuple({"eta_pi": e} for e in ("0.001", "0.002", "0.005", "0.01", "0.02")),
+         "mujoco": tuple({"eta_pi": e} for e in ("0.0125", "0.025", "0.05", "0.1", "0.2"))}),
+    Arm("none", "none", False, 1, "paper", (), tuple({"alpha": a} for a in POWERS)),
+    Arm("mixed", "mixed", False, 1, "paper", ("--alpha", "2^-6"),
+        tuple({"mu": m} for m in POWERS)),
+    Arm("scalar+stab", "scalar", True, 1, "paper", ("--alpha", "2^-6"),
+        tuple({"mu": m} for m in POWERS)),
+)
+ARM = {a.name: a for a in ARMS}
+ARM_ORDER = {a.name: i for i, a in enumerate(ARMS)}
+
+Suite = collections.namedtuple("Suite", "name domains pilot_steps eval_steps eval_seeds bin")
+SUITES = {
+    "minatar": Suite("minatar", tuple(f"minatar-{g}" for g in
+                                      ("asterix", "breakout", "freeway", "seaquest",
+                                       "space_invaders")),
+                     100_000, 500_000, 10, 10_000),
+    "mujoco": Suite("mujoco", ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"),
+                    200_000, 1_000_000, 5, 20_000),
+}
+PILOT_SEEDS = (1000, 3)           # first seed, seeds
+FINAL = 0.2                       # the final score: episodes ending in the last 20 % of the budget
+
+
+def setting_label(setting):
+    """'kappa=0.5,kappa_pi=0.75': a setting as one string (a directory name and a CSV value)."""
+    return ",".join(f"{k}={v}" for k, v in setting.items())
+
+
+def flags(setting):
+    """A setting as run.py flags."""
+    return [x for k, v in setting.items() for x in (f"--{k.replace('_', '-')}", v)]
+
+
+def sweeps(phase, suite, root, chosen=None):
+    """[(arm, label, directory, argv)]: one run.py sweep per arm and setting of a cell (in the
+    pilot: the arm's grid, and the extensions `select` asked for where a best lay on an edge)."""
+    s = SUITES[suite]
+    out = []
+    for arm in ARMS:
+        settings = (pilot_grid(arm, suite) if phase == "pilot" else
+                    [chosen[arm.name]] if arm.name in (chosen or {}) else [])
+        for setting in settings:
+            label = setting_label(setting)
+            d = os.path.join(root, phase, suite, arm.name, label)
+            first, n = PILOT_SEEDS if phase == "pilot" else (0, s.eval_seeds)
+            argv = ["run.py", "sweep", "--domain", ",".join(s.domains), "--tuner", arm.tuner,
+                    "--towers", str(arm.towers), "--activation", arm.activation,
+                    *(STABILIZERS if arm.stabilized else UNSTABILIZED), *arm.fixed,
+                    *flags(setting),
+                    "--steps", str(s.pilot_steps if phase == "pilot" else s.eval_steps),
+                    "--first-seed", str(first), "--seeds", str(n), "--workers", "1", "--quiet",
+                    "--out", d]
+            out.append((arm.name, label, d, argv))
+    return out
+
+
+# ------------------------------------------------------------------------------ the random policy
+
+RANDOM_STEPS = 100_000
+
+
+def random_path():
+    """docs/figures/bench_random.csv: the uniform random policy's mean episode score per task."""
+    return os.path.join(FIGURES, "bench_random.csv")
+
+
+def measure_random(domain, steps=RANDOM_STEPS, seed=0):
+    """(episodes, mean score) of uniformly random actions for `steps` steps (complete episodes)."""
+    sys.path.insert(0, REPO)
+    import envs
+    env = envs.make(domain, seed=seed)
+    env.action_space.seed(seed)
+    env.reset()
+    total, n, score = 0.0, 0, 0.0
+    for _ in range(steps):
+        _, _, terminated, truncated, info = env.step(env.action_space.sample())
+        score += info.get("score", 0.0)
+        if terminated or truncated:
+            total, n, score = total + score, n + 1, 0.0
+            env.reset()
+    env.close()
+    return n, total / max(n, 1)
+
+
+def random_scores():
+    """{domain: the random policy's mean score} from bench_random.csv."""
+    with open(random_path(), newline="") as f:
+        return {r["domain"]: float(r["mean_score"]) for r in csv.DictReader(f)}
+
+
+def write_random(suite):
+    """Measure and record the random policy on every task of a suite (other suites' rows kept)."""
+    rows = {}
+    if os.path.exists(random_path()):
+        with open(random_path(), newline="") as f:
+            rows = {r["domain"]: r for r in csv.DictReader(f)}
+    for domain in SUITES[suite].domains:
+        n, mean = measure_random(domain)
+        rows[domain] = dict(domain=domain, steps=RANDOM_STEPS, episodes=n, mean_score=f"{mean:.6g}")
+        print(f"{domain}: {n} episodes, mean score {mean:.4g}")
+    with open(random_path(), "w", newline="") as f:
+        w = csv.DictWriter(f, ("domain", "steps", "episodes", "mean_score"), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows[d] for d in sorted(rows))
+    return 0
+
+
+# ------------------------------------------------------------------------------ statistics
+# rliable (Agarwal et al. 2021) installs beside the requirements but does not import (arch 7.2's
+# deprecate_kwarg fails under pandas 3), so its measures are computed here, and their intervals
+# with scipy.stats.bootstrap: percentile intervals, every task's runs resampled on their own
+# (the stratified bootstrap).
+
+def iqm(x, axis=-1):
+    """Interquartile mean: the mean of the middle 50 % (scipy's trim_mean, 25 % off each end)."""
+    from scipy import stats
+    return stats.trim_mean(x, 0.25, axis=axis)
+
+
+def optimality_gap(x, axis=-1, gamma=1.0):
+    """gamma - mean(min(x, gamma)): how far the runs fall short of the normalized score gamma."""
+    return gamma - np.mean(np.minimum(x, gamma), axis=axis)
+
+
+def poi_task(x, y):
+    """P(X > Y) + P(X = Y)/2 over every pair of a run of X and a run of Y (last axes: runs)."""
+    x, y = np.asarray(x)[..., :, None], np.asarray(y)[..., None, :]
+    return np.mean((x > y) + 0.5 * (x == y), axis=(-2, -1))
+
+
+def probability_of_improvement(xs, ys):
+    """The mean over tasks of poi_task: X's runs against Y's, task by task."""
+    return np.mean([poi_task(x, y) for x, y in zip(xs, ys)], axis=0)
+
+
+def stratified_ci(statistic, samples, n_resamples=5000, seed=0):
+    """95 % percentile interval of statistic(*samples), each sample resampled independently."""
+    from scipy import stats
+    r = stats.bootstrap(tuple(np.asarray(x, float) for x in samples), statistic, paired=False,
+                        vectorized=True, axis=-1, n_resamples=n_resamples, method="percentile",
+                        random_state=np.random.default_rng(seed))
+    return float(r.confidence_interval.low), float(r.confidence_interval.high)
+
+
+def aggregate(tasks, n_resamples=5000, seed=0):
+    """IQM and optimality gap of one method's normalized scores, with 95 % stratified intervals.
+    tasks: one array of normalized per-run scores per task."""
+    def stat_iqm(*xs, axis=-1):
+        return iqm(np.concatenate(xs, axis=axis), axis=axis)
+
+    def stat_gap(*xs, axis=-1):
+        return optimality_gap(np.concatenate(xs, axis=axis), axis=axis)
+
+    flat = np.concatenate([np.asarray(x, float) for x in tasks])
+    return dict(iqm=float(iqm(flat)), iqm_ci=stratified_ci(stat_iqm, tasks, n_resamples, seed),
+                gap=float(optimality_gap(flat)),
+                gap_ci=stratified_ci(stat_gap, tasks, n_resamples, seed))
+
+
+def poi_ci(xs, ys, n_resamples=5000, seed=0):
+    """P(X > Y) with its 95 % stratified interval (every task's runs of each resampled)."""
+    t = len(xs)
+
+    def stat(*zs, axis=-1):
+        return probability_of_improvement(zs[:t], zs[t:])
+
+    p = float(probability_of_improvement(xs, ys))
+    return p, stratified_ci(stat, (*xs, *ys), n_resamples, seed)
+
+
+def mean_ci(x, n_resamples=5000, seed=0):
+    """(mean, 95 % percentile bootstrap interval) of one task's per-run scores."""
+    x = np.asarray(x, float)
+    return float(np.mean(x)), stratified_ci(lambda v, axis=-1: np.mean(v, axis=axis), (x,),
+                                            n_resamples, seed)
+
+
+def welch(x, y):
+    """Welch's t-test: (difference of means, p) of two independent samples."""
+    from scipy import stats
+    return float(np.mean(x) - np.mean(y)), float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+
+
+def holm(ps):
+    """Holm-Bonferroni adjusted p-values, in the order given."""
+    ps = np.asarray(ps, float)
+    order = np.argsort(ps)
+    adj = np.empty_like(ps)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        adj[i] = running
+    return adj
+
+
+def normalize(score, random, best):
+    """(score - random) / (best - random): 0 the random policy, 1 the best arm's mean on the task."""
+    return (np.asarray(score, float) - random) / (best - random)
+
+
+def performance_profile(tasks, taus):
+    """The fraction of all runs (tasks pooled, each task weighted equally) whose normalized score
+    exceeds each tau."""
+    return np.mean([[np.mean(np.asarray(x) > t) for t in taus] for x in tasks], axis=0)
+
+
+# ------------------------------------------------------------------------------ the pilot's choice
+
+MAX_EXTENSIONS = 2       # settings added past one edge of an arm's grid, one at a time
+
+
+def value_of(v):
+    """A setting's value as a float ('2^-6' too)."""
+    if "^" in v:
+        b, k = v.split("^")
+        return float(b) ** float(k)
+    return float(v)
+
+
+def beyond(edge, neighbour):
+    """The setting one grid step past `edge`, away from `neighbour` (each value times the ratio;
+    a power of 2 stays one)."""
+    out = {}
+    for k, v in edge.items():
+        if "^" in v and "^" in neighbour[k]:
+            e, n = int(v.split("^")[1]), int(neighbour[k].split("^")[1])
+            out[k] = f"2^{2 * e - n}"
+        else:
+            out[k] = f"{value_of(v) ** 2 / value_of(neighbour[k]):.6g}"
+    return out
+
+
+def pilot_table(suite):
+    """{arm: {label: (mean normalized pilot score over tasks, {domain: mean raw final score})}},
+    and the list of (domain, arm, label) whose pilot runs are missing."""
+    s = SUITES[suite]
+    rand = random_scores()
+    finals, missing = {}, []
+    for d in s.domains:
+        path = compact_path("pilot", d)
+        finals[d] = final_scores(read_compact(path), rand[d]) if os.path.exists(path) else {}
+    best = {d: max((np.mean(list(v.values())) for v in finals[d].values()), default=np.nan)
+            for d in s.domains}
+    out = {}
+    for arm in ARMS:
+        out[arm.name] = {}
+        for setting in pilot_grid(arm, suite):
+            label, raw = setting_label(setting), {}
+            for d in s.domains:
+                got = finals[d].get((arm.name, label), {})
+                if len(got) < PILOT_SEEDS[1]:
+                    missing.append((d, arm.name, label))
+                    continue
+                raw[d] = float(np.mean(list(got.values())))
+            norm = [float(normalize(raw[d], rand[d], best[d])) for d in raw]
+            out[arm.name][label] = (float(np.mean(norm)) if len(raw) == len(s.domains)
+                                    else float("nan"), raw)
+    return out, missing
+
+
+def select(suite):
+    """Choose each arm's setting: the best mean normalized pilot score over the suite's tasks.  A
+    best on the edge of the arm's settings asks for the next setting past it (up to
+    MAX_EXTENSIONS a side); the choice stays pending until those are piloted."""
+    table, missing = pilot_table(suite)
+    old = read_choice(suite)
+    out = {}
+    for arm in ARMS:
+        settings = pilot_grid(arm, suite)
+        vals = table[arm.name]
+        exts = list(old.get(arm.name, {}).get("extensions", []))
+        if any(math.isnan(v) for v, _ in vals.values()):
+            out[arm.name] = dict(setting=None, extensions=exts, pilot={k: v for k, (v, _) in
+                                                                      vals.items()})
+            continue
+        order = sorted(settings, key=lambda st: value_of(next(iter(st.values()))))
+        best = max(order, key=lambda st: vals[setting_label(st)][0])
+        i = order.index(best)
+        first = [value_of(next(iter(st.values()))) for st in grid_of(arm, suite)]
+        below = [e for e in exts if value_of(next(iter(e.values()))) < min(first)]
+        above = [e for e in exts if value_of(next(iter(e.values()))) > max(first)]
+        pending = []
+        if i == 0 and len(below) < MAX_EXTENSIONS:
+            pending.append(beyond(order[0], order[1]))
+        if i == len(order) - 1 and len(above) < MAX_EXTENSIONS:
+            pending.append(beyond(order[-1], order[-2]))
+        out[arm.name] = dict(setting=best, label=setting_label(best),
+                             pilot={k: v for k, (v, _) in vals.items()},
+                             per_task={k: raw for k, (_, raw) in vals.items()},
+                             extensions=exts + pending, extensions_pending=bool(pending))
+    with open(choice_path(suite), "w") as f:
+        json.dump(out, f, indent=1)
+    for name, c in out.items():
+        state = ("incomplete pilot" if c["setting"] is None else
+                 "pending: pilot " + ", ".join(setting_label(e) for e in c["extensions"][-2:])
+                 if c.get("extensions_pending") else "chosen")
+        print(f"{name:12s} {c.get('label', '-'):28s} {state}")
+    if missing:
+        print(f"{len(missing)} (task, arm, setting) cells lack pilot runs", file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------ the compact files
+
+FIELDS = ("domain", "arm", "tuner", "stabilized", "towers", "activation", "setting", "seed",
+          "budget", "bin", "episodes", "mean_score", "mean_entropy", "seconds", "diverged")
+
+
+def compact_path(phase, domain):
+    """docs/figures/bench_<task>_runs.csv (eval) or bench_pilot_<task>_runs.csv."""
+    return os.path.join(FIGURES, f"bench_{'pilot_' if phase == 'pilot' else ''}{domain}_runs.csv")
+
+
+def run_rows(run_dir, arm, label, bin_steps):
+    """The compact rows of one finished or diverged run: one per BIN-step bin that has an episode
+    ending in it (complete episodes only; a diverged run's bins stop where it stopped)."""
+    with open(os.path.join(run_dir, "config.json")) as f:
+        cfg = json.load(f)
+    if cfg.get("status") not in ("finished", "diverged"):
+        return None
+    st = cfg["settings"]
+    with open(os.path.join(run_dir, "episodes.csv"), newline="") as f:
+        eps = list(csv.DictReader(f))
+    with open(os.path.join(run_dir, "timing.csv"), newline="") as f:
+        seconds = {r["episode"]: float(r["seconds"]) for r in csv.DictReader(f)}
+    diverged = cfg["status"] == "diverged"
+    bins = collections.OrderedDict()
+    for r in eps:
+        b = -(-int(r["steps"]) // bin_steps) * bin_steps       # the bin's last step
+        k = bins.setdefault(b, [0, 0.0, 0.0, 0.0, 0])
+        k[3] += seconds.get(r["episode"], 0.0)
+        if r["complete"] == "1" and r["diverged"] != "1":
+            k[0] += 1
+            k[1] += float(r["score"])
+            k[2] += float(r.get("entropy") or "nan")
+        k[4] |= r["diverged"] == "1"
+    if diverged and bins:
+        bins[next(reversed(bins))][4] = 1
+    out = []
+    for b, (n, score, ent, sec, div) in bins.items():
+        out.append(dict(domain=st["domain"], arm=arm, tuner=st["tuner"],
+                        stabilized=int(st.get("layer_norm", False)), towers=st.get("towers", 1),
+                        activation=st.get("activation", "paper"), setting=label, seed=st["seed"],
+                        budget=st["steps"], bin=b, episodes=n,
+                        mean_score=f"{score / n:.6g}" if n else "",
+                        mean_entropy=f"{ent / n:.4g}" if n else "", seconds=f"{sec:.4g}",
+                        diverged=int(div)))
+    return out
+
+
+def compact(phase, suite, root):
+    """Write the compact CSV of each task of a cell from its run directories; a summary line."""
+    s = SUITES[suite]
+    rows = collections.defaultdict(list)
+    n_runs = unfinished = 0
+    for arm, label, d, _ in sweeps(phase, suite, root, chosen_settings(suite)):
+        if not os.path.isdir(d):
+            continue
+        for name in sorted(os.listdir(d)):
+            run_dir = os.path.join(d, name)
+            if not os.path.exists(os.path.join(run_dir, "config.json")):
+                continue
+            got = run_rows(run_dir, arm, label, s.bin)
+            if got is None:
+                unfinished += 1
+                continue
+            n_runs += 1
+            if got:
+                rows[got[0]["domain"]].extend(got)
+    for domain in s.domains:
+        if not rows[domain]:
+            continue
+        with open(compact_path(phase, domain), "w", newline="") as f:
+            w = csv.DictWriter(f, FIELDS, lineterminator="\n")
+            w.writeheader()
+            w.writerows(sorted(rows[domain], key=lambda r: (ARM_ORDER[r["arm"]], r["setting"],
+                                                           r["seed"], r["bin"])))
+    print(f"{phase} {suite}: {n_runs} runs compacted, {unfinished} not finished")
+    return 0
+
+
+def read_compact(path):
+    """The rows of a compact CSV, numbers as numbers."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in ("seed", "budget", "bin", "episodes", "towers", "stabilized", "diverged"):
+            r[k] = int(r[k])
+        for k in ("mean_score", "mean_entropy", "seconds"):
+            r[k] = float(r[k]) if r[k] != "" else float("nan")
+    return rows
+
+
+def final_scores(rows, random_score):
+    """{(arm, setting): {seed: final score}}: the mean score of the complete episodes ending in the
+    last FINAL of the budget; a run that diverged, or has no such episode, scores random_score."""
+    runs = collections.defaultdict(list)
+    for r in rows:
+        runs[(r["arm"], r["setting"], r["seed"])].append(r)
+    out = collections.defaultdict(dict)
+    for (arm, setting, seed), rs in runs.items():
+        budget = rs[0]["budget"]
+        last = [r for r in rs if r["bin"] > budget * (1 - FINAL) and r["episodes"]]
+        n = sum(r["episodes"] for r in last)
+        bad = any(r["diverged"] for r in rs) or n == 0
+        out[(arm, setting)][seed] = (random_score if bad else
+                                     sum(r["episodes"] * r["mean_score"] for r in last) / n)
+    return out
+
+
+def run_cell(phase, suite, root, queue, chosen):
+    """Run this queue's share (every N-th sweep, from the I-th) of a cell's sweeps, in order."""
+    i, n = queue
+    todo = sweeps(phase, suite, root, chosen)[i::n]
+    for k, (arm, label, d, argv) in enumerate(todo):
+        print(f"[{k + 1}/{len(todo)}] {phase} {suite} {arm} {label}", flush=True)
+        r = subprocess.run([sys.executable, *argv], cwd=REPO)
+        if r.returncode not in (0, 1):     # 1: a run of it diverged, which is a result
+            print(f"benchmark.py: {shlex.join(argv)} exited {r.returncode}", file=sys.stderr)
+            return r.returncode
+    return 0
+
+
+def choice_path(suite):
+    """docs/figures/bench_choice_<suite>.json: select's choice per arm, and the grid extensions."""
+    return os.path.join(FIGURES, f"bench_choice_{suite}.json")
+
+
+def read_choice(suite):
+    """The choice file's content ({} before the first select)."""
+    if not os.path.exists(choice_path(suite)):
+        return {}
+    with open(choice_path(suite)) as f:
+        return json.load(f)
+
+
+def grid_of(arm, suite):
+    """The arm's grid on a suite."""
+    return tuple(arm.grid[suite] if isinstance(arm.grid, dict) else arm.grid)
+
+
+def pilot_grid(arm, suite):
+    """The arm's settings in the pilot: its grid and the extensions select asked for."""
+    ext = read_choice(suite).get(arm.name, {}).get("extensions", [])
+    return grid_of(arm, suite) + tuple(ext)
+
+
+def chosen_settings(suite):
+    """{arm: setting} chosen on the pilot, from docs/figures/bench_choice_<suite>.json."""
+    return {k: v["setting"] for k, v in read_choice(suite).items()
+            if v.get("setting") and not v.get("extensions_pending")}
+
+
+def main(argv=None):
+    """The subcommands of the module docstring."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=("commands", "run", "compact", "random", "select"))
+    p.add_argument("phase", nargs="?", help="pilot or eval (random and select: the SUITE)")
+    p.add_argument("suite", nargs="?", choices=tuple(SUITES))
+    p.add_argument("--root", default=os.path.expanduser("~/metatrace-runs/bench"))
+    p.add_argument("--queue", default="0/1", help="I/N: run every N-th sweep from the I-th")
+    a = p.parse_args(argv)
+    if a.command in ("commands", "run", "compact") and not (a.phase and a.suite):
+        p.error(f"{a.command} needs PHASE and SUITE")
+    if a.command in ("random", "select"):
+        a.suite = a.suite or a.phase         # `random SUITE`, `select SUITE`
+        if a.suite not in SUITES:
+            p.error(f"{a.command} needs SUITE, one of {', '.join(SUITES)}")
+    if a.command in ("commands", "run", "compact") and a.phase not in ("pilot", "eval"):
+        p.error(f"PHASE {a.phase!r}: pilot or eval")
+    chosen = chosen_settings(a.suite) if a.suite else {}
+    if a.command == "commands":
+        for _, _, _, cmd in sweeps(a.phase, a.suite, a.root, chosen):
+            print("python " + shlex.join(cmd))
+        return 0
+    if a.command == "run":
+        i, n = (int(x) for x in a.queue.split("/"))
+        if not 0 <= i < n:
+            p.error(f"--queue {a.queue}: I must be in [0, N)")
+        return run_cell(a.phase, a.suite, a.root, (i, n), chosen)
+    if a.command == "compact":
+        return compact(a.phase, a.suite, a.root)
+    if a.command == "random":
+        return write_random(a.suite)
+    if a.command == "select":
+        return select(a.suite)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
