@@ -36,6 +36,8 @@ Arm = collections.namedtuple("Arm", "name tuner stabilized towers activation fix
 # fixed: flags every run of the arm takes; grid: its settings, each a dict flag -> value (or
 # {suite: settings} where the suites differ: Intentional AC's eta_pi is centred on the default of
 # its authors' continuous code, 0.05, on MuJoCo, and lower on MinAtar, where 0.05 collapses).
+# fixed may be {suite: flags} too: on MuJoCo Stream AC and Intentional AC keep their authors'
+# entropy weight 0.01 (their signed entropy term), the one-tower arms this project's 0.
 # Metatrace and untuned AC(lambda) run as the paper does (one tower, its activations); Stream AC
 # and Intentional AC as their authors do (two towers, LeakyReLU).  Every arm has 5 settings.
 POWERS = ("2^-6", "2^-8", "2^-10", "2^-12", "2^-14")
@@ -43,10 +45,11 @@ ARMS = (
     Arm("none+stab", "none", True, 1, "paper", (), tuple({"alpha": a} for a in POWERS)),
     Arm("mixed+stab", "mixed", True, 1, "paper", ("--alpha", "2^-6"),
         tuple({"mu": m} for m in POWERS)),
-    Arm("stream_ac", "stream_ac", True, 2, "leaky_relu", ("--alpha", "1"),
+    Arm("stream_ac", "stream_ac", True, 2, "leaky_relu",
+        {"minatar": ("--alpha", "1"), "mujoco": ("--alpha", "1", "--psi", "0.01")},
         tuple({"kappa": f"{2 * f:g}", "kappa_pi": f"{3 * f:g}"}
               for f in (0.125, 0.25, 0.5, 1, 2))),
-    Arm("intentional", "intentional", True, 2, "leaky_relu", (),
+    Arm("intentional", "intentional", True, 2, "leaky_relu", {"minatar": (), "mujoco": ("--psi", "0.01")},
         {"minatar": tuple({"eta_pi": e} for e in ("0.001", "0.002", "0.005", "0.01", "0.02")),
          "mujoco": tuple({"eta_pi": e} for e in ("0.0125", "0.025", "0.05", "0.1", "0.2"))}),
     Arm("none", "none", False, 1, "paper", (), tuple({"alpha": a} for a in POWERS)),
@@ -58,14 +61,14 @@ ARMS = (
 ARM = {a.name: a for a in ARMS}
 ARM_ORDER = {a.name: i for i, a in enumerate(ARMS)}
 
-Suite = collections.namedtuple("Suite", "name domains pilot_steps eval_steps eval_seeds bin")
+Suite = collections.namedtuple("Suite", "name domains pilot_steps eval_steps eval_seeds bin flags")
 SUITES = {
     "minatar": Suite("minatar", tuple(f"minatar-{g}" for g in
                                       ("asterix", "breakout", "freeway", "seaquest",
                                        "space_invaders")),
-                     100_000, 500_000, 10, 10_000),
+                     100_000, 500_000, 10, 10_000, ()),
     "mujoco": Suite("mujoco", ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"),
-                    200_000, 1_000_000, 5, 20_000),
+                    200_000, 1_000_000, 5, 20_000, ("--timeout-bootstrap",)),
 }
 PILOT_SEEDS = (1000, 3)           # first seed, seeds
 FINAL = 0.2                       # the final score: episodes ending in the last 20 % of the budget
@@ -95,7 +98,8 @@ def sweeps(phase, suite, root, chosen=None):
             first, n = PILOT_SEEDS if phase == "pilot" else (0, s.eval_seeds)
             argv = ["run.py", "sweep", "--domain", ",".join(s.domains), "--tuner", arm.tuner,
                     "--towers", str(arm.towers), "--activation", arm.activation,
-                    *(STABILIZERS if arm.stabilized else UNSTABILIZED), *arm.fixed,
+                    *(STABILIZERS if arm.stabilized else UNSTABILIZED), *s.flags,
+                    *(arm.fixed[suite] if isinstance(arm.fixed, dict) else arm.fixed),
                     *flags(setting),
                     "--steps", str(s.pilot_steps if phase == "pilot" else s.eval_steps),
                     "--first-seed", str(first), "--seeds", str(n), "--workers", "1", "--quiet",
