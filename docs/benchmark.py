@@ -19,6 +19,7 @@ import csv
 import json
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -505,10 +506,233 @@ def chosen_settings(suite):
             if v.get("setting") and not v.get("extensions_pending")}
 
 
+# ------------------------------------------------------------------------------ the report
+
+BLOCK = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
+MINUS = "\u2212"
+
+
+def fmt(x, digits=2):
+    """x with a true minus sign; '–' for NaN."""
+    return "–" if x is None or not math.isfinite(x) else f"{x:.{digits}f}".replace("-", MINUS)
+
+
+def table_md(head, rows):
+    """A markdown table."""
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def short(domain):
+    """minatar-space_invaders -> Space Invaders; HalfCheetah-v5 -> HalfCheetah."""
+    return (domain[len("minatar-"):].replace("_", " ").title() if domain.startswith("minatar-")
+            else domain.split("-v")[0])
+
+
+def pilot_block(suite):
+    """The pilot: each arm's mean normalized score per setting (the choice in bold), its spread
+    over the settings, and the choice's mean raw score per task."""
+    table, missing = pilot_table(suite)
+    choice = read_choice(suite)
+    doms = SUITES[suite].domains
+    rows = []
+    for arm in ARMS:
+        vals = table[arm.name]
+        c = choice.get(arm.name, {})
+        cells = []
+        for label, (v, _) in vals.items():
+            text = f"{label.replace('=', ' ')}: {fmt(v)}"
+            cells.append(f"**{text}**" if label == c.get("label") else text)
+        finite = [v for v, _ in vals.values() if math.isfinite(v)]
+        spread = max(finite) - min(finite) if len(finite) == len(vals) and finite else float("nan")
+        raw = vals.get(c.get("label"), (None, {}))[1]
+        state = (" (pending: settings past the edge)" if c.get("extensions_pending") else "")
+        rows.append([arm.name, "; ".join(cells) + state, fmt(spread)]
+                    + [fmt(raw.get(d, float("nan")), 1) for d in doms])
+    head = ["arm", "setting: mean normalized pilot score (chosen in bold)", "spread"] + \
+        [f"{short(d)} (chosen)" for d in doms]
+    note = f"\n{len(missing)} (task, arm, setting) cells still lack their pilot runs.\n" if missing else ""
+    return table_md(head, rows) + note
+
+
+def eval_finals(suite):
+    """{domain: {arm: np.array of per-seed final scores}} of the evaluation, and the random
+    policy's scores."""
+    rand = random_scores()
+    out = {}
+    for d in SUITES[suite].domains:
+        path = compact_path("eval", d)
+        if not os.path.exists(path):
+            continue
+        got = final_scores(read_compact(path), rand[d])
+        out[d] = {arm: np.array([v[k] for k in sorted(v)]) for (arm, _), v in got.items()}
+    return out, rand
+
+
+def eval_blocks(suite):
+    """The evaluation's tables: per task mean [95 % CI] (n seeds), the aggregate IQM and
+    optimality gap, and P(X > Y) for every pair; '' before any evaluation run."""
+    finals, rand = eval_finals(suite)
+    if not finals:
+        return {}
+    doms = [d for d in SUITES[suite].domains if d in finals]
+    arms = [a.name for a in ARMS if all(a.name in finals[d] for d in doms)]
+    rows = []
+    for a in arms:
+        cells = []
+        for d in doms:
+            m, (lo, hi) = mean_ci(finals[d][a])
+            cells.append(f"{fmt(m, 1)} [{fmt(lo, 1)}, {fmt(hi, 1)}] ({len(finals[d][a])})")
+        rows.append([a] + cells)
+    per_task = table_md(["arm"] + [short(d) for d in doms], rows)
+    best = {d: max(np.mean(finals[d][a]) for a in arms) for d in doms}
+    norm = {a: [normalize(finals[d][a], rand[d], best[d]) for d in doms] for a in arms}
+    agg_rows = []
+    for a in arms:
+        g = aggregate(norm[a])
+        agg_rows.append([a, f"{fmt(g['iqm'])} [{fmt(g['iqm_ci'][0])}, {fmt(g['iqm_ci'][1])}]",
+                         f"{fmt(g['gap'])} [{fmt(g['gap_ci'][0])}, {fmt(g['gap_ci'][1])}]"])
+    agg = table_md(["arm", "IQM [95 % CI]", "optimality gap [95 % CI]"], agg_rows)
+    poi_rows = []
+    for i, x in enumerate(arms):
+        for y in arms[i + 1:]:
+            p, (lo, hi) = poi_ci(norm[x], norm[y])
+            sep = "yes" if lo > 0.5 or hi < 0.5 else "no"
+            poi_rows.append([f"{x} > {y}", f"{fmt(p)} [{fmt(lo)}, {fmt(hi)}]", sep])
+    poi = table_md(["claim", "P(X > Y) [95 % CI]", "separable"], poi_rows)
+    return {f"bench_{suite}_tasks": per_task, f"bench_{suite}_aggregate": agg,
+            f"bench_{suite}_poi": poi}
+
+
+def blocks():
+    """{block name: its text} of every table docs/benchmark.md can hold now."""
+    out = {}
+    for suite in SUITES:
+        if any(os.path.exists(compact_path("pilot", d)) for d in SUITES[suite].domains):
+            out[f"bench_pilot_{suite}"] = pilot_block(suite)
+        out.update(eval_blocks(suite))
+    return out
+
+
+def report(check=False, md=os.path.join(HERE, "benchmark.md")):
+    """Rewrite (or, with check, compare) docs/benchmark.md's generated blocks; draw the figures."""
+    with open(md) as f:
+        text = f.read()
+    made = blocks()
+    stale = []
+
+    def fill(m):
+        name = m.group(2)
+        if name not in made:
+            return m.group(0)
+        if m.group(3) != made[name]:
+            stale.append(name)
+        return m.group(1) + made[name] + m.group(4)
+
+    new = BLOCK.sub(fill, text)
+    if check:
+        for name in stale:
+            print(f"out of date: {name}")
+        return 1 if stale else 0
+    if new != text:
+        with open(md, "w") as f:
+            f.write(new)
+    figures()
+    return 0
+
+
+def figures():
+    """figures/bench_pilot_<suite>.png (normalized pilot score per setting) and, with evaluation
+    runs, bench_<suite>.png (learning curves) and bench_aggregate_<suite>.png (IQM, gap)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    for suite in SUITES:
+        eval_figures(suite, plt)
+        if not any(os.path.exists(compact_path("pilot", d)) for d in SUITES[suite].domains):
+            continue
+        table, _ = pilot_table(suite)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for arm in ARMS:
+            vals = [v for v, _ in table[arm.name].values()]
+            ax.plot(range(len(vals)), vals, "o-", label=arm.name)
+        ax.set_xlabel("setting (the arm's grid order, then extensions)")
+        ax.set_ylabel("mean normalized pilot score")
+        ax.set_title(f"{suite}: pilot, seeds 1000-1002, {SUITES[suite].pilot_steps:,} steps")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(FIGURES, f"bench_pilot_{suite}.png"), dpi=80)
+        plt.close(fig)
+
+
+def curves(rows):
+    """{arm: (bin ends, mean over seeds, s.e.)} of the mean score per bin (bins every run has)."""
+    by = collections.defaultdict(dict)
+    for r in rows:
+        if r["episodes"]:
+            by[r["arm"]].setdefault(r["seed"], {})[r["bin"]] = r["mean_score"]
+    out = {}
+    for arm, seeds in by.items():
+        bins = sorted(set.intersection(*(set(v) for v in seeds.values())))
+        y = np.array([[seeds[k][b] for b in bins] for k in sorted(seeds)])
+        se = y.std(axis=0, ddof=1) / np.sqrt(len(y)) if len(y) > 1 else np.zeros(len(bins))
+        out[arm] = (np.array(bins), y.mean(axis=0), se)
+    return out
+
+
+def eval_figures(suite, plt):
+    """bench_<suite>.png: learning curves per task (mean +- s.e. over seeds, per bin);
+    bench_aggregate_<suite>.png: IQM and optimality gap with their 95 % intervals, and the
+    performance profiles."""
+    finals, rand = eval_finals(suite)
+    if not finals:
+        return
+    doms = [d for d in SUITES[suite].domains if d in finals]
+    fig, axes = plt.subplots(1, len(doms), figsize=(3.2 * len(doms), 3), squeeze=False)
+    for ax, d in zip(axes[0], doms):
+        for arm, (x, m, se) in curves(read_compact(compact_path("eval", d))).items():
+            ax.plot(x, m, label=arm, lw=1)
+            ax.fill_between(x, m - se, m + se, alpha=0.2)
+        ax.set_title(short(d), fontsize=9)
+        ax.set_xlabel("agent steps", fontsize=8)
+    axes[0][0].set_ylabel("score (mean of a bin's episodes)")
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(os.path.join(FIGURES, f"bench_{suite}.png"), dpi=80)
+    plt.close(fig)
+    arms = [a.name for a in ARMS if all(a.name in finals[d] for d in doms)]
+    best = {d: max(np.mean(finals[d][a]) for a in arms) for d in doms}
+    norm = {a: [normalize(finals[d][a], rand[d], best[d]) for d in doms] for a in arms}
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    taus = np.linspace(-0.25, 1.5, 71)
+    for i, a in enumerate(arms):
+        g = aggregate(norm[a])
+        for ax, key in ((axes[0], "iqm"), (axes[1], "gap")):
+            lo, hi = g[key + "_ci"]
+            ax.plot([lo, hi], [i, i], lw=5, alpha=0.6)
+            ax.plot([g[key]], [i], "k|", ms=12)
+        axes[2].plot(taus, performance_profile(norm[a], taus), label=a)
+    for ax, t in zip(axes[:2], ("IQM", "optimality gap")):
+        ax.set_yticks(range(len(arms)))
+        ax.set_yticklabels(arms, fontsize=7)
+        ax.set_title(f"{t}, 95 % stratified bootstrap", fontsize=9)
+    axes[1].set_yticklabels([])
+    axes[2].set_title("performance profile", fontsize=9)
+    axes[2].set_xlabel("normalized score τ", fontsize=8)
+    axes[2].set_ylabel("fraction of runs > τ", fontsize=8)
+    axes[2].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(os.path.join(FIGURES, f"bench_aggregate_{suite}.png"), dpi=80)
+    plt.close(fig)
+
+
 def main(argv=None):
     """The subcommands of the module docstring."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("commands", "run", "compact", "random", "select"))
+    p.add_argument("command", choices=("commands", "run", "compact", "random", "select",
+                                       "report"))
+    p.add_argument("--check", action="store_true",
+                   help="report: write nothing; exit 1 if a table of docs/benchmark.md is stale")
     p.add_argument("phase", nargs="?", help="pilot or eval (random and select: the SUITE)")
     p.add_argument("suite", nargs="?", choices=tuple(SUITES))
     p.add_argument("--root", default=os.path.expanduser("~/metatrace-runs/bench"))
@@ -538,7 +762,7 @@ def main(argv=None):
         return write_random(a.suite)
     if a.command == "select":
         return select(a.suite)
-    return 0
+    return report(a.check)
 
 
 if __name__ == "__main__":
