@@ -555,6 +555,12 @@ def pilot_block(suite):
     return table_md(head, rows) + note
 
 
+HEADLINE_PAIRS = (("mixed+stab", "none+stab"), ("mixed+stab", "stream_ac"),
+                  ("mixed+stab", "intentional"), ("intentional", "stream_ac"),
+                  ("stream_ac", "none+stab"), ("intentional", "none+stab"),
+                  ("none+stab", "none"), ("mixed+stab", "mixed"), ("scalar+stab", "mixed+stab"))
+
+
 def eval_finals(suite):
     """{domain: {arm: np.array of per-seed final scores}} of the evaluation, and the random
     policy's scores."""
@@ -600,8 +606,38 @@ def eval_blocks(suite):
             sep = "yes" if lo > 0.5 or hi < 0.5 else "no"
             poi_rows.append([f"{x} > {y}", f"{fmt(p)} [{fmt(lo)}, {fmt(hi)}]", sep])
     poi = table_md(["claim", "P(X > Y) [95 % CI]", "separable"], poi_rows)
+    pairs = [(x, y) for x, y in HEADLINE_PAIRS if x in arms and y in arms]
+    task_rows = [[f"{x} − {y}"] for x, y in pairs]
+    for d in doms:
+        tests = [welch(finals[d][x], finals[d][y]) for x, y in pairs]
+        adj = holm([p for _, p in tests]) if tests else []
+        for row, (diff, _), q in zip(task_rows, tests, adj):
+            text = f"{fmt(diff, 1)} (p {q:.2g})".replace("-", MINUS)
+            row.append(f"**{text}**" if q < 0.05 else text)
+    claims = table_md(["difference of means"] + [short(d) for d in doms], task_rows)
     return {f"bench_{suite}_tasks": per_task, f"bench_{suite}_aggregate": agg,
-            f"bench_{suite}_poi": poi}
+            f"bench_{suite}_poi": poi, f"bench_{suite}_claims": claims,
+            f"bench_{suite}_speed": speed_block(suite)}
+
+
+def speed_block(suite):
+    """Agent steps per second of each arm's evaluation runs (whole runs: environment, learner and
+    logging; two runs at a time on the machine of docs/benchmark.md): median and range."""
+    rates = collections.defaultdict(list)
+    for d in SUITES[suite].domains:
+        path = compact_path("eval", d)
+        if not os.path.exists(path):
+            continue
+        runs = collections.defaultdict(list)
+        for r in read_compact(path):
+            runs[(r["arm"], r["seed"])].append(r)
+        for (arm, _), rs in runs.items():
+            if not any(r["diverged"] for r in rs):
+                rates[(arm, d)].append(rs[0]["budget"] / sum(r["seconds"] for r in rs))
+    doms = [d for d in SUITES[suite].domains if any(k[1] == d for k in rates)]
+    rows = [[a.name] + [f"{np.median(rates[(a.name, d)]):,.0f}" if rates[(a.name, d)] else "–"
+                        for d in doms] for a in ARMS if any(rates[(a.name, d)] for d in doms)]
+    return table_md(["arm"] + [short(d) for d in doms], rows)
 
 
 def blocks():
