@@ -197,7 +197,7 @@ def test_report_tables_on_planted_evaluation(planted, tmp_path):
     assert "| B | 0.50 [0.50, 0.50] | 0.50 [0.50, 0.50] |" in agg
     assert "| A > B | 1.00 [1.00, 1.00] | yes |" in t["bench_toy_poi"]
     assert "10.0 [10.0, 10.0] (4)" in t["bench_toy_tasks"]
-    assert "| arm | Breakout | Freeway |\n|---|---|---|\n| A | 4 | 4 |\n| B | 4 | 4 |" in \
+    assert "| arm | Breakout | Freeway |\n|---|---|---|\n| A | 10 | 10 |\n| B | 10 | 10 |" in \
         t["bench_toy_speed"]                       # 200 steps: 40 episodes of 0.5 s
     md = tmp_path / "b.md"
     md.write_text("x\n<!-- table: bench_toy_aggregate -->\nold\n<!-- /table -->\n")
