@@ -200,7 +200,7 @@ def test_report_tables_on_planted_evaluation(planted, tmp_path):
     assert "| arm | Breakout | Freeway |\n|---|---|---|\n| A | 10 | 10 |\n| B | 10 | 10 |" in \
         t["bench_toy_speed"]                       # 200 steps: 40 episodes of 0.5 s
     md = tmp_path / "b.md"
-    md.write_text("x\n<!-- table: bench_toy_aggregate -->\nold\n<!-- /table -->\n")
+    md.write_text("x\n<!-- bench: bench_toy_aggregate -->\nold\n<!-- /bench -->\n")
     assert b.report(check=True, md=str(md)) == 1
     assert b.report(md=str(md)) == 0 and b.report(check=True, md=str(md)) == 0
     assert agg in md.read_text()
@@ -216,3 +216,8 @@ def test_design_commands_are_valid_sweeps():
             args = sweep.sweep_parser().parse_args(argv[2:])
             runs = sweep.expand(args)
             assert len(runs) == len(b.SUITES[suite].domains) * b.PILOT_SEEDS[1]
+
+
+def test_committed_tables_are_up_to_date():
+    """docs/benchmark.md's generated tables equal what the committed compact files give."""
+    assert b.report(check=True) == 0
