@@ -674,7 +674,7 @@ def dmc_block():
 
 def blocks():
     """{block name: its text} of every table docs/benchmark.md can hold now."""
-    out = {"bench_dmc": dmc_block()}
+    out = {"bench_dmc": dmc_block()} if os.path.exists(os.path.join(FIGURES, DMC_RUNS)) else {}
     for suite in SUITES:
         if any(os.path.exists(compact_path("pilot", d)) for d in SUITES[suite].domains):
             out[f"bench_pilot_{suite}"] = pilot_block(suite)
