@@ -86,26 +86,31 @@ def flags(setting):
 
 
 def sweeps(phase, suite, root, chosen=None):
-    """[(arm, label, directory, argv)]: one run.py sweep per arm and setting of a cell (in the
-    pilot: the arm's grid, and the extensions `select` asked for where a best lay on an edge)."""
+    """[(arm, label, directory, argv)]: the run.py sweeps of a phase.  Pilot: one per arm and
+    setting over every task (the arm's grid, and the extensions `select` asked for where a best
+    lay on an edge).  Evaluation: one per task and arm, task by task, so that each finished task
+    holds every arm."""
     s = SUITES[suite]
+    chosen = chosen or {}
+    if phase == "pilot":
+        todo = [(arm, st, s.domains) for arm in ARMS for st in pilot_grid(arm, suite)]
+    else:
+        todo = [(arm, chosen[arm.name], (d,)) for d in s.domains for arm in ARMS
+                if arm.name in chosen]
     out = []
-    for arm in ARMS:
-        settings = (pilot_grid(arm, suite) if phase == "pilot" else
-                    [chosen[arm.name]] if arm.name in (chosen or {}) else [])
-        for setting in settings:
-            label = setting_label(setting)
-            d = os.path.join(root, phase, suite, arm.name, label)
-            first, n = PILOT_SEEDS if phase == "pilot" else (0, s.eval_seeds)
-            argv = ["run.py", "sweep", "--domain", ",".join(s.domains), "--tuner", arm.tuner,
-                    "--towers", str(arm.towers), "--activation", arm.activation,
-                    *(STABILIZERS if arm.stabilized else UNSTABILIZED), *s.flags,
-                    *(arm.fixed[suite] if isinstance(arm.fixed, dict) else arm.fixed),
-                    *flags(setting),
-                    "--steps", str(s.pilot_steps if phase == "pilot" else s.eval_steps),
-                    "--first-seed", str(first), "--seeds", str(n), "--workers", "1", "--quiet",
-                    "--out", d]
-            out.append((arm.name, label, d, argv))
+    for arm, setting, domains in todo:
+        label = setting_label(setting)
+        d = os.path.join(root, phase, suite, arm.name, label, *domains[:phase == "eval"])
+        first, n = PILOT_SEEDS if phase == "pilot" else (0, s.eval_seeds)
+        argv = ["run.py", "sweep", "--domain", ",".join(domains), "--tuner", arm.tuner,
+                "--towers", str(arm.towers), "--activation", arm.activation,
+                *(STABILIZERS if arm.stabilized else UNSTABILIZED), *s.flags,
+                *(arm.fixed[suite] if isinstance(arm.fixed, dict) else arm.fixed),
+                *flags(setting),
+                "--steps", str(s.pilot_steps if phase == "pilot" else s.eval_steps),
+                "--first-seed", str(first), "--seeds", str(n), "--workers", "1", "--quiet",
+                "--out", d]
+        out.append((arm.name, label, d, argv))
     return out
 
 
@@ -262,6 +267,7 @@ def performance_profile(tasks, taus):
 # ------------------------------------------------------------------------------ the pilot's choice
 
 MAX_EXTENSIONS = 2       # settings added past one edge of an arm's grid, one at a time
+SCALAR_MARGIN = 0.05     # scalar+stab is evaluated if its pilot score is within this of mixed's
 
 
 def value_of(v):
@@ -343,10 +349,16 @@ def select(suite):
                              pilot={k: v for k, (v, _) in vals.items()},
                              per_task={k: raw for k, (_, raw) in vals.items()},
                              extensions=exts + pending, extensions_pending=bool(pending))
+    mixed, scalar = out.get("mixed+stab", {}), out.get("scalar+stab", {})
+    if scalar.get("label") and mixed.get("label"):
+        scalar["evaluate"] = (scalar["pilot"][scalar["label"]] >=
+                              mixed["pilot"][mixed["label"]] - SCALAR_MARGIN)
     with open(choice_path(suite), "w") as f:
         json.dump(out, f, indent=1)
     for name, c in out.items():
         state = ("incomplete pilot" if c["setting"] is None else
+                 "not evaluated (its pilot score is below mixed+stab's by more than "
+                 f"{SCALAR_MARGIN})" if c.get("evaluate") is False else
                  "pending: pilot " + ", ".join(setting_label(e) for e in c["extensions"][-2:])
                  if c.get("extensions_pending") else "chosen")
         print(f"{name:12s} {c.get('label', '-'):28s} {state}")
@@ -503,7 +515,7 @@ def pilot_grid(arm, suite):
 def chosen_settings(suite):
     """{arm: setting} chosen on the pilot, from docs/figures/bench_choice_<suite>.json."""
     return {k: v["setting"] for k, v in read_choice(suite).items()
-            if v.get("setting") and not v.get("extensions_pending")}
+            if v.get("setting") and not v.get("extensions_pending") and v.get("evaluate", True)}
 
 
 # ------------------------------------------------------------------------------ the report
@@ -581,8 +593,14 @@ def eval_blocks(suite):
     finals, rand = eval_finals(suite)
     if not finals:
         return {}
-    doms = [d for d in SUITES[suite].domains if d in finals]
-    arms = [a.name for a in ARMS if all(a.name in finals[d] for d in doms)]
+    doms, arms = complete(suite, finals)
+    progress = table_md(["task"] + [a.name for a in ARMS if a.name in chosen_settings(suite)],
+                        [[short(d)] + [f"{len(finals.get(d, {}).get(a, ()))}/"
+                                       f"{SUITES[suite].eval_seeds}"
+                                       for a in chosen_settings(suite)]
+                         for d in SUITES[suite].domains])
+    if not doms:
+        return {f"bench_{suite}_progress": progress}
     rows = []
     for a in arms:
         cells = []
@@ -617,7 +635,17 @@ def eval_blocks(suite):
     claims = table_md(["difference of means"] + [short(d) for d in doms], task_rows)
     return {f"bench_{suite}_tasks": per_task, f"bench_{suite}_aggregate": agg,
             f"bench_{suite}_poi": poi, f"bench_{suite}_claims": claims,
-            f"bench_{suite}_speed": speed_block(suite)}
+            f"bench_{suite}_speed": speed_block(suite), f"bench_{suite}_progress": progress}
+
+
+def complete(suite, finals):
+    """(tasks, arms): the tasks on which every chosen arm has all its evaluation seeds, and those
+    arms (the statistics use complete tasks only)."""
+    arms = [a.name for a in ARMS if a.name in chosen_settings(suite)]
+    n = SUITES[suite].eval_seeds
+    doms = [d for d in SUITES[suite].domains
+            if d in finals and all(len(finals[d].get(a, ())) == n for a in arms)]
+    return doms, arms
 
 
 def speed_block(suite):
@@ -753,9 +781,9 @@ def eval_figures(suite, plt):
     bench_aggregate_<suite>.png: IQM and optimality gap with their 95 % intervals, and the
     performance profiles."""
     finals, rand = eval_finals(suite)
-    if not finals:
+    doms, arms = complete(suite, finals)
+    if not doms:
         return
-    doms = [d for d in SUITES[suite].domains if d in finals]
     fig, axes = plt.subplots(1, len(doms), figsize=(3.2 * len(doms), 3), squeeze=False)
     for ax, d in zip(axes[0], doms):
         for arm, (x, m, se) in curves(read_compact(compact_path("eval", d))).items():
@@ -768,7 +796,6 @@ def eval_figures(suite, plt):
     fig.tight_layout()
     fig.savefig(os.path.join(FIGURES, f"bench_{suite}.png"), dpi=80)
     plt.close(fig)
-    arms = [a.name for a in ARMS if all(a.name in finals[d] for d in doms)]
     best = {d: max(np.mean(finals[d][a]) for a in arms) for d in doms}
     norm = {a: [normalize(finals[d][a], rand[d], best[d]) for d in doms] for a in arms}
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))

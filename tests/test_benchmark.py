@@ -129,7 +129,8 @@ def plant(root, phase, suite, arm, label, seed, domain, score, budget, diverge_a
             eps.append((t, "nan", 1, 1))
             break
         eps.append((t, score, 1, 0))
-    d = os.path.join(root, phase, suite, arm, label, f"{domain}-s{seed}")
+    sub = (domain,) if phase == "eval" else ()        # evaluation sweeps: one per task and arm
+    d = os.path.join(root, phase, suite, arm, label, *sub, f"{domain}-s{seed}")
     write_run(d, s, eps, "diverged" if diverge_at is not None else "finished")
 
 
@@ -221,3 +222,19 @@ def test_design_commands_are_valid_sweeps():
 def test_committed_tables_are_up_to_date():
     """docs/benchmark.md's generated tables equal what the committed compact files give."""
     assert b.report(check=True) == 0
+
+
+def test_statistics_use_complete_tasks_only(planted):
+    """B has 3 of its 4 seeds on Freeway: Freeway stays out of the tables (the progress table
+    says 3/4), Breakout, where both arms are whole, is in."""
+    root, suite = planted
+    with open(b.choice_path("toy"), "w") as f:
+        json.dump({"A": {"setting": {"alpha": "2^-8"}}, "B": {"setting": {"mu": "2^-10"}}}, f)
+    for arm, label in (("A", "alpha=2^-8"), ("B", "mu=2^-10")):
+        for d in suite.domains:
+            for seed in range(3 if (arm, d) == ("B", "minatar-freeway") else 4):
+                plant(root, "eval", "toy", arm, label, seed, d, 3.0 + seed, 200)
+    b.compact("eval", "toy", str(root))
+    t = b.eval_blocks("toy")
+    assert "| Freeway | 4/4 | 3/4 |" in t["bench_toy_progress"]
+    assert t["bench_toy_tasks"].splitlines()[0] == "| arm | Breakout |"
