@@ -700,12 +700,41 @@ def dmc_block():
                      "mixed − it (Holm p)"], out)
 
 
+def cost_block(suite):
+    """The cost table: each arm's pilot rate (median agent steps/s of its pilot runs per task, two
+    runs at a time on this 2-core machine) and the core-hours its evaluation cells need at it."""
+    s = SUITES[suite]
+    rates = collections.defaultdict(list)
+    for d in s.domains:
+        path = compact_path("pilot", d)
+        if not os.path.exists(path):
+            continue
+        runs = collections.defaultdict(list)
+        for r in read_compact(path):
+            runs[(r["arm"], r["setting"], r["seed"])].append(r)
+        for (arm, _, _), rs in runs.items():
+            if not any(r["diverged"] for r in rs):
+                rates[(arm, d)].append(rs[0]["budget"] / sum(r["seconds"] for r in rs))
+    rows, total = [], 0.0
+    for a in ARMS:
+        hours = [s.eval_seeds * s.eval_steps / np.median(rates[(a.name, d)]) / 3600
+                 if rates[(a.name, d)] else float("nan") for d in s.domains]
+        cells = [f"{np.median(rates[(a.name, d)]):,.0f} / {h:.2f}" if math.isfinite(h) else "–"
+                 for d, h in zip(s.domains, hours)]
+        rows.append([a.name] + cells + [f"{sum(hours):.1f}"])
+        total += sum(hours)
+    head = ["arm"] + [f"{short(d)}: steps/s / core-h" for d in s.domains] + ["core-h"]
+    return table_md(head, rows) + f"\nAll arms: {total:.1f} core-hours " \
+        f"({s.eval_seeds} seeds × {s.eval_steps:,} steps per task and arm).\n"
+
+
 def blocks():
     """{block name: its text} of every table docs/benchmark.md can hold now."""
     out = {"bench_dmc": dmc_block()} if os.path.exists(os.path.join(FIGURES, DMC_RUNS)) else {}
     for suite in SUITES:
         if any(os.path.exists(compact_path("pilot", d)) for d in SUITES[suite].domains):
             out[f"bench_pilot_{suite}"] = pilot_block(suite)
+            out[f"bench_cost_{suite}"] = cost_block(suite)
         out.update(eval_blocks(suite))
     return out
 
