@@ -574,23 +574,27 @@ HEADLINE_PAIRS = (("mixed+stab", "none+stab"), ("mixed+stab", "stream_ac"),
 
 
 def eval_finals(suite):
-    """{domain: {arm: np.array of per-seed final scores}} of the evaluation, and the random
-    policy's scores."""
+    """{domain: {arm: np.array of per-seed final scores}} of the evaluation, the random policy's
+    scores, and {(domain, arm): runs that diverged}."""
     rand = random_scores()
-    out = {}
+    out, diverged = {}, collections.Counter()
     for d in SUITES[suite].domains:
         path = compact_path("eval", d)
         if not os.path.exists(path):
             continue
-        got = final_scores(read_compact(path), rand[d])
+        rows = read_compact(path)
+        got = final_scores(rows, rand[d])
         out[d] = {arm: np.array([v[k] for k in sorted(v)]) for (arm, _), v in got.items()}
-    return out, rand
+        for r in rows:
+            diverged[(d, r["arm"])] += r["diverged"]
+    return out, rand, diverged
 
 
 def eval_blocks(suite):
-    """The evaluation's tables: per task mean [95 % CI] (n seeds), the aggregate IQM and
-    optimality gap, and P(X > Y) for every pair; '' before any evaluation run."""
-    finals, rand = eval_finals(suite)
+    """The evaluation's tables: per task mean [95 % CI] (seeds, and runs diverged), the aggregate
+    IQM and optimality gap, P(X > Y) for every pair, the headline pairs per task, speed and
+    progress; {} before any evaluation run."""
+    finals, rand, div = eval_finals(suite)
     if not finals:
         return {}
     doms, arms = complete(suite, finals)
@@ -606,7 +610,8 @@ def eval_blocks(suite):
         cells = []
         for d in doms:
             m, (lo, hi) = mean_ci(finals[d][a])
-            cells.append(f"{fmt(m, 1)} [{fmt(lo, 1)}, {fmt(hi, 1)}] ({len(finals[d][a])})")
+            k = f", {div[(d, a)]} diverged" if div[(d, a)] else ""
+            cells.append(f"{fmt(m, 1)} [{fmt(lo, 1)}, {fmt(hi, 1)}] ({len(finals[d][a])}{k})")
         rows.append([a] + cells)
     per_task = table_md(["arm"] + [short(d) for d in doms], rows)
     best = {d: max(np.mean(finals[d][a]) for a in arms) for d in doms}
@@ -809,7 +814,7 @@ def eval_figures(suite, plt):
     """bench_<suite>.png: learning curves per task (mean +- s.e. over seeds, per bin);
     bench_aggregate_<suite>.png: IQM and optimality gap with their 95 % intervals, and the
     performance profiles."""
-    finals, rand = eval_finals(suite)
+    finals, rand, _ = eval_finals(suite)
     doms, arms = complete(suite, finals)
     if not doms:
         return

@@ -226,15 +226,18 @@ def test_committed_tables_are_up_to_date():
 
 def test_statistics_use_complete_tasks_only(planted):
     """B has 3 of its 4 seeds on Freeway: Freeway stays out of the tables (the progress table
-    says 3/4), Breakout, where both arms are whole, is in."""
+    says 3/4), Breakout, where both arms are whole, is in; A's diverged run there scores the
+    random policy (0): A's mean is (3 + 4 + 5 + 0) / 4."""
     root, suite = planted
     with open(b.choice_path("toy"), "w") as f:
         json.dump({"A": {"setting": {"alpha": "2^-8"}}, "B": {"setting": {"mu": "2^-10"}}}, f)
     for arm, label in (("A", "alpha=2^-8"), ("B", "mu=2^-10")):
         for d in suite.domains:
             for seed in range(3 if (arm, d) == ("B", "minatar-freeway") else 4):
-                plant(root, "eval", "toy", arm, label, seed, d, 3.0 + seed, 200)
+                div = 100 if (arm, d, seed) == ("A", "minatar-breakout", 3) else None
+                plant(root, "eval", "toy", arm, label, seed, d, 3.0 + seed, 200, div)
     b.compact("eval", "toy", str(root))
     t = b.eval_blocks("toy")
+    assert "| A | 3.0 [" in t["bench_toy_tasks"] and "(4, 1 diverged) |" in t["bench_toy_tasks"]
     assert "| Freeway | 4/4 | 3/4 |" in t["bench_toy_progress"]
     assert t["bench_toy_tasks"].splitlines()[0] == "| arm | Breakout |"
