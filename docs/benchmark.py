@@ -1,5 +1,6 @@
 """The benchmark of docs/benchmark.md: which online step-size method for streaming actor-critic.
 
+    python docs/benchmark.py all [SUITE] [--workers 2]          every cell in order (resumable)
     python docs/benchmark.py commands PHASE SUITE --root DIR    the sweeps of one cell, one a line
     python docs/benchmark.py run PHASE SUITE --root DIR [--queue I/N]   run them (resumable)
     python docs/benchmark.py compact PHASE SUITE --root DIR     -> docs/figures/bench_*_runs.csv
@@ -23,6 +24,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -512,6 +514,46 @@ def pilot_grid(arm, suite):
     return grid_of(arm, suite) + tuple(ext)
 
 
+def run_parallel(todo, workers, after_each=lambda: None):
+    """Run the sweeps of todo, `workers` at a time; after_each() whenever one ends.  Returns
+    the first exit status other than 0 (a sweep with a diverged run) and 1, else 0."""
+    running, status, queue = [], 0, list(todo)
+    while queue or running:
+        while queue and len(running) < workers:
+            arm, label, _, argv = queue.pop(0)
+            print(f"start {arm} {label} {argv[argv.index('--domain') + 1]}", flush=True)
+            running.append(subprocess.Popen([sys.executable, *argv], cwd=REPO))
+        done = [p for p in running if p.poll() is not None]
+        if not done:
+            time.sleep(2)
+            continue
+        for p in done:
+            running.remove(p)
+            if p.returncode not in (0, 1):
+                print(f"benchmark.py: {shlex.join(p.args[1:])} exited {p.returncode}",
+                      file=sys.stderr)
+                status = status or p.returncode
+        after_each()
+    return status
+
+
+def run_all(root, workers, suites):
+    """Every cell in the design's order: per suite the pilot (and its extensions, as select
+    asks), then the evaluation, compacting after each sweep.  Resumable like `run`."""
+    for suite in suites:
+        for _ in range(1 + 2 * MAX_EXTENSIONS):
+            if run_parallel(sweeps("pilot", suite, root), workers):
+                return 1
+            compact("pilot", suite, root)
+            select(suite)
+            if not any(c.get("extensions_pending") for c in read_choice(suite).values()):
+                break
+        if run_parallel(sweeps("eval", suite, root, chosen_settings(suite)), workers,
+                        lambda: compact("eval", suite, root)):
+            return 1
+    return 0
+
+
 def chosen_settings(suite):
     """{arm: setting} chosen on the pilot, from docs/figures/bench_choice_<suite>.json."""
     return {k: v["setting"] for k, v in read_choice(suite).items()
@@ -858,8 +900,9 @@ def eval_figures(suite, plt):
 def main(argv=None):
     """The subcommands of the module docstring."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("commands", "run", "compact", "random", "select",
+    p.add_argument("command", choices=("all", "commands", "run", "compact", "random", "select",
                                        "report"))
+    p.add_argument("--workers", type=int, default=2, help="all: sweeps at a time")
     p.add_argument("--check", action="store_true",
                    help="report: write nothing; exit 1 if a table of docs/benchmark.md is stale")
     p.add_argument("phase", nargs="?", help="pilot or eval (random and select: the SUITE)")
@@ -869,6 +912,11 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.command in ("commands", "run", "compact") and not (a.phase and a.suite):
         p.error(f"{a.command} needs PHASE and SUITE")
+    if a.command == "all":
+        suites = [a.phase] if a.phase else list(SUITES)
+        if not set(suites) <= set(SUITES) or a.workers < 1:
+            p.error("all [SUITE] --workers N: SUITE one of " + ", ".join(SUITES) + ", N >= 1")
+        return run_all(a.root, a.workers, suites)
     if a.command in ("random", "select"):
         a.suite = a.suite or a.phase         # `random SUITE`, `select SUITE`
         if a.suite not in SUITES:

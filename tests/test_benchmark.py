@@ -241,3 +241,33 @@ def test_statistics_use_complete_tasks_only(planted):
     assert "| A | 3.0 [" in t["bench_toy_tasks"] and "(4, 1 diverged) |" in t["bench_toy_tasks"]
     assert "| Freeway | 4/4 | 3/4 |" in t["bench_toy_progress"]
     assert t["bench_toy_tasks"].splitlines()[0] == "| arm | Breakout |"
+
+
+def test_all_runs_pilot_select_and_evaluation(tmp_path, monkeypatch):
+    """`all` on a one-task suite of 300-step runs: the pilot of two arms (two settings each,
+    3 seeds), the choice, and the chosen settings' evaluation (2 seeds), all compacted."""
+    figs = tmp_path / "figures"
+    figs.mkdir()
+    monkeypatch.setattr(b, "FIGURES", str(figs))
+    monkeypatch.setattr(b, "MAX_EXTENSIONS", 0)
+    suite = b.Suite("toy", ("minatar-breakout",), 300, 400, 2, 100, ())
+    monkeypatch.setattr(b, "SUITES", {"toy": suite})
+    arms = (b.Arm("A", "none", True, 1, "paper", (), ({"alpha": "2^-6"}, {"alpha": "2^-8"})),
+            b.Arm("B", "stream_ac", True, 2, "leaky_relu", ("--alpha", "1"),
+                  ({"kappa": "1", "kappa_pi": "1.5"}, {"kappa": "2", "kappa_pi": "3"})))
+    monkeypatch.setattr(b, "ARMS", arms)
+    monkeypatch.setattr(b, "ARM", {a.name: a for a in arms})
+    monkeypatch.setattr(b, "ARM_ORDER", {a.name: i for i, a in enumerate(arms)})
+    with open(figs / "bench_random.csv", "w") as f:
+        f.write("domain,steps,episodes,mean_score\nminatar-breakout,1,1,0.5\n")
+    assert b.run_all(str(tmp_path / "runs"), 2, ["toy"]) == 0
+    choice = b.read_choice("toy")
+    assert set(b.chosen_settings("toy")) == {"A", "B"}
+    pilot = b.read_compact(b.compact_path("pilot", "minatar-breakout"))
+    assert {(r["arm"], r["setting"], r["seed"]) for r in pilot} == {
+        (a.name, b.setting_label(st), seed) for a in arms for st in a.grid
+        for seed in (1000, 1001, 1002)}
+    ev = b.read_compact(b.compact_path("eval", "minatar-breakout"))
+    assert {(r["arm"], r["setting"], r["seed"]) for r in ev} == {
+        (a, choice[a]["label"], seed) for a in ("A", "B") for seed in (0, 1)}
+    assert {r["budget"] for r in ev} == {400} and {r["budget"] for r in pilot} == {300}
