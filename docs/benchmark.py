@@ -548,6 +548,12 @@ def run_all(root, workers, suites):
             select(suite)
             if not any(c.get("extensions_pending") for c in read_choice(suite).values()):
                 break
+        short_of = [a for a, c in read_choice(suite).items()
+                    if not c.get("setting") or c.get("extensions_pending")]
+        if short_of:
+            print(f"benchmark.py: {suite}: no setting chosen for {', '.join(short_of)} (a pilot "
+                  "run missing or failed?); the evaluation waits", file=sys.stderr)
+            return 1
         if run_parallel(sweeps("eval", suite, root, chosen_settings(suite)), workers,
                         lambda: compact("eval", suite, root)):
             return 1
