@@ -830,14 +830,24 @@ def figures():
         if not any(os.path.exists(compact_path("pilot", d)) for d in SUITES[suite].domains):
             continue
         table, _ = pilot_table(suite)
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for arm in ARMS:
-            vals = [v for v, _ in table[arm.name].values()]
-            ax.plot(range(len(vals)), vals, "o-", label=arm.name)
-        ax.set_xlabel("setting (the arm's grid order, then extensions)")
-        ax.set_ylabel("mean normalized pilot score")
-        ax.set_title(f"{suite}: pilot, seeds 1000-1002, {SUITES[suite].pilot_steps:,} steps")
-        ax.legend(fontsize=7)
+        choice = read_choice(suite)
+        fig, axes = plt.subplots(2, 4, figsize=(12, 5), sharey=True)
+        for ax, arm in zip(axes.flat, ARMS):
+            order = sorted(pilot_grid(arm, suite), key=lambda st: value_of(next(iter(st.values()))))
+            labels = [setting_label(st) for st in order]
+            ax.plot(range(len(order)), [table[arm.name][k][0] for k in labels], "o-")
+            if choice.get(arm.name, {}).get("label") in labels:
+                i = labels.index(choice[arm.name]["label"])
+                ax.plot([i], [table[arm.name][labels[i]][0]], "r*", ms=12)
+            ax.set_xticks(range(len(order)))
+            ax.set_xticklabels([next(iter(st.values())) for st in order], fontsize=7, rotation=30)
+            ax.set_title(f"{arm.name}: {next(iter(order[0]))}", fontsize=9)
+            ax.axhline(0, color="grey", lw=0.5)
+        axes.flat[-1].axis("off")
+        axes[0][0].set_ylabel("mean normalized pilot score")
+        axes[1][0].set_ylabel("mean normalized pilot score")
+        fig.suptitle(f"{suite}: pilot, seeds 1000-1002, {SUITES[suite].pilot_steps:,} steps "
+                     "(red star: the choice)", fontsize=10)
         fig.tight_layout()
         fig.savefig(os.path.join(FIGURES, f"bench_pilot_{suite}.png"), dpi=80)
         plt.close(fig)
