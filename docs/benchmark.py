@@ -480,14 +480,7 @@ def final_scores(rows, random_score):
 def run_cell(phase, suite, root, queue, chosen):
     """Run this queue's share (every N-th sweep, from the I-th) of a cell's sweeps, in order."""
     i, n = queue
-    todo = sweeps(phase, suite, root, chosen)[i::n]
-    for k, (arm, label, d, argv) in enumerate(todo):
-        print(f"[{k + 1}/{len(todo)}] {phase} {suite} {arm} {label}", flush=True)
-        r = subprocess.run([sys.executable, *argv], cwd=REPO)
-        if r.returncode not in (0, 1):     # 1: a run of it diverged, which is a result
-            print(f"benchmark.py: {shlex.join(argv)} exited {r.returncode}", file=sys.stderr)
-            return r.returncode
-    return 0
+    return run_parallel(sweeps(phase, suite, root, chosen)[i::n], 1)
 
 
 def choice_path(suite):
@@ -701,20 +694,27 @@ def complete(suite, finals):
     return doms, arms
 
 
-def speed_block(suite):
-    """Agent steps per second of each arm's evaluation runs (whole runs: environment, learner and
-    logging; two runs at a time on the machine of docs/benchmark.md): median and range."""
+def run_rates(phase, suite):
+    """{(arm, task): [agent steps/s of each run that did not diverge]}: budget / its episodes'
+    wall seconds, from a phase's compact files."""
     rates = collections.defaultdict(list)
     for d in SUITES[suite].domains:
-        path = compact_path("eval", d)
+        path = compact_path(phase, d)
         if not os.path.exists(path):
             continue
         runs = collections.defaultdict(list)
         for r in read_compact(path):
-            runs[(r["arm"], r["seed"])].append(r)
-        for (arm, _), rs in runs.items():
+            runs[(r["arm"], r["setting"], r["seed"])].append(r)
+        for (arm, _, _), rs in runs.items():
             if not any(r["diverged"] for r in rs):
                 rates[(arm, d)].append(rs[0]["budget"] / sum(r["seconds"] for r in rs))
+    return rates
+
+
+def speed_block(suite):
+    """Agent steps per second of each arm's evaluation runs (whole runs: environment, learner and
+    logging; two runs at a time on the machine of docs/benchmark.md): median and range."""
+    rates = run_rates("eval", suite)
     doms = [d for d in SUITES[suite].domains if any(k[1] == d for k in rates)]
     rows = [[a.name] + [f"{np.median(rates[(a.name, d)]):,.0f}" if rates[(a.name, d)] else "–"
                         for d in doms] for a in ARMS if any(rates[(a.name, d)] for d in doms)]
@@ -739,8 +739,8 @@ def dmc_block():
             finals[r["tuner"]][int(r["seed"])] = float(r["return"])
     x = {t: np.array([v[k] for k in sorted(v)]) for t, v in finals.items()}
     others = [t for t in DMC_TRIED if t != "mixed" and t in x]
-    tests = dict(zip(others, zip([welch(x["mixed"], x[t]) for t in others],
-                                 holm([welch(x["mixed"], x[t])[1] for t in others]))))
+    w = [welch(x["mixed"], x[t]) for t in others]
+    tests = dict(zip(others, zip(w, holm([p for _, p in w]))))
     out = []
     for t in DMC_TRIED:
         if t not in x:
@@ -757,17 +757,7 @@ def cost_block(suite):
     """The cost table: each arm's pilot rate (median agent steps/s of its pilot runs per task, two
     runs at a time on this 2-core machine) and the core-hours its evaluation cells need at it."""
     s = SUITES[suite]
-    rates = collections.defaultdict(list)
-    for d in s.domains:
-        path = compact_path("pilot", d)
-        if not os.path.exists(path):
-            continue
-        runs = collections.defaultdict(list)
-        for r in read_compact(path):
-            runs[(r["arm"], r["setting"], r["seed"])].append(r)
-        for (arm, _, _), rs in runs.items():
-            if not any(r["diverged"] for r in rs):
-                rates[(arm, d)].append(rs[0]["budget"] / sum(r["seconds"] for r in rs))
+    rates = run_rates("pilot", suite)
     rows, total = [], 0.0
     for a in ARMS:
         hours = [s.eval_seeds * s.eval_steps / np.median(rates[(a.name, d)]) / 3600
